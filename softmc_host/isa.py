@@ -1,0 +1,450 @@
+"""SoftMC instruction words: bit-exact encoding and decoding.
+
+Word format (32 bits; the host sends each word in the low half of a 64-bit slot)::
+
+    bits [31:28]  opcode. 1xxx = DDR command, 0000 END, 0001 SET_BUS_DIR,
+                  0010 SET_TREFI, 0011 SET_TRFC, 0100 WAIT,
+                  0101 WBUF (bridge write-data extension, not stock SoftMC)
+
+    DDR command (bit 31 = 1):
+    [30:25] write data bits [7:2] (WR only)    [24] CKE    [23] unused (0)
+    [22] CS_n  [21] RAS_n  [20] CAS_n  [19] WE_n  [18:16] bank  [15:0] A[15:0]
+    WR keeps data bits [1:0] in A[15:14]; RD/WR set A12 (BC_n = 1, burst of 8);
+    A10 is auto-precharge on RD/WR and all-bank on PRE; A[9:0] is the column.
+
+    SET_BUS_DIR [1:0]: 00 READ, 10 WRITE.  SET_TREFI/SET_TRFC value in [27:0].
+    WAIT cycles in [9:0], 1..1023.  WBUF write-data table index in [12:0].
+
+Every field is range-checked when an instruction is built, and :func:`decode`
+accepts exactly the words that :meth:`Instruction.encode` produces, so
+``decode(w).encode() == w`` for every word that decodes.  See ``docs/softmc-isa.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar, Union
+
+__all__ = [
+    "N_BANKS",
+    "N_ROWS",
+    "N_COLUMNS",
+    "MAX_WAIT_CYCLES",
+    "MAX_REG_VALUE",
+    "MAX_WBUF_INDEX",
+    "IsaError",
+    "BusDirection",
+    "Act",
+    "Pre",
+    "PreAll",
+    "Rd",
+    "Wr",
+    "Ref",
+    "Zq",
+    "Wait",
+    "SetBusDir",
+    "SetTrefi",
+    "SetTrfc",
+    "End",
+    "WBuf",
+    "Instruction",
+    "decode",
+]
+
+N_BANKS = 8
+N_ROWS = 1 << 16  # the row field is 16 bits (A[15:0]); the ML605 DIMM uses 32768
+N_COLUMNS = 1024
+MAX_WAIT_CYCLES = 1023
+MAX_REG_VALUE = (1 << 28) - 1
+MAX_WBUF_INDEX = 8191
+
+_DDR_BIT = 1 << 31
+_OP_END = 0x0
+_OP_BUSDIR = 0x1
+_OP_TREFI = 0x2
+_OP_TRFC = 0x3
+_OP_WAIT = 0x4
+_OP_WBUF = 0x5
+
+# Bits [24:19] (CKE, unused, CS_n, RAS_n, CAS_n, WE_n) of each DDR command.
+_CMD_REF = 0x21
+_CMD_PRE = 0x22
+_CMD_ACT = 0x23
+_CMD_WR = 0x24
+_CMD_RD = 0x25
+_CMD_ZQ = 0x26
+
+_A10 = 1 << 10
+_A12 = 1 << 12
+_COL_MASK = 0x3FF
+
+
+class IsaError(ValueError):
+    """An instruction field is out of range, or a word is not a valid instruction."""
+
+
+class BusDirection(enum.IntEnum):
+    """Direction of the tester's data bus, as encoded in SET_BUS_DIR bits [1:0]."""
+
+    READ = 0b00
+    WRITE = 0b10
+
+
+def _check(name: str, value: int, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise IsaError(f"{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise IsaError(f"{name} {value} out of range {lo}..{hi}")
+
+
+def _ddr(cmd: int, bank: int = 0, addr: int = 0, data_hi: int = 0) -> int:
+    return _DDR_BIT | (data_hi << 25) | (cmd << 19) | (bank << 16) | addr
+
+
+class _Base:
+    """Common behaviour of all instructions (encoding, text form)."""
+
+    mnemonic: ClassVar[str]
+    is_ddr: ClassVar[bool] = False
+
+    def encode(self) -> int:  # pragma: no cover - every subclass overrides
+        raise TypeError(f"{type(self).__name__} cannot be encoded")
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def to_text(self) -> str:
+        """Return the assembler text of this instruction (``softmc_host.asm`` syntax)."""
+        return self.mnemonic
+
+
+@dataclass(frozen=True)
+class Act(_Base):
+    """ACTIVATE ``row`` in ``bank``."""
+
+    bank: int
+    row: int
+    mnemonic: ClassVar[str] = "ACT"
+    is_ddr: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check("bank", self.bank, 0, N_BANKS - 1)
+        _check("row", self.row, 0, N_ROWS - 1)
+
+    def encode(self) -> int:
+        return _ddr(_CMD_ACT, self.bank, self.row)
+
+    def to_text(self) -> str:
+        return f"ACT {self.bank} {self.row}"
+
+
+@dataclass(frozen=True)
+class Pre(_Base):
+    """PRECHARGE one bank."""
+
+    bank: int
+    mnemonic: ClassVar[str] = "PRE"
+    is_ddr: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check("bank", self.bank, 0, N_BANKS - 1)
+
+    def encode(self) -> int:
+        return _ddr(_CMD_PRE, self.bank, 0)
+
+    def to_text(self) -> str:
+        return f"PRE {self.bank}"
+
+
+@dataclass(frozen=True)
+class PreAll(_Base):
+    """PRECHARGE all banks (A10 = 1)."""
+
+    mnemonic: ClassVar[str] = "PREA"
+    is_ddr: ClassVar[bool] = True
+
+    def encode(self) -> int:
+        return _ddr(_CMD_PRE, 0, _A10)
+
+
+@dataclass(frozen=True)
+class Rd(_Base):
+    """READ one burst of 8 (64 bytes) from ``column`` of the open row in ``bank``."""
+
+    bank: int
+    column: int
+    auto_precharge: bool = False
+    mnemonic: ClassVar[str] = "RD"
+    is_ddr: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check("bank", self.bank, 0, N_BANKS - 1)
+        _check("column", self.column, 0, N_COLUMNS - 1)
+        object.__setattr__(self, "auto_precharge", bool(self.auto_precharge))
+
+    def encode(self) -> int:
+        return _ddr(_CMD_RD, self.bank, _A12 | (_A10 if self.auto_precharge else 0) | self.column)
+
+    def to_text(self) -> str:
+        return f"RD {self.bank} {self.column}" + (" AP" if self.auto_precharge else "")
+
+
+@dataclass(frozen=True)
+class Wr(_Base):
+    """WRITE one burst to ``column``: stock SoftMC repeats ``data`` over all 64 bytes.
+
+    If a :class:`WBuf` instruction precedes it, an extended firmware writes the
+    loaded 64-byte buffer instead (see ``docs/write-data-extension.md``).
+    """
+
+    bank: int
+    column: int
+    data: int
+    auto_precharge: bool = False
+    mnemonic: ClassVar[str] = "WR"
+    is_ddr: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check("bank", self.bank, 0, N_BANKS - 1)
+        _check("column", self.column, 0, N_COLUMNS - 1)
+        _check("data", self.data, 0, 0xFF)
+        object.__setattr__(self, "auto_precharge", bool(self.auto_precharge))
+
+    def encode(self) -> int:
+        addr = ((self.data & 0x3) << 14) | _A12 | (_A10 if self.auto_precharge else 0) | self.column
+        return _ddr(_CMD_WR, self.bank, addr, self.data >> 2)
+
+    def to_text(self) -> str:
+        return f"WR {self.bank} {self.column} 0x{self.data:02X}" + (" AP" if self.auto_precharge else "")
+
+
+@dataclass(frozen=True)
+class Ref(_Base):
+    """AUTO REFRESH (all banks must be precharged)."""
+
+    mnemonic: ClassVar[str] = "REF"
+    is_ddr: ClassVar[bool] = True
+
+    def encode(self) -> int:
+        return _ddr(_CMD_REF)
+
+
+@dataclass(frozen=True)
+class Zq(_Base):
+    """ZQ calibration: short (ZQCS, A10 = 0) by default, long (ZQCL) if ``long``."""
+
+    long: bool = False
+    mnemonic: ClassVar[str] = "ZQ"
+    is_ddr: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "long", bool(self.long))
+
+    def encode(self) -> int:
+        return _ddr(_CMD_ZQ, 0, _A10 if self.long else 0)
+
+    def to_text(self) -> str:
+        return "ZQ LONG" if self.long else "ZQ"
+
+
+@dataclass(frozen=True)
+class Wait(_Base):
+    """Wait ``cycles`` DRAM clock cycles (1..1023)."""
+
+    cycles: int
+    mnemonic: ClassVar[str] = "WAIT"
+
+    def __post_init__(self) -> None:
+        _check("wait cycles", self.cycles, 1, MAX_WAIT_CYCLES)
+
+    def encode(self) -> int:
+        return (_OP_WAIT << 28) | self.cycles
+
+    def to_text(self) -> str:
+        return f"WAIT {self.cycles}"
+
+
+@dataclass(frozen=True)
+class SetBusDir(_Base):
+    """Switch the data bus direction."""
+
+    direction: BusDirection
+    mnemonic: ClassVar[str] = "BUSDIR"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.direction, bool):
+            raise IsaError(f"bus direction must be READ or WRITE, got {self.direction!r}")
+        try:
+            object.__setattr__(self, "direction", BusDirection(self.direction))
+        except ValueError:
+            raise IsaError(f"bus direction must be READ or WRITE, got {self.direction!r}") from None
+
+    def encode(self) -> int:
+        return (_OP_BUSDIR << 28) | int(self.direction)
+
+    def to_text(self) -> str:
+        return f"BUSDIR {self.direction.name}"
+
+
+@dataclass(frozen=True)
+class SetTrefi(_Base):
+    """Set the auto-refresh interval in 200 ns ticks (0 disables auto-refresh)."""
+
+    value: int
+    mnemonic: ClassVar[str] = "SET_TREFI"
+
+    def __post_init__(self) -> None:
+        _check("tREFI value", self.value, 0, MAX_REG_VALUE)
+
+    def encode(self) -> int:
+        return (_OP_TREFI << 28) | self.value
+
+    def to_text(self) -> str:
+        return f"SET_TREFI {self.value}"
+
+
+@dataclass(frozen=True)
+class SetTrfc(_Base):
+    """Set tRFC in DRAM clock cycles."""
+
+    value: int
+    mnemonic: ClassVar[str] = "SET_TRFC"
+
+    def __post_init__(self) -> None:
+        _check("tRFC value", self.value, 0, MAX_REG_VALUE)
+
+    def encode(self) -> int:
+        return (_OP_TRFC << 28) | self.value
+
+    def to_text(self) -> str:
+        return f"SET_TRFC {self.value}"
+
+
+@dataclass(frozen=True)
+class End(_Base):
+    """End of the program: the tester starts executing it."""
+
+    mnemonic: ClassVar[str] = "END"
+
+    def encode(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class WBuf(_Base):
+    """Bridge extension: load the write buffer from entry ``index`` of the write-data table.
+
+    The next WR writes those 64 bytes instead of repeating its data byte.
+    Not part of stock SoftMC; see ``docs/write-data-extension.md``.
+    """
+
+    index: int
+    mnemonic: ClassVar[str] = "WBUF"
+
+    def __post_init__(self) -> None:
+        _check("write-buffer index", self.index, 0, MAX_WBUF_INDEX)
+
+    def encode(self) -> int:
+        return (_OP_WBUF << 28) | self.index
+
+    def to_text(self) -> str:
+        return f"WBUF {self.index}"
+
+
+Instruction = Union[Act, Pre, PreAll, Rd, Wr, Ref, Zq, Wait, SetBusDir, SetTrefi, SetTrfc, End, WBuf]
+
+
+def _reject(word: int, why: str) -> IsaError:
+    return IsaError(f"0x{word:08X} is not a valid instruction: {why}")
+
+
+def _decode_ddr(word: int) -> Instruction:
+    cmd = (word >> 19) & 0x3F
+    bank = (word >> 16) & 0x7
+    addr = word & 0xFFFF
+    data_hi = (word >> 25) & 0x3F
+    if cmd != _CMD_WR and data_hi:
+        raise _reject(word, "write-data bits [30:25] set on a command other than WR")
+    if cmd == _CMD_ACT:
+        return Act(bank, addr)
+    if cmd == _CMD_PRE:
+        if addr == _A10:
+            if bank:
+                raise _reject(word, "bank bits set on PREA")
+            return PreAll()
+        if addr:
+            raise _reject(word, "address bits other than A10 set on PRE")
+        return Pre(bank)
+    if cmd in (_CMD_RD, _CMD_WR):
+        name = "RD" if cmd == _CMD_RD else "WR"
+        if not addr & _A12:
+            raise _reject(word, f"{name} without A12 (BC_n) set: only burst length 8 is supported")
+        extra = addr & ~(_A12 | _A10 | _COL_MASK | (0xC000 if cmd == _CMD_WR else 0))
+        if extra:
+            raise _reject(word, f"unused address bits 0x{extra:04X} set on {name}")
+        ap = bool(addr & _A10)
+        col = addr & _COL_MASK
+        if cmd == _CMD_RD:
+            return Rd(bank, col, ap)
+        return Wr(bank, col, (data_hi << 2) | (addr >> 14), ap)
+    if cmd in (_CMD_REF, _CMD_ZQ):
+        name = "REF" if cmd == _CMD_REF else "ZQ"
+        if bank:
+            raise _reject(word, f"bank bits set on {name}")
+        if cmd == _CMD_ZQ and addr in (0, _A10):
+            return Zq(bool(addr))
+        if addr:
+            raise _reject(word, f"address bits set on {name}")
+        return Ref()
+    raise _reject(word, f"unknown DDR command bits [24:19] = 0x{cmd:02X}")
+
+
+def decode(word: int) -> Instruction:
+    """Decode one 32-bit instruction word.
+
+    Parameters
+    ----------
+    word : int
+        The instruction, 0 <= word < 2**32.
+
+    Returns
+    -------
+    Instruction
+        The decoded instruction; ``decode(word).encode() == word``.
+
+    Raises
+    ------
+    IsaError
+        If the word is out of range or is not a word the encoder can produce
+        (unknown opcode, reserved bits set, field out of range).
+    """
+    if isinstance(word, bool) or not isinstance(word, int) or not 0 <= word <= 0xFFFFFFFF:
+        raise IsaError(f"instruction word must be a 32-bit unsigned integer, got {word!r}")
+    if word & _DDR_BIT:
+        return _decode_ddr(word)
+    op = word >> 28
+    payload = word & 0x0FFFFFFF
+    if op == _OP_END:
+        if payload:
+            raise _reject(word, "END with nonzero bits")
+        return End()
+    if op == _OP_BUSDIR:
+        if payload not in (BusDirection.READ, BusDirection.WRITE):
+            raise _reject(word, "SET_BUS_DIR value must be 0b00 (READ) or 0b10 (WRITE)")
+        return SetBusDir(BusDirection(payload))
+    if op == _OP_TREFI:
+        return SetTrefi(payload)
+    if op == _OP_TRFC:
+        return SetTrfc(payload)
+    if op == _OP_WAIT:
+        if payload > MAX_WAIT_CYCLES:
+            raise _reject(word, "WAIT bits above [9:0] set")
+        if payload == 0:
+            raise _reject(word, "WAIT of 0 cycles")
+        return Wait(payload)
+    if op == _OP_WBUF:
+        if payload > MAX_WBUF_INDEX:
+            raise _reject(word, "WBUF bits above [12:0] set")
+        return WBuf(payload)
+    raise _reject(word, f"unknown opcode 0b{op:04b}")

@@ -1,0 +1,295 @@
+"""SoftMC programs and the builders characterization needs.
+
+A :class:`Program` is a list of 32-bit instruction words (at most 8192, the last
+one END) plus the write-data blocks of the bridge's write-data extension.  It
+knows how many read bursts it will return and which way the bus points.
+
+Builders append the usual sequences with timings given in nanoseconds and
+converted to cycles at the tester's tCK (rounded up): write a row with a pattern,
+read a row back, optionally activating the row once per burst so that every
+burst is read exactly tRCD after its ACT.
+
+Cycle accounting follows the emulator's timing model (``docs/emulator.md``):
+every instruction takes one cycle except ``WAIT n`` (n cycles) and ``WBUF`` (none),
+so ``ACT; WAIT tRCD-1; RD`` puts the RD tRCD cycles after the ACT.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from firmware_bridge.protocol import BURST_BYTES, MAX_PROGRAM_SLOTS, encode_program
+from softmc_host import isa
+from softmc_host.timing import Ddr3Params, TimingCycles
+
+__all__ = [
+    "ProgramError",
+    "Program",
+    "wait_words",
+    "row_bursts",
+    "append_row_write",
+    "append_row_read",
+    "row_write_length",
+    "row_read_length",
+    "pack_rows",
+]
+
+ROW_BYTES = 8192
+BURSTS_PER_ROW = ROW_BYTES // BURST_BYTES
+
+
+class ProgramError(ValueError):
+    """A program would be too long, is used after END, or is given bad data."""
+
+
+class Program:
+    """A SoftMC program under construction.
+
+    Parameters
+    ----------
+    max_length : int
+        Maximum number of instructions, END included (8192 on SoftMC).
+    """
+
+    def __init__(self, max_length: int = MAX_PROGRAM_SLOTS) -> None:
+        self.words: list[int] = []
+        self.blocks: list[bytes] = []
+        self.max_length = max_length
+        self.n_reads = 0
+        self.bus_direction: isa.BusDirection | None = None
+        self.ended = False
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def room(self) -> int:
+        """Instructions that can still be added, keeping one slot for END."""
+        return self.max_length - len(self.words) - (0 if self.ended else 1)
+
+    def _push(self, words: Sequence[int], reads: int = 0) -> None:
+        if self.ended:
+            raise ProgramError("cannot add instructions after END")
+        if len(words) > self.room:
+            raise ProgramError(
+                f"program would hold {len(self.words) + len(words) + 1} instructions with END; "
+                f"the tester takes at most {self.max_length}"
+            )
+        self.words.extend(words)
+        self.n_reads += reads
+
+    def add(self, *instructions: isa.Instruction) -> "Program":
+        """Append instructions (END closes the program); returns the program for chaining."""
+        for ins in instructions:
+            if isinstance(ins, isa.End):
+                self.end()
+                continue
+            if isinstance(ins, isa.WBuf) and ins.index >= len(self.blocks):
+                raise ProgramError(f"WBUF {ins.index} names a write-data block the program does not carry")
+            self._push([ins.encode()], 1 if isinstance(ins, isa.Rd) else 0)
+            if isinstance(ins, isa.SetBusDir):
+                self.bus_direction = ins.direction
+        return self
+
+    def wait(self, cycles: int) -> "Program":
+        """Wait ``cycles`` DRAM cycles (0 adds nothing; long waits are split into WAITs of <= 1023)."""
+        self._push(wait_words(cycles))
+        return self
+
+    def set_bus(self, direction: isa.BusDirection, settle_cycles: int = 5) -> "Program":
+        """Point the bus at ``direction`` (and wait ``settle_cycles``) unless it already does."""
+        if self.bus_direction != direction:
+            self.add(isa.SetBusDir(direction))
+            self.wait(settle_cycles)
+        return self
+
+    def load_write_buffer(self, burst: bytes) -> "Program":
+        """Append a write-data block and a WBUF naming it: the next WR writes these 64 bytes."""
+        if len(burst) != BURST_BYTES:
+            raise ProgramError(f"a write burst is {BURST_BYTES} bytes, got {len(burst)}")
+        self._push((isa.WBuf(len(self.blocks)).encode(),))
+        self.blocks.append(bytes(burst))
+        return self
+
+    def end(self) -> "Program":
+        """Append END (once)."""
+        if not self.ended:
+            self.words.append(isa.End().encode())
+            self.ended = True
+        return self
+
+    @property
+    def instructions(self) -> list[isa.Instruction]:
+        """The program decoded back into instructions."""
+        return [isa.decode(w) for w in self.words]
+
+    def to_text(self) -> str:
+        """Assembler text of the program (``softmc_host.asm`` syntax)."""
+        return "".join(ins.to_text() + "\n" for ins in self.instructions)
+
+    def payload(self) -> bytes:
+        """The PROGRAM request payload (END is appended if missing)."""
+        self.end()
+        return encode_program(self.words, self.blocks)
+
+    @property
+    def uses_write_extension(self) -> bool:
+        """True if the program needs the bridge's write-data extension."""
+        return bool(self.blocks)
+
+
+@functools.lru_cache(maxsize=4096)
+def wait_words(cycles: int) -> tuple[int, ...]:
+    """Words of a wait of ``cycles`` cycles: WAITs of at most 1023 (none for 0)."""
+    if cycles < 0:
+        raise ProgramError(f"cannot wait a negative number of cycles ({cycles})")
+    full, rest = divmod(cycles, isa.MAX_WAIT_CYCLES)
+    return (isa.Wait(isa.MAX_WAIT_CYCLES).encode(),) * full + ((isa.Wait(rest).encode(),) if rest else ())
+
+
+def row_bursts(data: int | bytes | np.ndarray, row_bytes: int = ROW_BYTES) -> list[int | bytes]:
+    """Split a row's data into per-burst items: an int where a burst repeats one byte, else 64 bytes.
+
+    Parameters
+    ----------
+    data : int or bytes-like
+        A byte value 0..255 (the whole row repeats it) or exactly ``row_bytes`` bytes.
+    """
+    n = row_bytes // BURST_BYTES
+    if isinstance(data, (int, np.integer)) and not isinstance(data, bool):
+        if not 0 <= int(data) <= 0xFF:
+            raise ProgramError(f"data byte {data} out of range 0..255")
+        return [int(data)] * n
+    arr = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    arr = np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1)
+    if arr.size != row_bytes:
+        raise ProgramError(f"row data must be {row_bytes} bytes, got {arr.size}")
+    bursts = arr.reshape(n, BURST_BYTES)
+    uniform = (bursts == bursts[:, :1]).all(axis=1)
+    return [int(b[0]) if u else b.tobytes() for b, u in zip(bursts, uniform)]
+
+
+def row_write_length(n_ext_bursts: int, bursts: int = BURSTS_PER_ROW) -> int:
+    """Most instructions :func:`append_row_write` adds for one row (bus switch excluded)."""
+    # ACT, WAIT, per burst (WR + WAIT), the WBUFs, WAIT, PRE, WAIT
+    return 2 + 2 * bursts + n_ext_bursts + 3
+
+
+def row_read_length(bursts: int = BURSTS_PER_ROW, per_burst_activate: bool = False) -> int:
+    """Most instructions :func:`append_row_read` adds for one row (bus switch excluded)."""
+    # per burst: ACT, WAIT, RD, WAIT, PRE, WAIT; else ACT, WAIT, RDs with WAITs between, WAIT, PRE, WAIT
+    return bursts * 6 if per_burst_activate else 2 + (2 * bursts - 1) + 3
+
+
+def append_row_write(
+    program: Program,
+    bank: int,
+    row: int,
+    data: int | bytes | np.ndarray,
+    timing: TimingCycles,
+    params: Ddr3Params = Ddr3Params(),
+    columns_per_burst: int = 8,
+    row_bytes: int = ROW_BYTES,
+) -> Program:
+    """Append a whole-row write: ACT, the bursts (WBUF + WR where bytes differ), PRE.
+
+    Bursts that repeat one byte use the stock WR; others load the write buffer
+    first.  The bus is switched to WRITE if needed.
+    """
+    items = row_bursts(data, row_bytes)
+    program.set_bus(isa.BusDirection.WRITE)
+    words = [isa.Act(bank, row).encode(), *wait_words(timing.trcd - 1)]
+    wr_base = isa.Wr(bank, 0, 0).encode()
+    gap = wait_words(params.tccd_cycles - 1)
+    first_block = len(program.blocks)
+    blocks: list[bytes] = []
+    t = timing.trcd  # cycle of the next command, counted from the ACT
+    for index, item in enumerate(items):
+        column = index * columns_per_burst
+        if isinstance(item, int):
+            words.append(isa.Wr(bank, column, item).encode())
+        else:
+            words.append(isa.WBuf(first_block + len(blocks)).encode())
+            blocks.append(item)
+            words.append(wr_base | column)
+        words.extend(gap)
+        t += params.tccd_cycles
+    last_wr = t - params.tccd_cycles
+    pre_time = max(timing.tras, last_wr + params.write_recovery_cycles(timing.tck_ns))
+    words.extend(wait_words(pre_time - t))
+    words.append(isa.Pre(bank).encode())
+    words.extend(wait_words(timing.trp - 1))
+    program._push(words)
+    program.blocks.extend(blocks)
+    return program
+
+
+def append_row_read(
+    program: Program,
+    bank: int,
+    row: int,
+    timing: TimingCycles,
+    params: Ddr3Params = Ddr3Params(),
+    bursts: Iterable[int] | None = None,
+    per_burst_activate: bool = False,
+    columns_per_burst: int = 8,
+) -> Program:
+    """Append reads of a row's bursts (all 128 by default), in order.
+
+    With ``per_burst_activate`` every burst gets its own ACT ... PRE, so each is
+    read exactly tRCD after activation (what a tRCD characterization needs);
+    otherwise the row is opened once and the bursts follow at tCCD.
+    """
+    burst_list = list(range(BURSTS_PER_ROW) if bursts is None else bursts)
+    for burst in burst_list:
+        if not 0 <= burst * columns_per_burst < isa.N_COLUMNS:
+            raise ProgramError(f"burst {burst} is outside the row")
+    program.set_bus(isa.BusDirection.READ)
+    rtp = params.trtp_cycles(timing.tck_ns)
+    rd_base = isa.Rd(bank, 0).encode()
+    act = (isa.Act(bank, row).encode(), *wait_words(timing.trcd - 1))
+    pre = isa.Pre(bank).encode()
+    close_tail = (pre, *wait_words(timing.trp - 1))
+    words: list[int] = []
+    if per_burst_activate:
+        # ACT at 0, RD at tRCD, PRE at max(tRAS, tRCD + tRTP), next ACT tRP later.
+        pre_wait = wait_words(max(timing.tras, timing.trcd + rtp) - (timing.trcd + 1))
+        for burst in burst_list:
+            words.extend(act)
+            words.append(rd_base | (burst * columns_per_burst))
+            words.extend(pre_wait)
+            words.extend(close_tail)
+    elif burst_list:
+        words.extend(act)
+        gap = wait_words(params.tccd_cycles - 1)
+        for i, burst in enumerate(burst_list):
+            if i:
+                words.extend(gap)
+            words.append(rd_base | (burst * columns_per_burst))
+        last_rd = timing.trcd + params.tccd_cycles * (len(burst_list) - 1)
+        words.extend(wait_words(max(timing.tras, last_rd + rtp) - (last_rd + 1)))
+        words.extend(close_tail)
+    program._push(words, reads=len(burst_list))
+    return program
+
+
+def pack_rows(
+    rows: Sequence[tuple[int, int]],
+    append_one: Callable[[Program, int, int], Program],
+    length_of_one: int,
+    max_length: int = MAX_PROGRAM_SLOTS,
+) -> Iterator[Program]:
+    """Yield programs holding as many of ``rows`` as fit, each built by ``append_one(program, bank, row)``.
+
+    ``length_of_one`` is an upper bound of the instructions one row adds
+    (bus switching included).
+    """
+    per_program = max(1, (max_length - 1) // length_of_one)
+    for start in range(0, len(rows), per_program):
+        program = Program(max_length)
+        for bank, row in rows[start : start + per_program]:
+            append_one(program, bank, row)
+        yield program.end()

@@ -1,0 +1,279 @@
+"""A tester session: open a SoftMC tester by URL, run programs, move whole rows.
+
+::
+
+    with TesterSession.open("socket://127.0.0.1:5555") as tester:
+        tester.write_row(bank=2, row=100, data=0xAA)
+        data = tester.read_row(bank=2, row=100)          # 8192 bytes
+
+The session asks the firmware for its geometry and clock (HELLO) when it opens,
+and resets it on exit, whatever happened inside the ``with`` block, so the
+tester is left with all rows closed and the bus idle.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, TextIO
+
+import numpy as np
+
+from firmware_bridge.link import Link, LinkError
+from firmware_bridge.protocol import BURST_BYTES, MsgType, ProtocolError, decode_json, decode_result
+from softmc_host.program import (
+    Program,
+    ProgramError,
+    append_row_read,
+    append_row_write,
+    pack_rows,
+    row_bursts,
+    row_read_length,
+    row_write_length,
+)
+from softmc_host.timing import NOMINAL_TIMING, AccessTiming, Ddr3Params, TimingCycles
+
+__all__ = ["TesterSession", "TesterError"]
+
+
+class TesterError(RuntimeError):
+    """The tester returned something inconsistent with the program it was sent."""
+
+
+class TesterSession:
+    """Host-side driver of one tester.
+
+    Parameters
+    ----------
+    link : Link
+        An open link to the firmware (see :meth:`open` to open one by URL).
+    timing : AccessTiming
+        Default tRCD/tRP/tRAS for row reads and writes (datasheet nominal).
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, link: Link, timing: AccessTiming = NOMINAL_TIMING, params: Ddr3Params = Ddr3Params()) -> None:
+        self.link = link
+        self.params = params
+        try:
+            self.info: dict[str, Any] = decode_json(link.request(MsgType.HELLO).payload)
+        except ProtocolError as exc:
+            raise TesterError(f"tester at {link.name} sent a malformed INFO reply: {exc}") from None
+        try:
+            self.tck_ns = float(self.info["tck_ps"]) / 1000.0
+            self.banks = int(self.info["banks"])
+            self.rows = int(self.info["rows"])
+            self.columns = int(self.info["columns"])
+            self.bus_bytes = int(self.info.get("bus_bytes", 8))
+            self.max_program = int(self.info.get("max_program", 8192))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TesterError(f"tester at {link.name} sent an INFO reply without {exc}") from None
+        self.features = set(self.info.get("features", ()))
+        self.timing = timing
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        timing: AccessTiming = NOMINAL_TIMING,
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        spy: Callable[[str], None] | TextIO | None = None,
+    ) -> "TesterSession":
+        """Open a tester by URL (see :func:`firmware_bridge.link.open_transport`) and say HELLO."""
+        link = Link.open(url, timeout_s=timeout_s, retries=retries, spy=spy)
+        try:
+            return cls(link, timing=timing)
+        except BaseException:
+            link.close()
+            raise
+
+    # Geometry and timing ---------------------------------------------------------------------
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes in one row."""
+        return self.columns * self.bus_bytes
+
+    @property
+    def bursts_per_row(self) -> int:
+        """Bursts in one row."""
+        return self.row_bytes // BURST_BYTES
+
+    @property
+    def timing(self) -> AccessTiming:
+        """Default timing asked for, in ns."""
+        return self._timing
+
+    @timing.setter
+    def timing(self, value: AccessTiming) -> None:
+        self._timing = value
+        self._cycles = value.cycles(self.tck_ns)
+
+    @property
+    def timing_cycles(self) -> TimingCycles:
+        """Default timing in tester cycles; its ``*_ns`` properties are the effective values."""
+        return self._cycles
+
+    def _cycles_for(self, timing: AccessTiming | None) -> TimingCycles:
+        return self._cycles if timing is None else timing.cycles(self.tck_ns)
+
+    def _check_row(self, bank: int, row: int) -> None:
+        if not 0 <= bank < self.banks:
+            raise ValueError(f"bank {bank} outside 0..{self.banks - 1}")
+        if not 0 <= row < self.rows:
+            raise ValueError(f"row {row} outside 0..{self.rows - 1}")
+
+    # Programs --------------------------------------------------------------------------------
+
+    def new_program(self) -> Program:
+        """An empty program sized for this tester."""
+        return Program(self.max_program)
+
+    def run(self, program: Program) -> bytes:
+        """Run a program; return its read bursts, concatenated (``64 * program.n_reads`` bytes).
+
+        Raises
+        ------
+        firmware_bridge.link.RemoteError
+            The firmware rejected the program (the message says which instruction and why).
+        TesterError
+            The tester returned a different number of bursts than the program reads.
+        """
+        if program.uses_write_extension and "wbuf" not in self.features:
+            raise TesterError(f"tester at {self.link.name} lacks the write-data extension (WBUF)")
+        payload = program.payload()
+        reply = self.link.request(
+            MsgType.PROGRAM, payload, timeout_s=self.link.timeout_s + 2e-5 * len(program)
+        )
+        try:
+            data = decode_result(reply.payload)
+        except ProtocolError as exc:
+            raise TesterError(f"malformed RESULT from {self.link.name}: {exc}") from None
+        if len(data) != BURST_BYTES * program.n_reads:
+            raise TesterError(
+                f"program issues {program.n_reads} reads but the tester returned {len(data) // BURST_BYTES} bursts"
+            )
+        return data
+
+    def run_text(self, text: str) -> bytes:
+        """Assemble program text (``softmc_host.asm`` syntax) and run it."""
+        from softmc_host.asm import assemble
+
+        program = self.new_program()
+        program.add(*assemble(text.splitlines()))
+        return self.run(program)
+
+    # Rows ------------------------------------------------------------------------------------
+
+    def write_rows(
+        self,
+        rows: Sequence[tuple[int, int]],
+        data: int | bytes | np.ndarray | Sequence[int | bytes | np.ndarray],
+        timing: AccessTiming | None = None,
+    ) -> None:
+        """Write whole rows, packing as many per program as fit.
+
+        Parameters
+        ----------
+        rows : sequence of (bank, row)
+            Rows to write.
+        data : int, bytes, or one per row
+            A byte value (repeated) or ``row_bytes`` bytes, the same for all rows,
+            or a sequence with one such item per row.
+        timing : AccessTiming, optional
+            Timing to write with; the session default if omitted.
+        """
+        rows = [(int(b), int(r)) for b, r in rows]
+        for bank, row in rows:
+            self._check_row(bank, row)
+        single = isinstance(data, (int, np.integer, bytes, bytearray)) or (
+            isinstance(data, np.ndarray) and data.ndim == 1 and data.size == self.row_bytes
+        )
+        per_row = [data] * len(rows) if single else list(data)  # type: ignore[arg-type]
+        if len(per_row) != len(rows):
+            raise ValueError(f"{len(rows)} rows but {len(per_row)} data items")
+        try:
+            items = [row_bursts(d, self.row_bytes) for d in per_row]  # type: ignore[arg-type]
+        except ProgramError as exc:
+            raise ValueError(str(exc)) from None
+        cycles = self._cycles_for(timing)
+        longest = max((row_write_length(sum(not isinstance(i, int) for i in it), len(it)) for it in items), default=0)
+        index = {key: i for i, key in enumerate(rows)}
+        if len(index) != len(rows):
+            raise ValueError("a row is listed twice in one write")
+
+        def add(program: Program, bank: int, row: int) -> Program:
+            return append_row_write(
+                program, bank, row, per_row[index[(bank, row)]], cycles, self.params, row_bytes=self.row_bytes
+            )
+
+        for program in pack_rows(rows, add, longest + 8, self.max_program):
+            self.run(program)
+
+    def write_row(self, bank: int, row: int, data: int | bytes | np.ndarray, timing: AccessTiming | None = None) -> None:
+        """Write one whole row (a repeated byte or ``row_bytes`` bytes)."""
+        self.write_rows([(bank, row)], data, timing)
+
+    def read_rows(
+        self,
+        rows: Sequence[tuple[int, int]],
+        timing: AccessTiming | None = None,
+        per_burst_activate: bool = False,
+    ) -> np.ndarray:
+        """Read whole rows; return a ``(len(rows), row_bytes)`` uint8 array.
+
+        With ``per_burst_activate`` every burst is read right after its own ACT,
+        exactly tRCD later (slower; what a tRCD characterization needs).
+        """
+        rows = [(int(b), int(r)) for b, r in rows]
+        for bank, row in rows:
+            self._check_row(bank, row)
+        cycles = self._cycles_for(timing)
+        length = row_read_length(self.bursts_per_row, per_burst_activate) + 8
+
+        def add(program: Program, bank: int, row: int) -> Program:
+            return append_row_read(
+                program, bank, row, cycles, self.params, range(self.bursts_per_row), per_burst_activate
+            )
+
+        out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        done = 0
+        for program in pack_rows(rows, add, length, self.max_program):
+            data = np.frombuffer(self.run(program), dtype=np.uint8).reshape(-1, self.row_bytes)
+            out[done : done + len(data)] = data
+            done += len(data)
+        return out
+
+    def read_row(self, bank: int, row: int, timing: AccessTiming | None = None) -> bytes:
+        """Read one whole row; return ``row_bytes`` bytes."""
+        return self.read_rows([(bank, row)], timing)[0].tobytes()
+
+    # Housekeeping ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The firmware's STATUS object (clock, open rows, the last program's tightest timings)."""
+        return decode_json(self.link.request(MsgType.STATUS).payload)
+
+    def reset(self) -> None:
+        """Drain stale data and reset the firmware (all rows closed, bus READ, auto-refresh off)."""
+        self.link.reset()
+
+    def close(self) -> None:
+        """Reset the tester and close the link."""
+        try:
+            self.reset()
+        finally:
+            self.link.close()
+
+    def __enter__(self) -> "TesterSession":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.reset()
+        except LinkError:
+            if exc_type is None:
+                raise
+        finally:
+            self.link.close()
