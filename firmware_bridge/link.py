@@ -8,10 +8,11 @@ at most ``retries`` times.  The firmware answers a repeated sequence number from
 its reply cache without executing the request twice.
 
 Transports are opened with :func:`serial.serial_for_url`, so any URL pySerial
-knows works: ``/dev/ttyUSB0?baudrate=...`` (written ``/dev/ttyUSB0`` with the
-baud rate as a query), ``socket://host:port``, ``loop://``, ``rfc2217://``,
-``spy://`` (pySerial's raw hex dump).  A ``spy+`` prefix (``spy+socket://...``)
-logs every frame, decoded, to standard error.
+knows works: a device path with optional serial settings as a query
+(``/dev/ttyUSB0?baudrate=3000000``), ``socket://host:port``, ``loop://``,
+``rfc2217://``, and pySerial's ``spy://`` raw hex dump (which wraps a device at
+its default settings).  A ``spy+`` prefix (``spy+socket://...``,
+``spy+/dev/ttyUSB0?baudrate=N``) logs every frame, decoded, to standard error.
 """
 
 from __future__ import annotations
@@ -309,6 +310,7 @@ class Link:
         dropped = len(self._decoder)
         self._decoder.clear()
         try:
+            dropped += self._port.in_waiting
             self._port.reset_input_buffer()
             end = time.monotonic() + max_s
             quiet_until = time.monotonic() + quiet_s

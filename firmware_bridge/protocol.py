@@ -72,6 +72,7 @@ class ErrorCode(enum.IntEnum):
     BANK_STATE = 8
     BAD_WRITE_DATA = 9
     ADDRESS_RANGE = 10
+    NO_POWER = 11
     INTERNAL = 99
 
 

@@ -32,12 +32,11 @@ __all__ = [
     "row_bursts",
     "append_row_write",
     "append_row_read",
-    "row_write_length",
-    "row_read_length",
     "pack_rows",
 ]
 
 ROW_BYTES = 8192
+_WBUF_OPCODE = isa.WBuf(0).encode() >> 28
 BURSTS_PER_ROW = ROW_BYTES // BURST_BYTES
 
 
@@ -121,6 +120,18 @@ class Program:
             self.ended = True
         return self
 
+    def merge(self, part: "Program") -> "Program":
+        """Append another (unended) program's instructions and write-data blocks."""
+        if part.ended:
+            raise ProgramError("cannot merge a program that already ends with END")
+        offset = len(self.blocks)
+        words = part.words if not offset else [w + offset if w >> 28 == _WBUF_OPCODE else w for w in part.words]
+        self._push(words, part.n_reads)
+        self.blocks.extend(part.blocks)
+        if part.bus_direction is not None:
+            self.bus_direction = part.bus_direction
+        return self
+
     @property
     def instructions(self) -> list[isa.Instruction]:
         """The program decoded back into instructions."""
@@ -170,18 +181,6 @@ def row_bursts(data: int | bytes | np.ndarray, row_bytes: int = ROW_BYTES) -> li
     bursts = arr.reshape(n, BURST_BYTES)
     uniform = (bursts == bursts[:, :1]).all(axis=1)
     return [int(b[0]) if u else b.tobytes() for b, u in zip(bursts, uniform)]
-
-
-def row_write_length(n_ext_bursts: int, bursts: int = BURSTS_PER_ROW) -> int:
-    """Most instructions :func:`append_row_write` adds for one row (bus switch excluded)."""
-    # ACT, WAIT, per burst (WR + WAIT), the WBUFs, WAIT, PRE, WAIT
-    return 2 + 2 * bursts + n_ext_bursts + 3
-
-
-def row_read_length(bursts: int = BURSTS_PER_ROW, per_burst_activate: bool = False) -> int:
-    """Most instructions :func:`append_row_read` adds for one row (bus switch excluded)."""
-    # per burst: ACT, WAIT, RD, WAIT, PRE, WAIT; else ACT, WAIT, RDs with WAITs between, WAIT, PRE, WAIT
-    return bursts * 6 if per_burst_activate else 2 + (2 * bursts - 1) + 3
 
 
 def append_row_write(
@@ -279,17 +278,30 @@ def append_row_read(
 def pack_rows(
     rows: Sequence[tuple[int, int]],
     append_one: Callable[[Program, int, int], Program],
-    length_of_one: int,
     max_length: int = MAX_PROGRAM_SLOTS,
 ) -> Iterator[Program]:
-    """Yield programs holding as many of ``rows`` as fit, each built by ``append_one(program, bank, row)``.
+    """Yield programs holding as many of ``rows`` as fit, each row built by ``append_one(program, bank, row)``.
 
-    ``length_of_one`` is an upper bound of the instructions one row adds
-    (bus switching included).
+    Each row is built on its own and moved into the current program if it fits
+    (write-data blocks renumbered), else the program is closed and a new one begun.
+
+    Raises
+    ------
+    ProgramError
+        If a single row does not fit in an empty program.
     """
-    per_program = max(1, (max_length - 1) // length_of_one)
-    for start in range(0, len(rows), per_program):
-        program = Program(max_length)
-        for bank, row in rows[start : start + per_program]:
-            append_one(program, bank, row)
+    program = Program(max_length)
+    for bank, row in rows:
+        part = Program(max_length)
+        part.bus_direction = program.bus_direction
+        append_one(part, bank, row)
+        if len(part) > program.room:
+            if not program.words:
+                raise ProgramError(f"row ({bank}, {row}) alone needs {len(part) + 1} instructions; the limit is {max_length}")
+            yield program.end()
+            program = Program(max_length)
+            part = Program(max_length)
+            append_one(part, bank, row)
+        program.merge(part)
+    if program.words:
         yield program.end()

@@ -26,8 +26,6 @@ from softmc_host.program import (
     append_row_write,
     pack_rows,
     row_bursts,
-    row_read_length,
-    row_write_length,
 )
 from softmc_host.timing import NOMINAL_TIMING, AccessTiming, Ddr3Params, TimingCycles
 
@@ -198,7 +196,6 @@ class TesterSession:
         except ProgramError as exc:
             raise ValueError(str(exc)) from None
         cycles = self._cycles_for(timing)
-        longest = max((row_write_length(sum(not isinstance(i, int) for i in it), len(it)) for it in items), default=0)
         index = {key: i for i, key in enumerate(rows)}
         if len(index) != len(rows):
             raise ValueError("a row is listed twice in one write")
@@ -208,7 +205,7 @@ class TesterSession:
                 program, bank, row, per_row[index[(bank, row)]], cycles, self.params, row_bytes=self.row_bytes
             )
 
-        for program in pack_rows(rows, add, longest + 8, self.max_program):
+        for program in pack_rows(rows, add, self.max_program):
             self.run(program)
 
     def write_row(self, bank: int, row: int, data: int | bytes | np.ndarray, timing: AccessTiming | None = None) -> None:
@@ -230,7 +227,6 @@ class TesterSession:
         for bank, row in rows:
             self._check_row(bank, row)
         cycles = self._cycles_for(timing)
-        length = row_read_length(self.bursts_per_row, per_burst_activate) + 8
 
         def add(program: Program, bank: int, row: int) -> Program:
             return append_row_read(
@@ -239,7 +235,7 @@ class TesterSession:
 
         out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
         done = 0
-        for program in pack_rows(rows, add, length, self.max_program):
+        for program in pack_rows(rows, add, self.max_program):
             data = np.frombuffer(self.run(program), dtype=np.uint8).reshape(-1, self.row_bytes)
             out[done : done + len(data)] = data
             done += len(data)

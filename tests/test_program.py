@@ -13,8 +13,6 @@ from softmc_host.program import (
     append_row_write,
     pack_rows,
     row_bursts,
-    row_read_length,
-    row_write_length,
 )
 from softmc_host.timing import AccessTiming, Ddr3Params, TimingError, ns_to_cycles
 
@@ -88,13 +86,13 @@ def test_row_bursts_uses_stock_wr_where_possible() -> None:
     append_row_write(q, 2, 3, 0x77, cyc)
     assert not q.uses_write_extension
     assert all(not isinstance(i, isa.WBuf) for i in q.instructions)
-    assert len(q) - 2 == row_write_length(0)  # the bus switch (BUSDIR + WAIT) aside
+    assert len(q) == 2 + 2 + 2 * 128 + 3  # bus switch, ACT + WAIT, WR + WAIT per burst, WAIT, PRE, WAIT
     r = Program()
     append_row_read(r, 2, 3, cyc)
-    assert len(r) - 2 == row_read_length() and r.n_reads == 128
+    assert len(r) == 2 + 2 + (2 * 128 - 1) + 3 and r.n_reads == 128
     s = Program()
     append_row_read(s, 2, 3, cyc, per_burst_activate=True)
-    assert len(s) - 2 <= row_read_length(per_burst_activate=True) and s.n_reads == 128
+    assert len(s) == 2 + 6 * 128 and s.n_reads == 128
 
 
 def test_row_read_sequence_is_what_a_bench_user_expects() -> None:
@@ -118,10 +116,26 @@ def test_row_read_sequence_is_what_a_bench_user_expects() -> None:
 def test_pack_rows_respects_program_length() -> None:
     cyc = AccessTiming().cycles(2.5)
     rows = [(0, r) for r in range(100)]
-    programs = list(pack_rows(rows, lambda p, b, r: append_row_read(p, b, r, cyc), row_read_length() + 8))
+    programs = list(pack_rows(rows, lambda p, b, r: append_row_read(p, b, r, cyc)))
     assert sum(p.n_reads for p in programs) == 100 * 128
     assert all(len(p) <= 8192 and p.ended for p in programs)
-    assert len(programs) == 4  # 31 rows of 263 instructions fit in one program
+    assert len(programs) == 4  # 31 rows of 260 instructions (+ bus switch, END) fit in one program
+    # Long timings split WAITs: the packing measures rows instead of estimating them.
+    slow = AccessTiming(3000.0, 3000.0, 3000.0).cycles(2.5)
+    programs = list(pack_rows(rows[:20], lambda p, b, r: append_row_read(p, b, r, slow, per_burst_activate=True)))
+    assert all(len(p) <= 8192 for p in programs) and sum(p.n_reads for p in programs) == 20 * 128
+
+
+def test_pack_rows_renumbers_write_buffers() -> None:
+    cyc = AccessTiming().cycles(2.5)
+    data = {r: bytes((r + i) % 256 for i in range(8192)) for r in range(25)}
+    programs = list(pack_rows([(1, r) for r in range(25)], lambda p, b, r: append_row_write(p, b, r, data[r], cyc)))
+    # A row whose 128 bursts all need the buffer is 389 instructions: 21 rows fit in one program.
+    assert [len(p.blocks) for p in programs] == [21 * 128, 4 * 128]
+    for program in programs:
+        indices = [i.index for i in program.instructions if isinstance(i, isa.WBuf)]
+        assert indices == list(range(len(program.blocks)))
+    assert programs[1].blocks[0] == data[21][:64]
 
 
 def test_write_buffer_block_size_checked() -> None:

@@ -157,6 +157,10 @@ class EmulatedDimm:
         data = self._rows.get((bank, row))
         return (data if data is not None else self.power_up_content(bank, row)).copy()
 
+    def power_problem(self) -> str | None:
+        """Why the DIMM cannot be accessed now (e.g. its supply is off), or None."""
+        return None
+
     # Access events ---------------------------------------------------------------------------
 
     def activate(self, bank: int, row: int, trp_cycles: int) -> RowAccess:

@@ -20,12 +20,13 @@ from typing import Any, Sequence
 from firmware_bridge.emulator.dimm import EmulatedDimm, RowAccess
 from firmware_bridge.protocol import BURST_BYTES, MAX_PROGRAM_SLOTS, ErrorCode
 from softmc_host import isa
+from softmc_host.timing import NOMINAL_TIMING, Ddr3Params, ns_to_cycles
 
 __all__ = ["ExecutionError", "ProgramTrace", "TesterFirmware", "INTER_PROGRAM_GAP_CYCLES", "FIRMWARE_NAME"]
 
 FIRMWARE_NAME = "softmc-emulator"
 FIRMWARE_VERSION = "1.0"
-INTER_PROGRAM_GAP_CYCLES = 400  # 1 us at tCK = 2.5 ns
+INTER_PROGRAM_GAP_CYCLES = 400  # a fixed number of cycles at any tCK (1 us at 2.5 ns)
 
 
 class ExecutionError(Exception):
@@ -101,6 +102,12 @@ class TesterFirmware:
         self.last_trace = ProgramTrace()
         self.programs_run = 0
         self._decoded: dict[int, isa.Instruction] = {}
+        # Auto-precharge starts after tRTP (reads) or write recovery (writes), and the
+        # DRAM holds it until tRAS(min) has passed, as DDR3 devices do.
+        params = Ddr3Params()
+        self._ap_read = params.trtp_cycles(self.tck_ns)
+        self._ap_write = params.write_recovery_cycles(self.tck_ns)
+        self._tras_min = ns_to_cycles(NOMINAL_TIMING.tras_ns, self.tck_ns)
 
     # Information ---------------------------------------------------------------------------
 
@@ -228,6 +235,9 @@ class TesterFirmware:
     def run(self, words: Sequence[int], blocks: Sequence[bytes] = ()) -> bytes:
         """Check and execute a program; return the read bursts, concatenated in program order."""
         program = self.check(words, blocks)
+        problem = self.dimm.power_problem()
+        if problem is not None:
+            raise ExecutionError(ErrorCode.NO_POWER, problem)
         trace = ProgramTrace(instructions=len(program))
         out = bytearray()
         self.cycle += INTER_PROGRAM_GAP_CYCLES
@@ -249,7 +259,7 @@ class TesterFirmware:
                 out += bank.open.read(ins.column, trcd)  # type: ignore[union-attr]
                 trace.reads += 1
                 if ins.auto_precharge:
-                    self._precharge(bank, cycle, trace)
+                    self._precharge(bank, max(cycle + self._ap_read, bank.act_cycle + self._tras_min), trace)
             elif isinstance(ins, isa.Wr):
                 bank = banks[ins.bank]
                 trcd = cycle - bank.act_cycle
@@ -259,7 +269,7 @@ class TesterFirmware:
                 bank.open.write(ins.column, burst, trcd)  # type: ignore[union-attr]
                 trace.writes += 1
                 if ins.auto_precharge:
-                    self._precharge(bank, cycle, trace)
+                    self._precharge(bank, max(cycle + self._ap_write, bank.act_cycle + self._tras_min), trace)
             elif isinstance(ins, isa.Act):
                 bank = banks[ins.bank]
                 trp = cycle - bank.pre_cycle

@@ -58,6 +58,11 @@ class FirmwareServer:
         self.replayed = 0
         self.naks = 0
 
+    def new_connection(self) -> None:
+        """Forget the reply cache and reset the firmware: a new host must not see stale state."""
+        self._last = None
+        self.firmware.reset()
+
     def _answer(self, frame: Frame) -> tuple[int, bytes]:
         fw = self.firmware
         if frame.type == MsgType.HELLO:
@@ -135,8 +140,8 @@ def serve_socket(server: FirmwareServer, listener: socket.socket, *, once: bool 
     while True:
         conn, _ = listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A dropped connection must not keep stale state: close rows, reset the bus.
-        server.firmware.reset()
+        # A dropped connection must not keep stale state: close rows, reset the bus, drop the cache.
+        server.new_connection()
         try:
             server.serve(lambda: conn.recv(1 << 20), conn.sendall)
         except (ConnectionResetError, BrokenPipeError):
