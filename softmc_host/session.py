@@ -67,6 +67,7 @@ class TesterSession:
             raise TesterError(f"tester at {link.name} sent an INFO reply without {exc}") from None
         self.features = set(self.info.get("features", ()))
         self.timing = timing
+        self._emulator: Any = None  # an emulated bench this session started, closed with it
 
     @classmethod
     def open(
@@ -78,13 +79,35 @@ class TesterSession:
         retries: int = 3,
         spy: Callable[[str], None] | TextIO | None = None,
     ) -> "TesterSession":
-        """Open a tester by URL (see :func:`firmware_bridge.link.open_transport`) and say HELLO."""
-        link = Link.open(url, timeout_s=timeout_s, retries=retries, spy=spy)
+        """Open a tester by URL and say HELLO.
+
+        ``url`` is anything :func:`firmware_bridge.link.open_transport` opens, or an
+        ``emu://PROFILE?seed=N`` address, which starts an emulated bench in its own
+        process (closed with the session) and connects to its tester.
+        """
+        emulator = None
+        if url.startswith("emu://"):
+            from firmware_bridge.emulator import EmulatorError, spawn
+            from firmware_bridge.emulator.bench import BenchSpecError
+
+            try:
+                emulator = spawn(url)
+            except (BenchSpecError, EmulatorError) as exc:
+                raise LinkError(f"cannot start emulated bench {url!r}: {exc}") from None
+            url = emulator.url
         try:
-            return cls(link, timing=timing)
+            link = Link.open(url, timeout_s=timeout_s, retries=retries, spy=spy)
+            try:
+                session = cls(link, timing=timing)
+            except BaseException:
+                link.close()
+                raise
         except BaseException:
-            link.close()
+            if emulator is not None:
+                emulator.close()
             raise
+        session._emulator = emulator
+        return session
 
     # Geometry and timing ---------------------------------------------------------------------
 
@@ -256,11 +279,17 @@ class TesterSession:
         self.link.reset()
 
     def close(self) -> None:
-        """Reset the tester and close the link."""
+        """Reset the tester and close the link (and the emulated bench this session started)."""
         try:
             self.reset()
         finally:
-            self.link.close()
+            self._close_link()
+
+    def _close_link(self) -> None:
+        self.link.close()
+        if self._emulator is not None:
+            self._emulator.close()
+            self._emulator = None
 
     def __enter__(self) -> "TesterSession":
         return self
@@ -272,4 +301,4 @@ class TesterSession:
             if exc_type is None:
                 raise
         finally:
-            self.link.close()
+            self._close_link()

@@ -148,6 +148,8 @@ def test_emulator_pty_mode() -> None:
     )
     try:
         line = proc.stdout.readline()
+        while line.startswith(("supply ", "thermal ", "bench ")):
+            line = proc.stdout.readline()
         assert line.startswith("listening on /dev/")
         path = line.split()[-1]
         with TesterSession.open(path, timeout_s=5) as tester:

@@ -3,9 +3,11 @@
 Run it as a separate process (``python -m firmware_bridge.emulator``) and talk to
 it through the real link, or start one from Python with :func:`spawn`::
 
-    with spawn(seed=3) as emu:
+    with spawn("emu://C?seed=3") as emu:
         with TesterSession.open(emu.url) as tester:
             ...
+
+or open ``emu://C?seed=3`` directly as a tester URL or bench address.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import sys
 import time
 from typing import Sequence
 
+from firmware_bridge.emulator.bench import BenchSpec, BenchSpecError, parse_emu_url
 from firmware_bridge.emulator.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry
 from firmware_bridge.emulator.firmware import TesterFirmware
 
-__all__ = ["build_firmware", "spawn", "EmulatorProcess", "EmulatorError"]
+__all__ = ["build_firmware", "spawn", "EmulatorProcess", "EmulatorError", "BenchSpec", "parse_emu_url"]
 
 
 class EmulatorError(RuntimeError):
@@ -27,16 +30,29 @@ class EmulatorError(RuntimeError):
 
 
 def build_firmware(seed: int = 0, tck_ns: float = 2.5, geometry: Geometry = ML605_GEOMETRY) -> TesterFirmware:
-    """Create the emulated firmware with a fresh DIMM."""
+    """Create the emulated firmware with a fresh, fault-free DIMM (in process, for unit tests)."""
     return TesterFirmware(EmulatedDimm(geometry, seed=seed), tck_ns=tck_ns)
 
 
 class EmulatorProcess:
-    """A running emulator process; :attr:`url` is what to open the tester link with."""
+    """A running emulated bench process.
 
-    def __init__(self, proc: subprocess.Popen[bytes], url: str) -> None:
+    Attributes
+    ----------
+    url : str
+        Tester link URL (``socket://127.0.0.1:PORT``).
+    supply_resource, thermal_resource : str
+        VISA resource names of the emulated supply and thermal controller.
+    spec : BenchSpec
+        What the process emulates.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, resources: dict[str, str], spec: BenchSpec) -> None:
         self.proc = proc
         self.url = url
+        self.supply_resource = resources["supply"]
+        self.thermal_resource = resources["thermal"]
+        self.spec = spec
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the process (closing its standard input ends it; then SIGTERM, then SIGKILL)."""
@@ -62,27 +78,41 @@ class EmulatorProcess:
         self.close()
 
 
-def spawn(seed: int = 0, tck_ns: float = 2.5, extra_args: Sequence[str] = (), timeout_s: float = 30.0) -> EmulatorProcess:
-    """Start ``python -m firmware_bridge.emulator`` on a free loopback port.
+def spawn(
+    bench: BenchSpec | str | None = None,
+    *,
+    seed: int = 0,
+    extra_args: Sequence[str] = (),
+    timeout_s: float = 30.0,
+) -> EmulatorProcess:
+    """Start an emulated bench (``python -m firmware_bridge.emulator``) on free loopback ports.
+
+    Parameters
+    ----------
+    bench : BenchSpec or str, optional
+        What to emulate: a spec or an ``emu://`` address; default profile B with ``seed``.
+    seed : int
+        DIMM seed when ``bench`` is not given.
 
     The process exits when the returned object is closed or when this process
     dies (it watches its standard input).
 
     Raises
     ------
+    BenchSpecError
+        If the ``emu://`` address is not valid.
     EmulatorError
-        If the process does not report its address within ``timeout_s``.
+        If the process does not report its addresses within ``timeout_s``.
     """
+    spec = parse_emu_url(bench) if isinstance(bench, str) else bench if bench is not None else BenchSpec(seed=seed)
     cmd = [
         sys.executable,
         "-m",
         "firmware_bridge.emulator",
         "--listen",
         "socket://127.0.0.1:0",
-        "--seed",
-        str(seed),
-        "--tck-ns",
-        repr(float(tck_ns)),
+        "--bench",
+        spec.url(),
         "--exit-on-stdin-eof",
         *extra_args,
     ]
@@ -92,11 +122,16 @@ def spawn(seed: int = 0, tck_ns: float = 2.5, extra_args: Sequence[str] = (), ti
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
+    resources: dict[str, str] = {}
     line = b""
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
-        if line.startswith(b"listening on "):
-            return EmulatorProcess(proc, line[len(b"listening on ") :].decode().strip())
+        text = line.decode(errors="replace").strip()
+        if text.startswith("listening on "):
+            return EmulatorProcess(proc, text[len("listening on ") :], resources, spec)
+        if text.startswith(("supply ", "thermal ")):
+            name, _, resource = text.partition(" ")
+            resources[name] = resource
         if not line and proc.poll() is not None:
             break
     proc.kill()

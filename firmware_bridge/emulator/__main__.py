@@ -4,8 +4,10 @@ Examples::
 
     python -m firmware_bridge.emulator --listen socket://127.0.0.1:5555
     python -m firmware_bridge.emulator --listen pty      # prints the device path to open
+    python -m firmware_bridge.emulator --bench "emu://C?seed=3&temp_c=45"
 
-The first line on standard output says where it listens (``listening on URL``).
+It prints where its instruments listen (``supply VISA-RESOURCE``, ``thermal
+VISA-RESOURCE``) and then where the tester listens (``listening on URL``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import threading
 import tty
 from typing import Sequence
 
-from firmware_bridge.emulator import build_firmware
+from firmware_bridge.emulator.bench import BenchSpec, BenchSpecError, EmulatedBench, known_profiles, parse_emu_url
+from firmware_bridge.emulator.instruments import ScpiServer
 from firmware_bridge.emulator.server import FirmwareServer, bind_listener, serve_pty, serve_socket
 
 
@@ -56,20 +59,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="socket://127.0.0.1:0",
         help="socket://HOST:PORT (port 0 picks a free one) or pty (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="DIMM identity: power-up content (default: 0)")
-    parser.add_argument("--tck-ns", type=float, default=2.5, help="DRAM clock period in ns (default: 2.5, DDR3-800)")
+    parser.add_argument(
+        "--bench",
+        help="emu://PROFILE?seed=N&temp_c=T&tck_ns=X (overrides --profile, --seed, --temp-c, --tck-ns)",
+    )
+    parser.add_argument("--profile", default="B", help=f"DIMM vendor profile: {known_profiles()} (default: B)")
+    parser.add_argument("--seed", type=int, default=0, help="DIMM identity: weak cells, power-up content (default: 0)")
+    parser.add_argument("--temp-c", type=float, help="starting DIMM temperature in C (default: the profile's, 20)")
+    parser.add_argument("--tck-ns", type=float, help="DRAM clock period in ns (default: the profile's, 2.5)")
+    parser.add_argument("--thermal-tau-s", type=float, default=0.2, help="heater time constant in s (default: 0.2)")
     parser.add_argument("--once", action="store_true", help="exit after the first connection closes")
     parser.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when standard input closes")
     parser.add_argument("--verbose", action="store_true", help="log each request on standard error")
     args = parser.parse_args(argv)
     try:
         where = _parse_listen(args.listen)
-        if not 0.5 <= args.tck_ns <= 100:
-            raise ValueError(f"--tck-ns {args.tck_ns} outside 0.5..100 ns")
+        if args.bench is not None:
+            spec = parse_emu_url(args.bench)
+        else:
+            if args.seed < 0:
+                raise BenchSpecError(f"--seed must be non-negative, got {args.seed}")
+            spec = BenchSpec(args.profile, args.seed, args.temp_c, args.tck_ns)
+            spec = parse_emu_url(spec.url())  # one place checks every value
+        if not 0.01 <= args.thermal_tau_s <= 600:
+            raise ValueError(f"--thermal-tau-s {args.thermal_tau_s} outside 0.01..600 s")
     except ValueError as exc:
         parser.error(str(exc))
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else None
-    server = FirmwareServer(build_firmware(seed=args.seed, tck_ns=args.tck_ns), log=log)
+    bench = EmulatedBench(spec, thermal_tau_s=args.thermal_tau_s)
+    server = FirmwareServer(bench.firmware, log=log)
+    instruments = [ScpiServer(bench.supply), ScpiServer(bench.thermal)]
+    for name, instrument in zip(("supply", "thermal"), instruments):
+        print(f"{name} TCPIP::127.0.0.1::{instrument.start()}::SOCKET", flush=True)
+    print(f"bench {spec.url()}", flush=True)
     if args.exit_on_stdin_eof:
         _exit_on_stdin_eof()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

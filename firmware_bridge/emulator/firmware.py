@@ -45,6 +45,7 @@ class ProgramTrace:
     reads: int = 0
     writes: int = 0
     activates: int = 0
+    refreshes: int = 0
     cycles: int = 0
     min_trcd_cycles: int | None = None
     min_trp_cycles: int | None = None
@@ -90,6 +91,8 @@ class TesterFirmware:
     tck_ns : float
         DRAM clock period in nanoseconds (2.5 on the ML605).
     """
+
+    __test__ = False  # not a pytest test class, despite its name
 
     def __init__(self, dimm: EmulatedDimm, tck_ns: float = 2.5) -> None:
         self.dimm = dimm
@@ -284,6 +287,8 @@ class TesterFirmware:
             elif isinstance(ins, isa.PreAll):
                 for bank in banks:
                     self._precharge(bank, cycle, trace)
+            elif isinstance(ins, isa.Ref):
+                trace.refreshes += 1
             elif isinstance(ins, isa.SetBusDir):
                 self.bus = ins.direction
             elif isinstance(ins, isa.SetTrefi):

@@ -1,0 +1,314 @@
+"""A characterization bench: the tester, the DIMM's supply and its thermal controller.
+
+A bench is opened from one of:
+
+- a bench file (TOML, documented in ``docs/bench-file.md``) naming the tester
+  URL, the supply's VISA resource and limits, and the thermal controller;
+- an ``emu://PROFILE?seed=N&temp_c=T`` address: an emulated bench started in its
+  own process and reached through the real wire (pySerial for the tester,
+  pyvisa-py over loopback sockets for the instruments);
+- a plain tester URL: a tester with no instruments (VDD and temperature fixed).
+
+Moving from the emulator to hardware changes addresses only: the same bench
+file with ``url = "emu://B?seed=3"`` and ``resource = "emu"`` drives the
+emulator, with real addresses it drives the lab bench.
+
+On close, and on any exception inside ``with Bench.open(...)``, the supply is
+ramped back to its nominal voltage and the tester is reset.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from firmware_bridge.emulator import EmulatorError, EmulatorProcess, spawn
+from firmware_bridge.emulator.bench import BenchSpecError, parse_emu_url
+from firmware_bridge.emulator.profiles import get_profile
+from firmware_bridge.link import LinkError
+from softmc_host.instruments import (
+    BenchSupply,
+    InstrumentError,
+    SupplyLimits,
+    ThermalController,
+    ThermalLimits,
+)
+from softmc_host.session import TesterSession
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["Bench", "BenchConfig", "BenchError", "load_bench_file", "EMULATED_RESOURCE"]
+
+EMULATED_RESOURCE = "emu"
+
+
+class BenchError(ValueError):
+    """A bench file or address is invalid, or the bench could not be opened."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything needed to open a bench (the parsed bench file)."""
+
+    tester_url: str
+    tester_timeout_s: float = 5.0
+    supply_resource: str | None = None
+    supply_limits: SupplyLimits | None = None
+    thermal_resource: str | None = None
+    thermal_limits: ThermalLimits | None = None
+    visa_library: str = "@py"
+    source: str = ""
+
+
+def _emulated_defaults(url: str) -> BenchConfig:
+    spec = parse_emu_url(url)
+    nominal = spec.resolved_profile().vdd_nominal_v
+    return BenchConfig(
+        tester_url=url,
+        supply_resource=EMULATED_RESOURCE,
+        supply_limits=SupplyLimits(
+            nominal_v=nominal,
+            min_v=round(nominal - 0.40, 3),
+            max_v=round(nominal + 0.05, 3),
+            max_step_v=0.05,
+            max_slew_v_per_s=50.0,
+            current_limit_a=2.0,
+        ),
+        thermal_resource=EMULATED_RESOURCE,
+        thermal_limits=ThermalLimits(min_c=0.0, max_c=95.0, band_c=0.5),
+        source=url,
+    )
+
+
+def _section(table: dict[str, Any], name: str, where: str) -> dict[str, Any] | None:
+    value = table.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BenchError(f"{where}: [{name}] must be a table")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known - set(skip)
+    if unknown:
+        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**{k: v for k, v in values.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise BenchError(f"{where}: {exc}") from None
+
+
+def load_bench_file(path: str | Path) -> BenchConfig:
+    """Read and check a bench file.
+
+    Raises
+    ------
+    BenchError
+        With a one-line message for a missing file, bad TOML, a missing or unknown
+        key, or a limit that does not make sense.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BenchError(f"cannot read bench file {where}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BenchError(f"bench file {where} is not valid TOML: {exc}") from None
+    unknown = set(table) - {"tester", "supply", "thermal", "visa_library", "name", "notes"}
+    if unknown:
+        raise BenchError(f"{where}: unknown section(s) {', '.join(sorted(unknown))} (tester, supply, thermal)")
+    tester = _section(table, "tester", where)
+    if tester is None or not isinstance(tester.get("url"), str):
+        raise BenchError(f"{where}: [tester] url = \"...\" is required")
+    url = tester["url"]
+    timeout_s = tester.get("timeout_s", 5.0)
+    if set(tester) - {"url", "timeout_s"}:
+        raise BenchError(f"{where}: unknown key(s) in [tester]: {', '.join(sorted(set(tester) - {'url', 'timeout_s'}))}")
+    if not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
+        raise BenchError(f"{where}: [tester] timeout_s must be a positive number of seconds")
+    emulated = url.startswith("emu://")
+    base = _emulated_defaults(url) if emulated else BenchConfig(tester_url=url)
+    supply = _section(table, "supply", where)
+    thermal = _section(table, "thermal", where)
+    supply_resource = supply_limits = thermal_resource = thermal_limits = None
+    if supply is not None:
+        supply_resource = supply.get("resource")
+        if not isinstance(supply_resource, str):
+            raise BenchError(f"{where}: [supply] resource = \"...\" is required (\"{EMULATED_RESOURCE}\" with emu://)")
+        given = {k: v for k, v in supply.items() if k != "resource"}
+        if emulated and base.supply_limits is not None:
+            given = {**{f.name: getattr(base.supply_limits, f.name) for f in fields(SupplyLimits)}, **given}
+        supply_limits = _build(SupplyLimits, given, f"{where} [supply]")
+    if thermal is not None:
+        thermal_resource = thermal.get("resource")
+        if not isinstance(thermal_resource, str):
+            raise BenchError(f"{where}: [thermal] resource = \"...\" is required (\"{EMULATED_RESOURCE}\" with emu://)")
+        given = {k: v for k, v in thermal.items() if k != "resource"}
+        thermal_limits = _build(ThermalLimits, given, f"{where} [thermal]")
+    for name, resource in (("supply", supply_resource), ("thermal", thermal_resource)):
+        if resource == EMULATED_RESOURCE and not emulated:
+            raise BenchError(f"{where}: [{name}] resource \"{EMULATED_RESOURCE}\" needs an emu:// tester url")
+    return BenchConfig(
+        tester_url=url,
+        tester_timeout_s=float(timeout_s),
+        supply_resource=supply_resource,
+        supply_limits=supply_limits,
+        thermal_resource=thermal_resource,
+        thermal_limits=thermal_limits,
+        visa_library=str(table.get("visa_library", "@py")),
+        source=where,
+    )
+
+
+class Bench:
+    """An open bench: :attr:`tester`, and :attr:`supply` / :attr:`thermal` where it has them."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        tester: TesterSession,
+        supply: BenchSupply | None,
+        thermal: ThermalController | None,
+        emulator: EmulatorProcess | None,
+    ) -> None:
+        self.config = config
+        self.tester = tester
+        self.supply = supply
+        self.thermal = thermal
+        self.emulator = emulator
+
+    @classmethod
+    def open(
+        cls,
+        spec: str | Path | BenchConfig,
+        *,
+        spy: Callable[[str], None] | TextIO | None = None,
+    ) -> "Bench":
+        """Open a bench from a bench file, an ``emu://`` address or a tester URL.
+
+        Raises
+        ------
+        BenchError
+            For a bad bench file or address, or an instrument/tester that cannot be opened
+            (the message is one line and names the part that failed).
+        """
+        try:
+            if isinstance(spec, BenchConfig):
+                config = spec
+            elif str(spec).startswith("emu://"):
+                config = _emulated_defaults(str(spec))
+            elif str(spec).endswith(".toml") or Path(str(spec)).is_file():
+                config = load_bench_file(spec)
+            else:
+                config = BenchConfig(tester_url=str(spec), source=str(spec))
+        except BenchSpecError as exc:
+            raise BenchError(str(exc)) from None
+        emulator = None
+        opened: list[Any] = []
+        try:
+            url = config.tester_url
+            if url.startswith("emu://"):
+                emulator = spawn(url)
+                url = emulator.url
+            tester = TesterSession.open(url, timeout_s=config.tester_timeout_s, spy=spy)
+            opened.append(tester)
+
+            def resource(name: str | None, emulated: str | None) -> str | None:
+                if name == EMULATED_RESOURCE:
+                    return emulated
+                return name
+
+            supply = thermal = None
+            if config.supply_resource is not None and config.supply_limits is not None:
+                name = resource(config.supply_resource, emulator.supply_resource if emulator else None)
+                supply = BenchSupply.open(name, config.supply_limits, rm_spec=config.visa_library)  # type: ignore[arg-type]
+                opened.append(supply)
+            if config.thermal_resource is not None and config.thermal_limits is not None:
+                name = resource(config.thermal_resource, emulator.thermal_resource if emulator else None)
+                thermal = ThermalController.open(name, config.thermal_limits, rm_spec=config.visa_library)  # type: ignore[arg-type]
+                opened.append(thermal)
+        except (LinkError, InstrumentError, EmulatorError, BenchSpecError, OSError, ValueError) as exc:
+            for thing in reversed(opened):
+                try:
+                    thing.close()
+                except Exception:  # noqa: BLE001 - already failing; report the first error
+                    pass
+            if emulator is not None:
+                emulator.close()
+            raise BenchError(f"cannot open bench {config.source or config.tester_url}: {exc}") from None
+        return cls(config, tester, supply, thermal, emulator)
+
+    # Settings --------------------------------------------------------------------------------
+
+    @property
+    def nominal_vdd_v(self) -> float | None:
+        """The supply's nominal voltage, or None without a supply."""
+        return self.supply.limits.nominal_v if self.supply is not None else None
+
+    def set_vdd(self, vdd_v: float) -> None:
+        """Set the DIMM supply (within its limits, ramped) and wait for it to settle."""
+        if self.supply is None:
+            raise BenchError("this bench has no supply: VDD cannot be changed")
+        self.supply.set_voltage(vdd_v)
+
+    def set_temperature(self, temp_c: float, *, wait: bool = True, timeout_s: float = 600.0) -> float:
+        """Set the DIMM temperature; with ``wait``, return once it is stable within the band."""
+        if self.thermal is None:
+            raise BenchError("this bench has no thermal controller: temperature cannot be changed")
+        self.thermal.set_point_c = temp_c
+        return self.thermal.wait_stable(timeout_s=timeout_s) if wait else self.thermal.temperature_c
+
+    def describe(self) -> dict[str, Any]:
+        """What this bench is, for metadata: addresses, firmware, DIMM profile, limits."""
+        info: dict[str, Any] = {
+            "tester_url": self.config.tester_url,
+            "firmware": self.tester.info,
+            "tck_ns": self.tester.tck_ns,
+        }
+        if self.emulator is not None:
+            spec = self.emulator.spec
+            profile = get_profile(spec.profile)
+            info["emulated"] = {"profile": profile.name, "seed": spec.seed, "description": profile.description}
+        if self.supply is not None:
+            info["supply"] = {"resource": self.config.supply_resource, "idn": self.supply.idn, **vars(self.supply.limits)}
+        if self.thermal is not None:
+            info["thermal"] = {"resource": self.config.thermal_resource, "idn": self.thermal.idn}
+        return info
+
+    # Closing -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Restore nominal VDD, reset the tester, close everything (each step even if another fails)."""
+        errors: list[BaseException] = []
+        for step in (
+            (self.supply.close if self.supply is not None else None),
+            (self.thermal.close if self.thermal is not None else None),
+            self.tester.close,
+            (self.emulator.close if self.emulator is not None else None),
+        ):
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - keep closing the rest
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "Bench":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc_type is None:
+                raise

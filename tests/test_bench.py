@@ -1,0 +1,174 @@
+"""The emulated bench through the real wire: pySerial to the tester, pyvisa-py to the instruments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import pyvisa
+
+from firmware_bridge.emulator import EmulatorProcess, spawn
+from softmc_host.bench import Bench, BenchConfig, BenchError, load_bench_file
+from softmc_host.instruments import SupplyLimitError, SupplyLimits, ThermalLimits
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [(b, r) for b in (0, 3, 6) for r in (11, 1200, 30000)]
+LIMITS = SupplyLimits(
+    nominal_v=1.35, min_v=0.95, max_v=1.40, max_step_v=0.05, max_slew_v_per_s=100.0, current_limit_a=2.0
+)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorProcess]:
+    with spawn("emu://B?seed=4") as emu:
+        yield emu
+
+
+def config_for(emu: EmulatorProcess) -> BenchConfig:
+    return BenchConfig(
+        tester_url=emu.url,
+        supply_resource=emu.supply_resource,
+        supply_limits=LIMITS,
+        thermal_resource=emu.thermal_resource,
+        thermal_limits=ThermalLimits(min_c=0.0, max_c=95.0, band_c=0.5),
+        source="test",
+    )
+
+
+def supply_set_point(emu: EmulatorProcess) -> float:
+    """Ask the emulated supply directly, on a connection of its own."""
+    rm = pyvisa.ResourceManager("@py")
+    psu = rm.open_resource(emu.supply_resource, read_termination="\n", write_termination="\n", timeout=2000)
+    try:
+        return float(psu.query("VOLT?"))
+    finally:
+        psu.close()
+
+
+def line_errors(read: np.ndarray, pattern: int) -> int:
+    return int((read != pattern).reshape(-1, 64).any(axis=1).sum())
+
+
+def test_vdd_through_the_supply_causes_errors_and_is_restored(emulator: EmulatorProcess) -> None:
+    with Bench.open(config_for(emulator)) as bench:
+        bench.tester.write_rows(ROWS, 0xFF)
+        assert line_errors(bench.tester.read_rows(ROWS), 0xFF) == 0
+        bench.set_vdd(1.0)
+        assert bench.supply.measured_voltage_v == pytest.approx(1.0, abs=0.01)
+        assert line_errors(bench.tester.read_rows(ROWS), 0xFF) > 0
+    assert supply_set_point(emulator) == pytest.approx(1.35)
+
+
+def test_nominal_restored_after_an_exception(emulator: EmulatorProcess) -> None:
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with Bench.open(config_for(emulator)) as bench:
+            bench.set_vdd(1.05)
+            assert supply_set_point(emulator) == pytest.approx(1.05)
+            raise RuntimeError("interrupted")
+    assert supply_set_point(emulator) == pytest.approx(1.35)
+
+
+def test_voltage_outside_limits_is_refused_before_sending(emulator: EmulatorProcess) -> None:
+    with Bench.open(config_for(emulator)) as bench:
+        bench.set_vdd(1.2)
+        with pytest.raises(SupplyLimitError, match="0.5 V outside the configured limits 0.95..1.4 V"):
+            bench.set_vdd(0.5)
+        assert supply_set_point(emulator) == pytest.approx(1.2)  # nothing was sent
+        with pytest.raises(SupplyLimitError):
+            bench.set_vdd(1.6)
+
+
+def test_supply_current_follows_activity_and_voltage(emulator: EmulatorProcess) -> None:
+    with Bench.open(config_for(emulator)) as bench:
+        bench.tester.run_text("REF\nWAIT 1000\nEND")  # an idle program: background current only
+        idle_a = bench.supply.measured_current_a
+        bench.tester.read_rows(ROWS)  # reads and activations
+        busy_a = bench.supply.measured_current_a
+        bench.set_vdd(1.2)
+        busy_low_a = bench.supply.measured_current_a
+    assert 0 < idle_a < busy_a
+    assert busy_low_a == pytest.approx(busy_a * 1.2 / 1.35, rel=1e-6)
+
+
+def test_temperature_is_driven_and_increases_errors() -> None:
+    with Bench.open("emu://B?seed=6&temp_c=20") as bench:
+        bench.tester.write_rows(ROWS, 0xFF)
+        bench.set_vdd(1.05)
+        cold = line_errors(bench.tester.read_rows(ROWS), 0xFF)
+        reached = bench.set_temperature(75.0)
+        assert abs(reached - 75.0) <= 0.5
+        hot = line_errors(bench.tester.read_rows(ROWS), 0xFF)
+    assert hot > cold
+
+
+def test_emulated_bench_file() -> None:
+    config = load_bench_file(ROOT / "data" / "benches" / "emulated.toml")
+    assert config.tester_url.startswith("emu://B")
+    assert config.supply_limits is not None and config.supply_limits.min_v == 0.95
+    with Bench.open(ROOT / "data" / "benches" / "emulated.toml") as bench:
+        description = bench.describe()
+        assert description["emulated"]["profile"] == "B" and description["emulated"]["seed"] == 1
+        assert "BENCH-PSU" in description["supply"]["idn"]
+        assert bench.nominal_vdd_v == 1.35
+
+
+def test_lab_example_bench_file_parses() -> None:
+    config = load_bench_file(ROOT / "data" / "benches" / "lab-example.toml")
+    assert config.tester_url == "/dev/ttyUSB0?baudrate=3000000"
+    assert config.supply_limits.max_step_v == 0.025 and config.thermal_limits.band_c == 0.3
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[tester]\n", "[tester] url"),
+        ("[tester]\nurl = 'socket://x:1'\nspeed = 3\n", "unknown key(s) in [tester]: speed"),
+        ("[tester\nurl='x'", "is not valid TOML"),
+        ("[tester]\nurl='emu://B'\n[supply]\nresource='emu'\nmin_v=1.3\nmax_v=1.2\n", "[supply]"),
+        ("[tester]\nurl='socket://h:1'\n[supply]\nresource='emu'\nnominal_v=1.35\nmin_v=1\nmax_v=1.4\n"
+         "max_step_v=0.05\nmax_slew_v_per_s=1\ncurrent_limit_a=1\n", "needs an emu:// tester url"),
+        ("[tester]\nurl='emu://B'\n[supply]\nresource='emu'\nvolts=3\n", "unknown key(s) volts"),
+        ("[tester]\nurl='emu://B'\n[heater]\n", "unknown section(s) heater"),
+    ],
+)
+def test_bad_bench_files_give_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bench.toml"
+    path.write_text(text)
+    with pytest.raises(BenchError) as info:
+        load_bench_file(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("emu://Q?seed=1", "unknown DIMM profile 'Q'"),
+        ("emu://B?seed=x", "seed='x' is not a non-negative integer"),
+        ("emu://B?temp_c=500", "temp_c=500 outside 0..110"),
+        ("emu://B?volts=1", "unknown emu:// option 'volts'"),
+        ("/no/such/bench.toml", "cannot read bench file"),
+        ("socket://127.0.0.1:1", "cannot open bench"),
+    ],
+)
+def test_bad_bench_addresses(spec: str, message: str) -> None:
+    with pytest.raises(BenchError, match=None) as info:
+        Bench.open(spec)
+    assert message in str(info.value)
+
+
+def test_tester_session_and_demo_accept_emu_urls() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "softmc_host.demo", "--tester", "emu://C?seed=2", "--banks", "1", "--rows", "7"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "0 bit errors" in proc.stdout
