@@ -23,13 +23,15 @@ rows and bitlines.
   (the PRE-to-ACT distance before it); tRAS to the *next* activation of a row
   closed too early (charge not restored).  Writes are not disturbed.
 - A small read-to-read jitter moves each cell's threshold by a factor
-  ``exp(read_noise * g)`` per read, ``g`` a standard normal draw keyed by the
-  read count, so cells near their threshold flicker between reads.
+  ``exp(read_noise * g)`` per activation, ``g`` a standard normal draw keyed by
+  a counter, so cells near their threshold flicker between reads of a row
+  (reads within one activation agree: the data sits in the row buffer).
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections import OrderedDict
 from typing import Callable
 
@@ -38,6 +40,7 @@ from scipy.special import ndtr, ndtri
 
 from firmware_bridge.emulator.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry, RowAccess
 from firmware_bridge.emulator.profiles import VendorProfile
+from firmware_bridge.protocol import BURST_BYTES
 
 __all__ = ["PhysicsDimm", "Environment"]
 
@@ -49,16 +52,17 @@ _NOISE_SPAN = 4.0  # read jitter is truncated at this many sigma
 _ROW_CACHE = 96  # rows whose draws are kept (4 bytes per cell: 256 KiB a row)
 
 
-def _key(*parts: int) -> list[int]:
-    """A 128-bit Philox key (two 64-bit words) from small integers."""
-    a = (parts[0] & 0xFFFFFFFF) << 32 | (parts[1] & 0xFFFFFFFF if len(parts) > 1 else 0)
-    b = 0
-    for part in parts[2:]:
-        b = (b << 21 | (part & 0x1FFFFF)) & 0xFFFFFFFFFFFFFFFF
-    return [a, b]
+def _key(seed: int, profile_id: int, tag: int, extra: int = 0) -> np.ndarray:
+    """A 128-bit Philox key: the seed, then the profile, a stream tag and a 40-bit index.
+
+    Returned as uint64 words: a Python list of large integers would pass through
+    float64 and lose its low bits, so neighbouring indices would share a stream.
+    """
+    low = (profile_id & 0xFFFF) << 48 | (tag & 0xFF) << 40 | (extra & ((1 << 40) - 1))
+    return np.array([seed & 0xFFFFFFFFFFFFFFFF, low], dtype=np.uint64)
 
 
-def _normals(key: list[int], n: int) -> np.ndarray:
+def _normals(key: np.ndarray, n: int) -> np.ndarray:
     return np.random.Generator(np.random.Philox(key=key)).standard_normal(n)
 
 
@@ -78,6 +82,7 @@ class _PhysicsRow(RowAccess):
         self.cand_group: np.ndarray | None = None  # orientation * levels + level
         self.cand_p_max = -1.0
         self.group_p_cache: dict[float, np.ndarray] = {}
+        self.mask_cache: dict[float, tuple[np.ndarray, np.ndarray] | None] = {}
 
 
 class PhysicsDimm(EmulatedDimm):
@@ -111,7 +116,9 @@ class PhysicsDimm(EmulatedDimm):
         self.environment: Environment = environment or (lambda: (profile.vdd_nominal_v, profile.temp_ref_c))
         g = geometry
         bits = g.row_bytes * 8
-        rng = np.random.Generator(np.random.Philox(key=_key(self.seed, 0xD1)))
+        # Another profile with the same seed is another DIMM: the profile is part of every key.
+        self._pid = zlib.crc32(profile.name.encode()) & 0xFFFF
+        rng = np.random.Generator(np.random.Philox(key=_key(self.seed, self._pid, 0xD1)))
         self.vdd_offset_v = float(rng.standard_normal() * profile.dimm_sigma_v)
         self.bank_offset = rng.standard_normal(g.banks) * math.sqrt(profile.bank_var)
         # Bitline offsets, quantised to equiprobable levels, per bank.
@@ -124,6 +131,9 @@ class PhysicsDimm(EmulatedDimm):
         else:
             self.bitline_true = None
         self._row_block_flip = int(rng.integers(0, 2))
+        self._true_bytes: dict[int, np.ndarray] = {}
+        self._all_true = np.full(g.row_bytes, 0xFF, np.uint8)
+        self._all_anti = np.zeros(g.row_bytes, np.uint8)
         self._row_offsets: dict[int, np.ndarray] = {}
         self._shared_rows: np.ndarray | None = None
         self._draws: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
@@ -143,10 +153,10 @@ class PhysicsDimm(EmulatedDimm):
         """Latent offset shared by a row's cells: bank, shared row stripe and the bank's own row part."""
         p = self.profile
         if self._shared_rows is None:
-            self._shared_rows = _normals(_key(self.seed, 0xA0), self.geometry.rows)
+            self._shared_rows = _normals(_key(self.seed, self._pid, 0xA0), self.geometry.rows)
         rows = self._row_offsets.get(bank)
         if rows is None:
-            rows = self._row_offsets[bank] = _normals(_key(self.seed, 0xA1, bank), self.geometry.rows)
+            rows = self._row_offsets[bank] = _normals(_key(self.seed, self._pid, 0xA1, bank), self.geometry.rows)
         shared = math.sqrt(p.row_shared_frac) * self._shared_rows[row]
         own = math.sqrt(1.0 - p.row_shared_frac) * rows[row]
         return float(self.bank_offset[bank] + math.sqrt(p.row_var) * (shared + own))
@@ -158,6 +168,16 @@ class PhysicsDimm(EmulatedDimm):
         block = row // self.profile.orientation_block_rows
         return bool((block + self._row_block_flip) % 2 == 0)
 
+    def true_cell_bytes(self, bank: int, row: int) -> np.ndarray:
+        """Orientation of a row's cells packed like its data: bit set = true cell."""
+        true_cells = self.row_true_cells(bank, row)
+        if isinstance(true_cells, bool):
+            return self._all_true if true_cells else self._all_anti
+        packed = self._true_bytes.get(bank)
+        if packed is None:
+            packed = self._true_bytes[bank] = np.packbits(true_cells, bitorder="little")
+        return packed
+
     def cell_draws(self, bank: int, row: int) -> np.ndarray:
         """The row's per-cell uniforms as uint32 (bit order: byte * 8 + bit, LSB first)."""
         key = (bank, row)
@@ -166,7 +186,7 @@ class PhysicsDimm(EmulatedDimm):
             self._draws.move_to_end(key)
             return draws
         n = self.geometry.row_bytes * 8
-        raw = np.random.Philox(key=_key(self.seed, 0xC3, bank, row)).random_raw(n // 2)
+        raw = np.random.Philox(key=_key(self.seed, self._pid, 0xC3, bank << 24 | row)).random_raw(n // 2)
         draws = raw.view(np.uint32)
         self._draws[key] = draws
         if len(self._draws) > _ROW_CACHE:
@@ -234,53 +254,52 @@ class PhysicsDimm(EmulatedDimm):
         access.cand_group = group[idx]
         access.cand_p_max = float(group_p.max())
 
+    def _fail_mask(self, access: _PhysicsRow, p_rcd: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Failing cells of the open row at this tRCD, as row bytes, and which bursts hold any.
+
+        Computed once per activation and tRCD value: the data a RD returns is
+        latched in the row buffer, so reads within one activation agree; each new
+        activation draws its own read jitter.  None if no cell can fail.
+        """
+        cached = access.mask_cache.get(p_rcd)
+        if cached is not None or p_rcd in access.mask_cache:
+            return cached
+        group_p = self._group_p(access, p_rcd)
+        p_max = float(group_p.max())
+        result = None
+        if p_max * _U_SCALE * math.exp(_NOISE_SPAN * self.profile.read_noise) >= 1.0:
+            if access.candidates is None or p_max > access.cand_p_max:
+                self._candidates(access, group_p)
+            limit = group_p.reshape(-1)[access.cand_group] * _U_SCALE
+            if self.profile.read_noise > 0 and limit.size:
+                self._reads += 1
+                rng = np.random.Generator(np.random.Philox(key=_key(self.seed, self._pid, 0xE7, self._reads)))
+                g = np.clip(rng.standard_normal(limit.size), -_NOISE_SPAN, _NOISE_SPAN)
+                limit = limit * np.exp(self.profile.read_noise * g)
+            failing = access.candidates[access.cand_u < limit]
+            if failing.size:
+                bits = np.zeros(self.geometry.row_bytes * 8, dtype=bool)
+                bits[failing] = True
+                mask = np.packbits(bits, bitorder="little")
+                result = (mask, mask.reshape(-1, BURST_BYTES).any(axis=1))
+        access.mask_cache[p_rcd] = result
+        return result
+
     def read_burst(self, access: RowAccess, column: int, trcd_cycles: int) -> bytes:
-        clean = access.data[self._read_index[column]]
+        index = self._read_index[column]
+        clean = access.data[index]
         if not isinstance(access, _PhysicsRow):
             return clean.tobytes()
-        self._reads += 1
         p_rcd = self.profile.p_timing("trcd", trcd_cycles * self.tck_ns, access.vdd_v, access.temp_c)
         if p_rcd == 0.0 and access.p_base == 0.0:
             return clean.tobytes()
-        group_p = self._group_p(access, p_rcd)
-        p_max = float(group_p.max())
-        if p_max * _U_SCALE * math.exp(_NOISE_SPAN * self.profile.read_noise) < 1.0:
+        failing = self._fail_mask(access, p_rcd)
+        if failing is None or not failing[1][column // self.geometry.burst_length]:
             return clean.tobytes()
-        if access.candidates is None or p_max > access.cand_p_max:
-            self._candidates(access, group_p)
-        # The burst's 64 bytes are bytes [64 g, 64 g + 64) of the row: bits [512 g, 512 g + 512).
-        first_byte = (column & ~7) * self.geometry.bus_bytes
-        cands = access.candidates
-        lo, hi = np.searchsorted(cands, [first_byte * 8, (first_byte + 64) * 8])
-        if lo == hi:
-            return clean.tobytes()
-        bits = cands[lo:hi]
-        limit = group_p.reshape(-1)[access.cand_group[lo:hi]] * _U_SCALE
-        if self.profile.read_noise > 0:
-            g = np.random.Generator(np.random.Philox(key=_key(self.seed, 0xE7, self._reads))).standard_normal(
-                hi - lo
-            )
-            limit = limit * np.exp(self.profile.read_noise * np.clip(g, -_NOISE_SPAN, _NOISE_SPAN))
-        failing = bits[access.cand_u[lo:hi] < limit]
-        if failing.size == 0:
-            return clean.tobytes()
-        row_data = access.data
-        byte_idx = failing >> 3
-        bit_idx = (failing & 7).astype(np.uint8)
-        stored = (row_data[byte_idx] >> bit_idx) & 1
-        true_cells = self.row_true_cells(access.bank, access.row)
-        charged = (
-            np.full(failing.size, 1 if true_cells else 0, np.uint8)
-            if isinstance(true_cells, bool)
-            else true_cells[failing].astype(np.uint8)
-        )
-        flips = failing[stored == charged]
-        if flips.size == 0:
-            return clean.tobytes()
-        mask_bits = np.zeros(512, dtype=bool)
-        mask_bits[flips - first_byte * 8] = True
-        mask = np.packbits(mask_bits, bitorder="little")  # row bytes [first_byte, first_byte + 64)
-        return (clean ^ mask[self._read_index[column] - first_byte]).tobytes()
+        # A failing cell flips only if it holds its charged value: 1 in a true cell, 0 in an anti cell.
+        fail = failing[0][index]
+        susceptible = ~(clean ^ self.true_cell_bytes(access.bank, access.row)[index])
+        return (clean ^ (fail & susceptible)).tobytes()
 
     def precharge(self, access: RowAccess, tras_cycles: int) -> None:
         if not isinstance(access, _PhysicsRow):

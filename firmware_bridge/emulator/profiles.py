@@ -300,6 +300,7 @@ def _build_profiles() -> dict[str, VendorProfile]:
             ),
             error_free_v=1.30,
             orientation="row-block",
+            orientation_block_rows=1,
             dimm_sigma_v=0.015,
             trcd_safe_ns=8.0,
             trp_safe_ns=8.0,
