@@ -8,6 +8,7 @@ Requests (host to firmware) and their replies::
                    n_blocks x 64-byte write-data blocks
     RESET    0x03  empty                       -> ACK     0x83  empty
     STATUS   0x04  empty                       -> STATUS  0x84  UTF-8 JSON object
+    SEED     0x05  u64 seed                    -> ACK     0x83  empty (emulator only: feature "noise-seed")
 
     any request                                -> ERROR   0xFF  u16 code, UTF-8 message
     a frame whose CRC-32 failed                -> NAK     0xFE  empty, SEQ of the damaged frame
@@ -51,6 +52,7 @@ class MsgType(enum.IntEnum):
     PROGRAM = 0x02
     RESET = 0x03
     STATUS = 0x04
+    SEED = 0x05
     INFO = 0x81
     RESULT = 0x82
     ACK = 0x83

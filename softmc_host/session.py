@@ -274,6 +274,13 @@ class TesterSession:
         """The firmware's STATUS object (clock, open rows, the last program's tightest timings)."""
         return decode_json(self.link.request(MsgType.STATUS).payload)
 
+    def seed_noise(self, seed: int) -> bool:
+        """Restart an emulated DIMM's read-noise stream (returns False on testers without it)."""
+        if "noise-seed" not in self.features:
+            return False
+        self.link.request(MsgType.SEED, (int(seed) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
+        return True
+
     def reset(self) -> None:
         """Drain stale data and reset the firmware (all rows closed, bus READ, auto-refresh off)."""
         self.link.reset()

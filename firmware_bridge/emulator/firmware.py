@@ -127,7 +127,7 @@ class TesterFirmware:
             "columns": g.columns,
             "bus_bytes": g.bus_bytes,
             "max_program": MAX_PROGRAM_SLOTS,
-            "features": ["wbuf"],
+            "features": ["wbuf", "noise-seed"] if hasattr(self.dimm, "reseed_noise") else ["wbuf"],
             "dimm_seed": self.dimm.seed,
         }
 

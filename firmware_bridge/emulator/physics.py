@@ -139,7 +139,14 @@ class PhysicsDimm(EmulatedDimm):
         self._draws: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._under_restored: dict[tuple[int, int], float] = {}
         self._reads = 0
+        self._noise_seed = 0
         self.own_sd = math.sqrt(profile.cell_var)
+
+    def reseed_noise(self, seed: int) -> None:
+        """Restart the read-jitter stream from ``seed``: a sweep does it at every point, so a
+        resumed sweep reads what an uninterrupted one would have (an emulator-only control)."""
+        self._noise_seed = int(seed)
+        self._reads = 0
 
     def power_problem(self) -> str | None:
         vdd_v, _ = self.environment()
@@ -273,7 +280,8 @@ class PhysicsDimm(EmulatedDimm):
             limit = group_p.reshape(-1)[access.cand_group] * _U_SCALE
             if self.profile.read_noise > 0 and limit.size:
                 self._reads += 1
-                rng = np.random.Generator(np.random.Philox(key=_key(self.seed, self._pid, 0xE7, self._reads)))
+                noise_index = (self._noise_seed & 0xFFFFF) << 20 | (self._reads & 0xFFFFF)
+                rng = np.random.Generator(np.random.Philox(key=_key(self.seed, self._pid, 0xE7, noise_index)))
                 g = np.clip(rng.standard_normal(limit.size), -_NOISE_SPAN, _NOISE_SPAN)
                 limit = limit * np.exp(self.profile.read_noise * g)
             failing = access.candidates[access.cand_u < limit]

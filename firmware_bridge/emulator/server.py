@@ -72,6 +72,11 @@ class FirmwareServer:
         if frame.type == MsgType.RESET:
             fw.reset()
             return MsgType.ACK, b""
+        if frame.type == MsgType.SEED and hasattr(fw.dimm, "reseed_noise"):
+            if len(frame.payload) != 8:
+                return MsgType.ERROR, encode_error(ErrorCode.MALFORMED, "SEED payload must be 8 bytes")
+            fw.dimm.reseed_noise(int.from_bytes(frame.payload, "little"))
+            return MsgType.ACK, b""
         if frame.type == MsgType.PROGRAM:
             try:
                 words, blocks = decode_program(frame.payload)
