@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from firmware_bridge.emulator import EmulatorError, EmulatorProcess, spawn
-from firmware_bridge.emulator.bench import BenchSpecError, parse_emu_url
+from firmware_bridge.emulator.bench import BenchSpecError, is_emulated_address, parse_emu_url
 from firmware_bridge.emulator.profiles import get_profile
 from firmware_bridge.link import LinkError
 from softmc_host.instruments import (
@@ -134,7 +134,7 @@ def load_bench_file(path: str | Path) -> BenchConfig:
         raise BenchError(f"{where}: unknown key(s) in [tester]: {', '.join(sorted(set(tester) - {'url', 'timeout_s'}))}")
     if not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
         raise BenchError(f"{where}: [tester] timeout_s must be a positive number of seconds")
-    emulated = url.startswith("emu://")
+    emulated = is_emulated_address(url)
     base = _emulated_defaults(url) if emulated else BenchConfig(tester_url=url)
     supply = _section(table, "supply", where)
     thermal = _section(table, "thermal", where)
@@ -203,7 +203,7 @@ class Bench:
         try:
             if isinstance(spec, BenchConfig):
                 config = spec
-            elif str(spec).startswith("emu://"):
+            elif is_emulated_address(str(spec)):
                 config = _emulated_defaults(str(spec))
             elif str(spec).endswith(".toml") or Path(str(spec)).is_file():
                 config = load_bench_file(spec)
@@ -215,7 +215,7 @@ class Bench:
         opened: list[Any] = []
         try:
             url = config.tester_url
-            if url.startswith("emu://"):
+            if is_emulated_address(url):
                 emulator = spawn(url)
                 url = emulator.url
             tester = TesterSession.open(url, timeout_s=config.tester_timeout_s, spy=spy)
@@ -275,8 +275,11 @@ class Bench:
         }
         if self.emulator is not None:
             spec = self.emulator.spec
-            profile = get_profile(spec.profile)
-            info["emulated"] = {"profile": profile.name, "seed": spec.seed, "description": profile.description}
+            if spec.replay is not None:
+                info["emulated"] = {"profile": "replay", "replay": spec.replay, "seed": spec.seed}
+            else:
+                profile = get_profile(spec.profile)
+                info["emulated"] = {"profile": profile.name, "seed": spec.seed, "description": profile.description}
         if self.supply is not None:
             info["supply"] = {"resource": self.config.supply_resource, "idn": self.supply.idn, **vars(self.supply.limits)}
         if self.thermal is not None:

@@ -86,7 +86,7 @@ class TesterSession:
         process (closed with the session) and connects to its tester.
         """
         emulator = None
-        if url.startswith("emu://"):
+        if url.startswith(("emu://", "replay://")):
             from firmware_bridge.emulator import EmulatorError, spawn
             from firmware_bridge.emulator.bench import BenchSpecError
 

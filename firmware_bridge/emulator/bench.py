@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import urllib.parse
 from dataclasses import dataclass
 
-from firmware_bridge.emulator.dimm import ML605_GEOMETRY, Geometry
+from firmware_bridge.emulator.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry
 from firmware_bridge.emulator.firmware import TesterFirmware
 from firmware_bridge.emulator.instruments import EmulatedSupply, EmulatedThermal
 from firmware_bridge.emulator.physics import PhysicsDimm
 from firmware_bridge.emulator.profiles import PROFILES, ProfileError, VendorProfile, get_profile
 from softmc_host.ddr3_power import DDR3L_1600_X8_4GB, interval_power
 
-__all__ = ["BenchSpec", "BenchSpecError", "parse_emu_url", "EmulatedBench", "DEFAULT_PROFILE"]
+__all__ = ["BenchSpec", "BenchSpecError", "parse_emu_url", "is_emulated_address", "EmulatedBench", "DEFAULT_PROFILE"]
 
 DEFAULT_PROFILE = "B"
 
@@ -46,9 +47,12 @@ class BenchSpec:
     seed: int = 0
     temp_c: float | None = None
     tck_ns: float | None = None
+    replay: str | None = None  # path of a recorded BER map: a replayed DIMM instead of a profile
 
     def resolved_profile(self) -> VendorProfile:
-        """The vendor profile named by :attr:`profile`."""
+        """The vendor profile named by :attr:`profile` (the fault-free one for a replay)."""
+        if self.replay is not None:
+            return get_profile("ideal")
         try:
             return get_profile(self.profile)
         except ProfileError as exc:
@@ -65,12 +69,14 @@ class BenchSpec:
         return self.resolved_profile().tck_ns if self.tck_ns is None else self.tck_ns
 
     def url(self) -> str:
-        """The canonical ``emu://`` address of this bench."""
-        query = {"seed": self.seed}
+        """The canonical ``emu://`` (or ``replay://``) address of this bench."""
+        query: dict[str, object] = {"seed": self.seed}
         if self.temp_c is not None:
             query["temp_c"] = self.temp_c
         if self.tck_ns is not None:
             query["tck_ns"] = self.tck_ns
+        if self.replay is not None:
+            return f"replay://{self.replay}?{urllib.parse.urlencode(query)}"
         return f"emu://{self.profile}?{urllib.parse.urlencode(query)}"
 
 
@@ -84,25 +90,39 @@ def _number(key: str, value: str, lo: float, hi: float) -> float:
     return number
 
 
+def is_emulated_address(url: str) -> bool:
+    """True for the addresses an emulated bench process serves (``emu://``, ``replay://``)."""
+    return isinstance(url, str) and url.startswith(("emu://", "replay://"))
+
+
 def parse_emu_url(url: str) -> BenchSpec:
-    """Parse ``emu://<profile>?seed=N&temp_c=T&tck_ns=X`` into a :class:`BenchSpec`.
+    """Parse ``emu://<profile>?seed=N&temp_c=T&tck_ns=X`` or ``replay://PATH.h5?...`` into a :class:`BenchSpec`.
 
     Raises
     ------
     BenchSpecError
-        With a one-line message naming the problem (scheme, profile, option or value).
+        With a one-line message naming the problem (scheme, profile, file, option or value).
     """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "emu":
-        raise BenchSpecError(f"not an emulated-bench address (emu://PROFILE?seed=N): {url!r}")
-    profile = (parts.netloc + parts.path).strip("/") or DEFAULT_PROFILE
+    spec: dict[str, object] = {}
+    if url.startswith("replay://"):
+        path, _, query_text = url[len("replay://") :].partition("?")
+        if not path or not os.path.isfile(path):
+            raise BenchSpecError(f"replay map {path!r} does not exist")
+        spec["replay"] = os.path.abspath(path)
+        spec["profile"] = "replay"
+    else:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "emu":
+            raise BenchSpecError(f"not an emulated-bench address (emu://PROFILE?seed=N or replay://MAP.h5): {url!r}")
+        profile = (parts.netloc + parts.path).strip("/") or DEFAULT_PROFILE
+        try:
+            get_profile(profile)
+        except ProfileError as exc:
+            raise BenchSpecError(str(exc)) from None
+        spec["profile"] = profile
+        query_text = parts.query
     try:
-        get_profile(profile)
-    except ProfileError as exc:
-        raise BenchSpecError(str(exc)) from None
-    spec: dict[str, object] = {"profile": profile}
-    try:
-        query = urllib.parse.parse_qs(parts.query, strict_parsing=bool(parts.query), keep_blank_values=False)
+        query = urllib.parse.parse_qs(query_text, strict_parsing=bool(query_text), keep_blank_values=False)
     except ValueError:
         raise BenchSpecError(f"malformed emu:// query in {url!r} (expected key=value&...)") from None
     for key, values in query.items():
@@ -137,15 +157,35 @@ class EmulatedBench:
         profile = spec.resolved_profile()
         self.spec = spec
         self.profile = profile
-        self.supply = EmulatedSupply(nominal_v=profile.vdd_nominal_v, serial=f"PSU-{spec.seed:04d}", current_limit_a=2.0)
+        nominal_v = profile.vdd_nominal_v
+        ber_map = None
+        tck_ns = spec.effective_tck_ns
+        if spec.replay is not None:
+            from profiler.replay import ReplayError
+            from profiler.storage import BerMap, MapError
+
+            try:
+                ber_map = BerMap(spec.replay)
+            except MapError as exc:
+                raise BenchSpecError(str(exc)) from None
+            nominal_v = float(ber_map.meta.get("bench", {}).get("supply", {}).get("nominal_v", nominal_v))
+            if spec.tck_ns is None:
+                tck_ns = float(ber_map.geometry.get("tck_ns", tck_ns))
+        self.supply = EmulatedSupply(nominal_v=nominal_v, serial=f"PSU-{spec.seed:04d}", current_limit_a=2.0)
         self.thermal = EmulatedThermal(
             initial_c=spec.effective_temp_c, seed=spec.seed, tau_s=thermal_tau_s, serial=f"TEC-{spec.seed:04d}"
         )
-        self.dimm = PhysicsDimm(
-            profile, geometry, seed=spec.seed, environment=self.environment, tck_ns=spec.effective_tck_ns
-        )
-        self.firmware = TesterFirmware(self.dimm, tck_ns=spec.effective_tck_ns)
-        self.power_params = dataclasses.replace(DDR3L_1600_X8_4GB, tck_ns=spec.effective_tck_ns)
+        if ber_map is not None:
+            from profiler.replay import ReplayDimm
+
+            try:
+                self.dimm: EmulatedDimm = ReplayDimm(ber_map, self.environment, tck_ns, seed=spec.seed)
+            except ReplayError as exc:
+                raise BenchSpecError(str(exc)) from None
+        else:
+            self.dimm = PhysicsDimm(profile, geometry, seed=spec.seed, environment=self.environment, tck_ns=tck_ns)
+        self.firmware = TesterFirmware(self.dimm, tck_ns=tck_ns)
+        self.power_params = dataclasses.replace(DDR3L_1600_X8_4GB, tck_ns=tck_ns)
         self.supply.load_current_fn = self.load_current_a
 
     def environment(self) -> tuple[float, float]:
