@@ -178,11 +178,13 @@ def run_plan(
     subscribers: Sequence[Record] = (),
     sweep_seed: int = 0,
     max_error_positions: int = 1_000_000,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> int:
     """Run the points of ``plan`` not in ``skip``; emit each result to the subscribers.
 
-    Returns the number of points measured.  The supply is back at nominal on return
-    and on any exception (KeyboardInterrupt included).
+    Returns the number of points measured.  ``stop_requested`` is asked before each
+    point; when it answers True the run stops there with KeyboardInterrupt.  The
+    supply is back at nominal on return and on any exception.
     """
     check_plan(plan, bench)
     done = set(skip)
@@ -191,6 +193,8 @@ def run_plan(
         for index, point in enumerate(plan):
             if point.key in done:
                 continue
+            if stop_requested():
+                raise KeyboardInterrupt
             data = measure_point(
                 bench,
                 point,

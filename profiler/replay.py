@@ -159,7 +159,7 @@ class ReplayDimm(EmulatedDimm):
                 acc += (int(f01), int(f10))
                 bank_bits[int(bank)] = bank_bits.get(int(bank), 0) + int(nbits)
         cells: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        if rows_list:
+        if rows_list and sum(len(r) for r in rows_list):
             rows = np.concatenate(rows_list)
             bits = np.concatenate(bits_list)
             dirs = np.concatenate(dirs_list)

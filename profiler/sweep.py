@@ -175,8 +175,20 @@ def _summary(path: Path) -> None:
         )
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _StopFlag:
+    """Ctrl-C / SIGTERM ask the sweep to stop after the point being measured; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this point (again to stop now) ...", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from profiler.engine import RowSet, check_plan, run_plan
     from softmc_host.bench import Bench, BenchError
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopFlag()
+    signal.signal(signal.SIGTERM, stop.handle)
+    signal.signal(signal.SIGINT, stop.handle)
     writer = None
     complete = False
     try:
@@ -235,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     subscribers=[writer.write, progress],
                     sweep_seed=config.seed,
                     max_error_positions=config.max_error_positions,
+                    stop_requested=stop,
                 )
             finally:
                 progress.close()
