@@ -8,7 +8,7 @@ range over the emulated DIMMs -- beside the published median and range over the
 real DIMMs of ``data/voltron-faulty-cachelines.csv``.  Also writes a PNG of a
 bank x row error map of each vendor at a failing voltage (row stripes).
 
-    python benchmarks/calibration.py [--dimms 5] [--rows 96] [--png calibration.png]
+    python benchmarks/calibration.py [--dimms 5] [--rows 96] [--png out/calibration.png]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dimms", type=int, default=5, help="emulated DIMMs (seeds) per vendor (default 5)")
     parser.add_argument("--rows", type=int, default=96, help="rows sampled per DIMM, over all banks (default 96)")
-    parser.add_argument("--png", default="calibration.png", help="bank x row error map output (default calibration.png)")
+    parser.add_argument("--png", default="out/calibration.png", help="error map PNG (default out/calibration.png)")
     parser.add_argument("--map-row-step", type=int, default=128, help="row spacing of the error map (default 128)")
     args = parser.parse_args()
     pub = published()
@@ -128,6 +128,7 @@ def main() -> None:
         ax.set_ylabel("bank")
         fig.colorbar(image, ax=ax)
     axes[-1].set_xlabel("row")
+    os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
     fig.savefig(args.png, dpi=110)
     print(f"\nerror maps written to {args.png}; total {time.perf_counter() - start:.0f} s")
 

@@ -4,7 +4,8 @@ Layout (``docs/ber-map-format.md`` has the full description)::
 
     /                         attrs: format = "eden-ber-map", format_version = 1,
                               software, created_utc, and JSON attrs bench_json, dimm_json,
-                              geometry_json, config_json, patterns_json, units_json
+                              geometry_json, config_json, patterns_json, units_json,
+                              identity_json (the settings a resume must match)
     /points/<key>             one group per measured point; attrs: the settings
                               (vdd_v, trcd_ns, trp_ns, tras_ns, temp_c, pattern, rep),
                               effective timings, measured_vdd_v, measured_temp_c,
@@ -199,6 +200,7 @@ class MapWriter:
         self._locked = False
         self.done: set[str] = set()
         self.recovered_from_journal = 0
+        self.damaged: Path | None = None  # where a damaged file was moved, if one was
 
     # Locking -----------------------------------------------------------------------------
 
@@ -239,13 +241,17 @@ class MapWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire()
         try:
-            self.journal.mkdir(exist_ok=True)
+            self._check_journal()
             if self.path.exists():
                 try:
                     self._check_existing()
                 except OSError:
-                    damaged = self.path.with_name(self.path.name + f".damaged-{os.getpid()}")
-                    self.path.rename(damaged)
+                    with open(self.path, "rb") as fh:
+                        if not fh.read(4) == b"\x89HDF":
+                            raise MapError(f"{self.path} exists and is not a BER map; choose another --out") from None
+                    # An HDF5 file damaged by a kill during a write: set aside, rebuilt from the journal.
+                    self.damaged = self.path.with_name(self.path.name + f".damaged-{os.getpid()}")
+                    self.path.rename(self.damaged)
             if not self.path.exists():
                 self._create()
             self._recover_journal()
@@ -255,6 +261,20 @@ class MapWriter:
             self.release()
             raise
         return set(self.done)
+
+    def _check_journal(self) -> None:
+        """Create the journal, or check that an existing one belongs to this sweep."""
+        stamp = self.journal / "identity.json"
+        wanted = json.dumps(self.identity, sort_keys=True, default=str)
+        if self.journal.exists() and stamp.exists():
+            if stamp.read_text() != wanted:
+                raise MapError(
+                    f"the journal {self.journal} belongs to a different sweep; "
+                    "rerun that sweep's command to finish it, or remove the journal"
+                )
+            return
+        self.journal.mkdir(exist_ok=True)
+        stamp.write_text(wanted)
 
     def _create(self) -> None:
         with h5py.File(self.path, "w") as fh:
@@ -329,7 +349,9 @@ class MapWriter:
 def _save_journal(path: Path, point: PointData) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as fh:
-        np.savez(fh, attrs=np.array(json.dumps({"key": point.key, **point.attrs}, default=float)), **point.arrays())
+        np.savez_compressed(
+            fh, attrs=np.array(json.dumps({"key": point.key, **point.attrs}, default=float)), **point.arrays()
+        )
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -367,6 +389,8 @@ class BerMap:
     def keys(self) -> list[str]:
         """Keys of the complete points, in measurement order."""
         with h5py.File(self.path, "r") as fh:
+            if "points" not in fh:
+                raise MapError(f"{self.path} has no /points group")
             groups = [(g.attrs.get("index", 0), k) for k, g in fh["points"].items() if g.attrs.get("complete", False)]
         return [k for _, k in sorted(groups)]
 

@@ -24,6 +24,8 @@ from typing import Any, Sequence
 from softmc_host import __version__
 
 from profiler.plan import (
+    NOMINAL_TRCD_NS,
+    NOMINAL_TRP_NS,
     PlanError,
     SweepConfig,
     build_plan,
@@ -45,8 +47,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m profiler.sweep",
         description="Sweep VDD / tRCD / tRP / temperature per bank with data patterns; write a BER map (HDF5).",
     )
-    p.add_argument("--config", help="sweep TOML file (keys as the long flags, with _ for -); flags override it")
-    p.add_argument("--bench", help="bench file (.toml), tester URL, or emu://PROFILE?seed=N (default emu://B?seed=0)")
+    p.add_argument(
+        "--config",
+        help="sweep TOML file with keys bench, vdd_v, trcd_ns, trp_ns, tras_ns, temp_c, banks, rows, patterns, "
+        "reps, seed, out, max_error_positions (optionally under [sweep]); flags override it",
+    )
+    p.add_argument(
+        "--bench",
+        help="bench file (.toml), tester URL, emu://PROFILE?seed=N or replay://MAP.h5 (default emu://B?seed=0)",
+    )
     p.add_argument("--vdd", help="supply voltages in V: a,b,c or start:stop:step (default: leave VDD as it is)")
     p.add_argument("--trcd", help="tRCD values in ns (default 13.75, the DDR3 datasheet value)")
     p.add_argument("--trp", help="tRP values in ns (default 13.75)")
@@ -114,7 +123,7 @@ def dry_run(config: SweepConfig) -> int:
     plan = build_plan(config)
     rows = resolve_rows(config, ML605_BANKS, ML605_ROWS)
     per_point_bytes = 2 * len(rows) * ROW_BYTES
-    reduced = [p for p in plan if p.trcd_ns < 13.75 or p.trp_ns < 13.75]
+    reduced = [p for p in plan if p.trcd_ns < NOMINAL_TRCD_NS or p.trp_ns < NOMINAL_TRP_NS]
     seconds = (len(plan) * per_point_bytes + len(reduced) * per_point_bytes * 0.5) / (ASSUMED_LINK_MB_S * 1e6)
     seconds += len({p.vdd_v for p in plan}) * 0.5 + len({p.temp_c for p in plan if p.temp_c is not None}) * 60
     print(f"bench    : {config.bench}")
@@ -139,10 +148,9 @@ def dry_run(config: SweepConfig) -> int:
 
 
 class Progress:
-    """A progress bar (tqdm) with points done, rate and ETA; counts flips for the summary."""
+    """A progress bar (tqdm) with points done, rate and ETA."""
 
     def __init__(self, total: int, done: int, enabled: bool) -> None:
-        self.rows: list[PointData] = []
         self.bar = None
         if enabled:
             from tqdm import tqdm
@@ -150,7 +158,6 @@ class Progress:
             self.bar = tqdm(total=total, initial=done, unit="pt", dynamic_ncols=True, file=sys.stderr)
 
     def __call__(self, point: PointData) -> None:
-        self.rows.append(point)
         if self.bar is not None:
             self.bar.set_postfix_str(f"{point.key[:40]} BER {point.ber:.1e}")
             self.bar.update(1)
@@ -232,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             writer = MapWriter(config.out, meta, identity(config))
             done = writer.open()
+            if writer.damaged is not None:
+                print(f"{config.out} was damaged (interrupted during a write): moved to {writer.damaged}, "
+                      "rebuilt from the journal", file=sys.stderr)
             todo = [p for p in plan if p.key not in done]
             if done:
                 print(f"resuming {config.out}: {len(done)} of {len(plan)} points already measured"

@@ -68,6 +68,13 @@ class BenchConfig:
 def _emulated_defaults(url: str) -> BenchConfig:
     spec = parse_emu_url(url)
     nominal = spec.resolved_profile().vdd_nominal_v
+    if spec.replay is not None:  # the recorded bench's nominal voltage, as the emulator uses it
+        from profiler.storage import BerMap, MapError
+
+        try:
+            nominal = float(BerMap(spec.replay).meta.get("bench", {}).get("supply", {}).get("nominal_v", nominal))
+        except MapError as exc:
+            raise BenchSpecError(str(exc)) from None
     return BenchConfig(
         tester_url=url,
         supply_resource=EMULATED_RESOURCE,
@@ -135,7 +142,10 @@ def load_bench_file(path: str | Path) -> BenchConfig:
     if not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
         raise BenchError(f"{where}: [tester] timeout_s must be a positive number of seconds")
     emulated = is_emulated_address(url)
-    base = _emulated_defaults(url) if emulated else BenchConfig(tester_url=url)
+    try:
+        base = _emulated_defaults(url) if emulated else BenchConfig(tester_url=url)
+    except BenchSpecError as exc:
+        raise BenchError(f"{where}: {exc}") from None
     supply = _section(table, "supply", where)
     thermal = _section(table, "thermal", where)
     supply_resource = supply_limits = thermal_resource = thermal_limits = None
@@ -153,6 +163,10 @@ def load_bench_file(path: str | Path) -> BenchConfig:
             raise BenchError(f"{where}: [thermal] resource = \"...\" is required (\"{EMULATED_RESOURCE}\" with emu://)")
         given = {k: v for k, v in thermal.items() if k != "resource"}
         thermal_limits = _build(ThermalLimits, given, f"{where} [thermal]")
+    if emulated and supply is None:
+        supply_resource, supply_limits = base.supply_resource, base.supply_limits
+    if emulated and thermal is None:
+        thermal_resource, thermal_limits = base.thermal_resource, base.thermal_limits
     for name, resource in (("supply", supply_resource), ("thermal", thermal_resource)):
         if resource == EMULATED_RESOURCE and not emulated:
             raise BenchError(f"{where}: [{name}] resource \"{EMULATED_RESOURCE}\" needs an emu:// tester url")
@@ -312,6 +326,8 @@ class Bench:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception as close_error:
             if exc_type is None:
                 raise
+            if isinstance(exc, BaseException):  # keep the original error, but say what else failed
+                exc.add_note(f"while closing the bench: {close_error}")

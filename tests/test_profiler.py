@@ -199,6 +199,17 @@ def test_other_sweep_cannot_resume_a_file(tmp_path: Path) -> None:
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(MapError, match="cannot read BER map"):
         BerMap(tmp_path / "junk.h5")
+    with pytest.raises(MapError, match="exists and is not a BER map"):
+        MapWriter(tmp_path / "junk.h5", {}, {"a": 1}).open()
+    assert (tmp_path / "junk.h5").read_bytes() == b"not hdf5"  # left alone
+    # A journal left by another sweep is not mixed into this one.
+    other = MapWriter(tmp_path / "j.h5", {}, {"rows": "sample:8"})
+    other.open()
+    other.write(synthetic_point("p0", 0, 1))
+    other.release()
+    (tmp_path / "j.h5").unlink()
+    with pytest.raises(MapError, match="journal .* belongs to a different sweep"):
+        MapWriter(tmp_path / "j.h5", {}, {"rows": "0:4"}).open()
 
 
 def test_journal_rebuilds_a_damaged_file(tmp_path: Path) -> None:
@@ -240,7 +251,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its emulator, mid-run
     proc.wait()
     partial = BerMap(tmp_path / "cut.h5").keys()  # a valid file after SIGKILL
-    assert 3 <= len(partial) < 14
+    assert 2 <= len(partial) < 14  # the kill may land between a point's journal entry and its HDF5 write
     resumed = run_sweep(*SWEEP, "--out", "cut.h5", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming cut.h5" in resumed.stderr

@@ -13,6 +13,7 @@ or open ``emu://C?seed=3`` directly as a tester URL or bench address.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -125,6 +126,9 @@ def spawn(
     resources: dict[str, str] = {}
     line = b""
     while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
         line = proc.stdout.readline()
         text = line.decode(errors="replace").strip()
         if text.startswith("listening on "):

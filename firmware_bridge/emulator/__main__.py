@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default="B", help=f"DIMM vendor profile: {known_profiles()} (default: B)")
     parser.add_argument("--seed", type=int, default=0, help="DIMM identity: weak cells, power-up content (default: 0)")
     parser.add_argument("--temp-c", type=float, help="starting DIMM temperature in C (default: the profile's, 20)")
-    parser.add_argument("--tck-ns", type=float, help="DRAM clock period in ns (default: the profile's, 2.5)")
+    parser.add_argument("--tck-ns", type=float, help="DRAM clock period in ns (default: the profile's: 2.5 for A, B, C; 0.25 for eden)")
     parser.add_argument("--thermal-tau-s", type=float, default=0.2, help="heater time constant in s (default: 0.2)")
     parser.add_argument("--once", action="store_true", help="exit after the first connection closes")
     parser.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when standard input closes")

@@ -332,7 +332,7 @@ def _build_profiles() -> dict[str, VendorProfile]:
         row_shared_frac=0.5,
         bitline_var=0.10,
         rcd_anti_bias=0.3,
-        tck_ns=0.5,
+        tck_ns=0.25,  # the slides' -1.0, -4.5 ... ns steps need a 0.25 ns command grid
         margin_curve=LogCurve(
             x=(-10.0, -6.4, -5.7, -5.2, -4.7, -2.0, -1.0, -0.5),
             log10_p=tuple(math.log10(p) for p in (0.2, 0.058, 0.052, 0.041, 0.031, 0.01, 1e-5, 1e-7)),
