@@ -7,7 +7,8 @@ tRCD, tRP, pattern and repetition).  Every point has a stable key, so a rerun
 recognises finished points and resumes.
 
 Value lists are written ``1.35,1.3,1.25`` or ``start:stop:step`` (``stop``
-included when it falls on the grid): ``1.35:1.05:-0.05``.  Rows are ``all``,
+included when it falls on the grid): ``1.35:1.05:-0.05``, or a mix of both:
+``1.35,1.2:1.0:-0.025``.  Rows are ``all``,
 ranges ``0:1024`` or ``0:32768:64`` (stop excluded, like Python), lists
 ``1,5,9``, or a seeded sample ``sample:256``.
 """
@@ -53,7 +54,7 @@ class PlanError(ValueError):
 
 
 def parse_values(text: str | float | Sequence[float], name: str, unit: str) -> list[float]:
-    """Parse ``a,b,c`` or ``start:stop:step`` (or a number / list from TOML) into floats."""
+    """Parse ``a,b,c``, ``start:stop:step`` or a comma mix of both (or a number / list from TOML)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return [float(text)]
     if isinstance(text, (list, tuple)):
@@ -62,22 +63,28 @@ def parse_values(text: str | float | Sequence[float], name: str, unit: str) -> l
         except (TypeError, ValueError):
             raise PlanError(f"{name} must be numbers in {unit}, got {text!r}") from None
     text = str(text).strip()
+    values = []
     try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            if ":" not in item:
+                values.append(float(item))
+                continue
+            parts = [float(p) for p in item.split(":")]
             if len(parts) != 3:
                 raise ValueError
             start, stop, step = parts
             if step == 0 or (stop - start) * step < 0:
-                raise PlanError(f"{name} range {text!r}: the step must go from start towards stop")
+                raise PlanError(f"{name} range {item!r}: the step must go from start towards stop")
             count = int(math.floor((stop - start) / step + 1e-9)) + 1
-            values = [round(start + i * step, 9) for i in range(count)]
-        else:
-            values = [float(v) for v in text.split(",") if v.strip()]
+            values.extend(round(start + i * step, 9) for i in range(count))
     except PlanError:
         raise
     except ValueError:
-        raise PlanError(f"{name} must be a comma list or start:stop:step in {unit}, got {text!r}") from None
+        raise PlanError(
+            f"{name} must be a comma list of values and start:stop:step ranges in {unit}, got {text!r}"
+        ) from None
     if not values:
         raise PlanError(f"{name} is empty")
     if any(not math.isfinite(v) for v in values):

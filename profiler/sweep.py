@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--bench",
         help="bench file (.toml), tester URL, emu://PROFILE?seed=N or replay://MAP.h5 (default emu://B?seed=0)",
     )
-    p.add_argument("--vdd", help="supply voltages in V: a,b,c or start:stop:step (default: leave VDD as it is)")
+    p.add_argument("--vdd", help="supply voltages in V: a,b,c, start:stop:step, or a comma mix (default: leave VDD as it is)")
     p.add_argument("--trcd", help="tRCD values in ns (default 13.75, the DDR3 datasheet value)")
     p.add_argument("--trp", help="tRP values in ns (default 13.75)")
     p.add_argument("--tras", type=float, help="tRAS in ns (default 35)")

@@ -32,6 +32,7 @@ def test_value_lists_and_ranges() -> None:
     assert parse_values("1.35:1.2:-0.05", "--vdd", "V") == [1.35, 1.3, 1.25, 1.2]
     assert parse_values("5:15:5", "--trcd", "ns") == [5.0, 10.0, 15.0]
     assert parse_values(1.2, "vdd_v", "V") == [1.2]
+    assert parse_values("1.35, 1.2:1.1:-0.05", "--vdd", "V") == [1.35, 1.2, 1.15, 1.1]
     for bad, message in (("1.35:1.2:0.05", "step must go"), ("a,b", "comma list"), ("1:2", "comma list"), ("", "empty")):
         with pytest.raises(PlanError, match=message):
             parse_values(bad, "--vdd", "V")

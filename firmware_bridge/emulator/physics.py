@@ -77,12 +77,9 @@ class _PhysicsRow(RowAccess):
         self.vdd_v = vdd_v
         self.temp_c = temp_c
         self.p_base = dimm.base_probability(bank, row, trp_cycles * dimm.tck_ns, vdd_v, temp_c)
-        self.candidates: np.ndarray | None = None  # bit indices of possibly failing cells
-        self.cand_u: np.ndarray | None = None
-        self.cand_group: np.ndarray | None = None  # orientation * levels + level
-        self.cand_p_max = -1.0
         self.group_p_cache: dict[float, np.ndarray] = {}
-        self.mask_cache: dict[float, tuple[np.ndarray, np.ndarray] | None] = {}
+        self.burst_cache: dict[tuple[float, int], np.ndarray] = {}
+        self.activation_id: int | None = None  # numbered when it first needs read jitter
 
 
 class PhysicsDimm(EmulatedDimm):
@@ -138,15 +135,17 @@ class PhysicsDimm(EmulatedDimm):
         self._shared_rows: np.ndarray | None = None
         self._draws: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._under_restored: dict[tuple[int, int], float] = {}
-        self._reads = 0
+        self._activations = 0
+        self._group_cache: dict[tuple[int, int, float, float], np.ndarray] = {}
         self._noise_seed = 0
+        self._cand_cache: OrderedDict[tuple[int, int, bytes], tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self.own_sd = math.sqrt(profile.cell_var)
 
     def reseed_noise(self, seed: int) -> None:
         """Restart the read-jitter stream from ``seed``: a sweep does it at every point, so a
         resumed sweep reads what an uninterrupted one would have (an emulator-only control)."""
         self._noise_seed = int(seed)
-        self._reads = 0
+        self._activations = 0
 
     def power_problem(self) -> str | None:
         vdd_v, _ = self.environment()
@@ -225,6 +224,11 @@ class PhysicsDimm(EmulatedDimm):
         cached = access.group_p_cache.get(p_rcd)
         if cached is not None:
             return cached
+        shared_key = (access.bank, access.row, access.p_base, p_rcd)
+        cached = self._group_cache.get(shared_key)
+        if cached is not None:  # the same row at the same setting, activated again
+            access.group_p_cache[p_rcd] = cached
+            return cached
         prof = self.profile
         bias = np.array([1.0 + prof.rcd_anti_bias, 1.0 - prof.rcd_anti_bias])  # [anti, true]
         p_total = 1.0 - (1.0 - access.p_base) * (1.0 - np.minimum(1.0, p_rcd * bias))
@@ -233,6 +237,9 @@ class PhysicsDimm(EmulatedDimm):
         z = (threshold[:, None] - a - self.level_offset[None, :]) / self.own_sd
         group_p = np.where(p_total[:, None] > 0, ndtr(-z), 0.0)
         access.group_p_cache[p_rcd] = group_p
+        if len(self._group_cache) > 4096:
+            self._group_cache.clear()
+        self._group_cache[shared_key] = group_p
         return group_p
 
     # Access events ----------------------------------------------------------------------
@@ -243,9 +250,15 @@ class PhysicsDimm(EmulatedDimm):
             data = self.power_up_content(bank, row)
         return _PhysicsRow(self, bank, row, trp_cycles, data)
 
-    def _candidates(self, access: _PhysicsRow, group_p: np.ndarray) -> None:
-        """Find the cells that can fail in this activation (reads later in it fail less)."""
-        bank, row = access.bank, access.row
+    def _candidates(self, bank: int, row: int, group_p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cells of a row that can fail at these probabilities (jitter included): sorted bit
+        indices, their uniforms and their (orientation, level) groups.  Cached per row and
+        setting, so that activating a row once per burst does not redo the whole row."""
+        cache_key = (bank, row, group_p.tobytes())
+        cached = self._cand_cache.get(cache_key)
+        if cached is not None:
+            self._cand_cache.move_to_end(cache_key)
+            return cached
         limit = np.minimum(group_p * math.exp(_NOISE_SPAN * self.profile.read_noise), 1.0) * _U_SCALE
         true_cells = self.row_true_cells(bank, row)
         level = self.bitline_level[bank]
@@ -253,45 +266,46 @@ class PhysicsDimm(EmulatedDimm):
             group = level.astype(np.int16) + (_N_LEVELS if true_cells else 0)
         else:
             group = level.astype(np.int16) + _N_LEVELS * true_cells
-        cell_limit = limit.reshape(-1)[group]
         draws = self.cell_draws(bank, row)
-        idx = np.flatnonzero(draws < cell_limit)
-        access.candidates = idx
-        access.cand_u = draws[idx].astype(np.float64)
-        access.cand_group = group[idx]
-        access.cand_p_max = float(group_p.max())
+        idx = np.flatnonzero(draws < limit.reshape(-1)[group])
+        result = (idx, draws[idx].astype(np.float64), group[idx])
+        self._cand_cache[cache_key] = result
+        if len(self._cand_cache) > _ROW_CACHE:
+            self._cand_cache.popitem(last=False)
+        return result
 
-    def _fail_mask(self, access: _PhysicsRow, p_rcd: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """Failing cells of the open row at this tRCD, as row bytes, and which bursts hold any.
+    def _failing_bits(self, access: _PhysicsRow, p_rcd: float, burst: int) -> np.ndarray:
+        """Bit indices (in the row) of the cells failing in one burst of this activation.
 
-        Computed once per activation and tRCD value: the data a RD returns is
-        latched in the row buffer, so reads within one activation agree; each new
-        activation draws its own read jitter.  None if no cell can fail.
+        Fixed for the activation: the data a RD returns is latched in the row buffer,
+        so reads within one activation agree; each activation draws its own jitter.
         """
-        cached = access.mask_cache.get(p_rcd)
-        if cached is not None or p_rcd in access.mask_cache:
+        cache_key = (p_rcd, burst)
+        cached = access.burst_cache.get(cache_key)
+        if cached is not None:
             return cached
         group_p = self._group_p(access, p_rcd)
-        p_max = float(group_p.max())
-        result = None
-        if p_max * _U_SCALE * math.exp(_NOISE_SPAN * self.profile.read_noise) >= 1.0:
-            if access.candidates is None or p_max > access.cand_p_max:
-                self._candidates(access, group_p)
-            limit = group_p.reshape(-1)[access.cand_group] * _U_SCALE
-            if self.profile.read_noise > 0 and limit.size:
-                self._reads += 1
-                noise_index = (self._noise_seed & 0xFFFFF) << 20 | (self._reads & 0xFFFFF)
-                rng = np.random.Generator(np.random.Philox(key=_key(self.seed, self._pid, 0xE7, noise_index)))
-                g = np.clip(rng.standard_normal(limit.size), -_NOISE_SPAN, _NOISE_SPAN)
-                limit = limit * np.exp(self.profile.read_noise * g)
-            failing = access.candidates[access.cand_u < limit]
-            if failing.size:
-                bits = np.zeros(self.geometry.row_bytes * 8, dtype=bool)
-                bits[failing] = True
-                mask = np.packbits(bits, bitorder="little")
-                result = (mask, mask.reshape(-1, BURST_BYTES).any(axis=1))
-        access.mask_cache[p_rcd] = result
-        return result
+        empty = np.zeros(0, np.int64)
+        if float(group_p.max()) * _U_SCALE * math.exp(_NOISE_SPAN * self.profile.read_noise) < 1.0:
+            access.burst_cache[cache_key] = empty
+            return empty
+        idx, u, group = self._candidates(access.bank, access.row, group_p)
+        lo, hi = np.searchsorted(idx, [burst * BURST_BYTES * 8, (burst + 1) * BURST_BYTES * 8])
+        if lo == hi:
+            access.burst_cache[cache_key] = empty
+            return empty
+        limit = group_p.reshape(-1)[group[lo:hi]] * _U_SCALE
+        if self.profile.read_noise > 0:
+            if access.activation_id is None:
+                self._activations += 1
+                access.activation_id = self._activations
+            noise_index = ((self._noise_seed & 0xFFFF) << 24 | (access.activation_id & 0xFFFF) << 8 | burst & 0xFF)
+            rng = np.random.Generator(np.random.Philox(key=_key(self.seed, self._pid, 0xE7, noise_index)))
+            g = np.clip(rng.standard_normal(hi - lo), -_NOISE_SPAN, _NOISE_SPAN)
+            limit = limit * np.exp(self.profile.read_noise * g)
+        failing = idx[lo:hi][u[lo:hi] < limit]
+        access.burst_cache[cache_key] = failing
+        return failing
 
     def read_burst(self, access: RowAccess, column: int, trcd_cycles: int) -> bytes:
         index = self._read_index[column]
@@ -301,13 +315,17 @@ class PhysicsDimm(EmulatedDimm):
         p_rcd = self.profile.p_timing("trcd", trcd_cycles * self.tck_ns, access.vdd_v, access.temp_c)
         if p_rcd == 0.0 and access.p_base == 0.0:
             return clean.tobytes()
-        failing = self._fail_mask(access, p_rcd)
-        if failing is None or not failing[1][column // self.geometry.burst_length]:
+        burst = column // self.geometry.burst_length
+        failing = self._failing_bits(access, p_rcd, burst)
+        if failing.size == 0:
             return clean.tobytes()
+        first_byte = burst * BURST_BYTES
+        mask_bits = np.zeros(BURST_BYTES * 8, dtype=bool)
+        mask_bits[failing - first_byte * 8] = True
+        mask = np.packbits(mask_bits, bitorder="little")[index - first_byte]
         # A failing cell flips only if it holds its charged value: 1 in a true cell, 0 in an anti cell.
-        fail = failing[0][index]
         susceptible = ~(clean ^ self.true_cell_bytes(access.bank, access.row)[index])
-        return (clean ^ (fail & susceptible)).tobytes()
+        return (clean ^ (mask & susceptible)).tobytes()
 
     def precharge(self, access: RowAccess, tras_cycles: int) -> None:
         if not isinstance(access, _PhysicsRow):
