@@ -124,20 +124,26 @@ def spawn(
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     resources: dict[str, str] = {}
+    fd = proc.stdout.fileno()
+    pending = b""
     line = b""
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        # Read the raw descriptor: a buffered readline could hold lines that select cannot see.
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             break
-        line = proc.stdout.readline()
-        text = line.decode(errors="replace").strip()
-        if text.startswith("listening on "):
-            return EmulatorProcess(proc, text[len("listening on ") :], resources, spec)
-        if text.startswith(("supply ", "thermal ")):
-            name, _, resource = text.partition(" ")
-            resources[name] = resource
-        if not line and proc.poll() is not None:
+        chunk = os.read(fd, 4096)
+        if not chunk:
             break
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            text = line.decode(errors="replace").strip()
+            if text.startswith("listening on "):
+                return EmulatorProcess(proc, text[len("listening on ") :], resources, spec)
+            if text.startswith(("supply ", "thermal ")):
+                name, _, resource = text.partition(" ")
+                resources[name] = resource
     proc.kill()
     proc.wait()
     raise EmulatorError(f"emulator did not start (exit status {proc.returncode}, last output {line!r})")
