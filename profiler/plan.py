@@ -208,7 +208,7 @@ def load_config(path: str | Path, base: SweepConfig | None = None) -> SweepConfi
         if key in ("vdd_v", "trcd_ns", "trp_ns", "temp_c"):
             values[key] = parse_values(value, key, key.rsplit("_", 1)[1])
         elif key == "patterns":
-            values[key] = [value] if isinstance(value, str) else list(value)
+            values[key] = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else value
         else:
             values[key] = value
     try:
@@ -217,10 +217,44 @@ def load_config(path: str | Path, base: SweepConfig | None = None) -> SweepConfi
         raise PlanError(f"{path}: {exc}") from None
 
 
+def _check_types(config: SweepConfig) -> None:
+    """One-line errors for settings of the wrong type (from a TOML file, typically)."""
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for name in ("reps", "seed", "max_error_positions"):
+        if not is_int(getattr(config, name)):
+            raise PlanError(f"{name} must be an integer, got {getattr(config, name)!r}")
+    for name in ("bench", "out"):
+        if not isinstance(getattr(config, name), str) or not getattr(config, name):
+            raise PlanError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")
+    if not is_number(config.tras_ns):
+        raise PlanError(f"tras_ns must be a number of ns, got {config.tras_ns!r}")
+    for name in ("vdd_v", "trcd_ns", "trp_ns", "temp_c"):
+        values = getattr(config, name)
+        if values is not None and (not isinstance(values, list) or not all(is_number(v) for v in values)):
+            raise PlanError(f"{name} must be a list of numbers, got {values!r}")
+    if not isinstance(config.patterns, list) or not config.patterns or not all(isinstance(p, str) for p in config.patterns):
+        raise PlanError(f"patterns must be a list of pattern names, got {config.patterns!r}")
+    for name in ("banks", "rows"):
+        value = getattr(config, name)
+        if not (isinstance(value, str) or (isinstance(value, list) and all(is_int(v) for v in value))):
+            raise PlanError(f"{name} must be a selection string or a list of integers, got {value!r}")
+
+
 def build_plan(config: SweepConfig) -> list[Point]:
     """Expand a configuration into its ordered points (no bench needed)."""
+    _check_types(config)
     if config.reps < 1:
         raise PlanError(f"reps must be at least 1, got {config.reps}")
+    if config.seed < 0:
+        raise PlanError(f"seed must be a non-negative integer, got {config.seed}")
+    if config.max_error_positions < 0:
+        raise PlanError(f"max_error_positions must be >= 0, got {config.max_error_positions}")
     for name in ("trcd_ns", "trp_ns"):
         for value in getattr(config, name):
             if not 0 < value <= 1000:

@@ -200,12 +200,12 @@ def read_point_rows(ber_map: BerMap) -> list[PointRows]:
         The file cannot be read, lacks the ``/points`` group, or a point lacks a dataset.
     """
     try:
-        with h5py.File(ber_map.path, "r") as fh:
+        with h5py.File(ber_map.path, "r", locking=False) as fh:
             if not isinstance(fh.get("points"), h5py.Group):
                 raise MapError(f"{ber_map.path} is not a complete BER map (no /points group)")
         keys = ber_map.keys()
         out = []
-        with h5py.File(ber_map.path, "r") as fh:
+        with h5py.File(ber_map.path, "r", locking=False) as fh:
             for key in keys:
                 group = fh["points"][key]
                 missing = [n for n in ("rows", "bits_tested", "flips_0to1", "flips_1to0") if n not in group]

@@ -241,10 +241,11 @@ class MapWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire()
         try:
-            self._check_journal()
             if self.path.exists():
                 try:
                     self._check_existing()
+                except IsADirectoryError:
+                    raise MapError(f"{self.path} is a directory; choose another --out") from None
                 except OSError:
                     with open(self.path, "rb") as fh:
                         if not fh.read(4) == b"\x89HDF":
@@ -252,10 +253,11 @@ class MapWriter:
                     # An HDF5 file damaged by a kill during a write: set aside, rebuilt from the journal.
                     self.damaged = self.path.with_name(self.path.name + f".damaged-{os.getpid()}")
                     self.path.rename(self.damaged)
+            self._check_journal()  # after the file's identity: a refused run leaves nothing behind
             if not self.path.exists():
                 self._create()
             self._recover_journal()
-            with h5py.File(self.path, "r") as fh:
+            with h5py.File(self.path, "r", locking=False) as fh:
                 self.done = {k for k, g in fh["points"].items() if g.attrs.get("complete", False)}
         except BaseException:
             self.release()
@@ -277,7 +279,7 @@ class MapWriter:
         stamp.write_text(wanted)
 
     def _create(self) -> None:
-        with h5py.File(self.path, "w") as fh:
+        with h5py.File(self.path, "w", locking=False) as fh:
             fh.attrs["format"] = FORMAT
             fh.attrs["format_version"] = FORMAT_VERSION
             fh.attrs["created_utc"] = utc_now()
@@ -289,7 +291,7 @@ class MapWriter:
             fh.create_group("points")
 
     def _check_existing(self) -> None:
-        with h5py.File(self.path, "a") as fh:
+        with h5py.File(self.path, "a", locking=False) as fh:
             if fh.attrs.get("format") != FORMAT:
                 raise MapError(f"{self.path} exists and is not a BER map; choose another --out")
             stored = json.loads(fh.attrs.get("identity_json", "{}"))
@@ -307,7 +309,7 @@ class MapWriter:
         entries = sorted(self.journal.glob("*.npz"))
         if not entries:
             return
-        with h5py.File(self.path, "a") as fh:
+        with h5py.File(self.path, "a", locking=False) as fh:
             points = fh["points"]
             for entry in entries:
                 key = entry.stem
@@ -330,7 +332,7 @@ class MapWriter:
         if not self._locked:
             raise LockError("MapWriter.write before open()")
         _save_journal(self.journal / f"{point.key}.npz", point)
-        with h5py.File(self.path, "a") as fh:
+        with h5py.File(self.path, "a", locking=False) as fh:
             points = fh["points"]
             if point.key in points:
                 del points[point.key]
@@ -365,12 +367,13 @@ def _load_journal(path: Path) -> PointData:
 
 
 class BerMap:
-    """Read access to a BER map (opens the file per call; safe while a sweep appends)."""
+    """Read access to a BER map (opens the file per call, without HDF5 file locking, so it can be
+    read while a sweep appends: points still being written have no ``complete`` mark and are skipped)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            with h5py.File(self.path, "r") as fh:
+            with h5py.File(self.path, "r", locking=False) as fh:
                 if fh.attrs.get("format") != FORMAT:
                     raise MapError(f"{self.path} is not a BER map (format attribute missing)")
                 version = int(fh.attrs.get("format_version", 0))
@@ -388,7 +391,7 @@ class BerMap:
 
     def keys(self) -> list[str]:
         """Keys of the complete points, in measurement order."""
-        with h5py.File(self.path, "r") as fh:
+        with h5py.File(self.path, "r", locking=False) as fh:
             if "points" not in fh:
                 raise MapError(f"{self.path} has no /points group")
             groups = [(g.attrs.get("index", 0), k) for k, g in fh["points"].items() if g.attrs.get("complete", False)]
@@ -396,7 +399,7 @@ class BerMap:
 
     def point(self, key: str) -> PointData:
         """Load one point."""
-        with h5py.File(self.path, "r") as fh:
+        with h5py.File(self.path, "r", locking=False) as fh:
             if key not in fh["points"]:
                 raise MapError(f"{self.path} has no point {key!r}")
             g = fh["points"][key]
@@ -422,7 +425,7 @@ class BerMap:
     def summary(self) -> list[dict[str, Any]]:
         """One row per point: settings, bits tested, flips by direction and BER (no large arrays read)."""
         out = []
-        with h5py.File(self.path, "r") as fh:
+        with h5py.File(self.path, "r", locking=False) as fh:
             for key in self.keys():
                 g = fh["points"][key]
                 bits = int(g["bits_tested"][()].sum())

@@ -108,6 +108,8 @@ def identity(config: SweepConfig) -> dict[str, Any]:
     values = config.as_dict()
     values.pop("out")
     values.pop("max_error_positions")
+    # A file pattern's content (its hash), not only its name, must match.
+    values["pattern_definitions"] = [p.definition for p in config.resolved_patterns()]
     return values
 
 
@@ -210,8 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from firmware_bridge.link import LinkError
     from profiler.engine import RowSet, check_plan, run_plan
     from softmc_host.bench import Bench, BenchError
+    from softmc_host.instruments import InstrumentError
+    from softmc_host.session import TesterError
 
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop.handle)
@@ -273,8 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ninterrupted: {kept} points are on disk in {config.out}; the supply is back at nominal; "
               "rerun the same command to resume", file=sys.stderr)
         return 130
-    except (PlanError, MapError, LockError, BenchError) as exc:
+    except (PlanError, MapError, LockError, BenchError, InstrumentError, LinkError, TesterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", file=sys.stderr)
         return 2
     finally:
         if writer is not None:

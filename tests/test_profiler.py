@@ -308,3 +308,49 @@ def test_replay_returns_recorded_counts(tmp_path: Path) -> None:
     lo = [p.flips for p in a.values() if p.attrs["vdd_v"] == 1.02 and p.attrs["pattern"] == "all-1"][0]
     hi = [p.flips for p in a.values() if p.attrs["vdd_v"] == 1.0 and p.attrs["pattern"] == "all-1"][0]
     assert lo <= mid <= hi and lo < hi
+
+
+def test_a_reader_does_not_disturb_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "m.h5"
+    writer = MapWriter(path, {"software": "t"}, {"a": 1})
+    writer.open()
+    writer.write(synthetic_point("p0", 0, 2))
+    # Another process holds the map open with HDF5 file locking (HDFView, a plot, a notebook).
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import h5py, time; f = h5py.File({str(path)!r}, 'r'); print('open', flush=True); time.sleep(4)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        writer.write(synthetic_point("p1", 1, 3))
+        writer.finish(complete=False)
+        again = MapWriter(path, {"software": "t"}, {"a": 1})
+        assert again.open() == {"p0", "p1"} and again.damaged is None
+        again.finish(complete=True)
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_refused_rerun_leaves_the_original_resumable(tmp_path: Path) -> None:
+    path = tmp_path / "m.h5"
+    first = MapWriter(path, {}, {"trcd": [13.75]})
+    first.open()
+    first.write(synthetic_point("p0", 0, 1))
+    first.finish(complete=False)
+    with pytest.raises(MapError, match="different sweep"):
+        MapWriter(path, {}, {"trcd": [10.0]}).open()
+    assert MapWriter(path, {}, {"trcd": [13.75]}).open() == {"p0"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("reps = '2'\n", "reps must be an integer"), ("seed = -1\n", "seed must be a non-negative"),
+     ("patterns = 5\n", "patterns must be a list"), ("banks = [0, 'a']\n", "banks must be"),
+     ("out = 5\n", "out must be a non-empty string"), ("tras_ns = '35'\n", "tras_ns must be a number")],
+)
+def test_config_value_types(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    proc = run_sweep("--config", str(path), "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

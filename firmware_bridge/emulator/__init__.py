@@ -120,7 +120,9 @@ def spawn(
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    # Its own session: Ctrl-C in the terminal goes to the host program, which then stops
+    # cleanly through the emulator (restoring nominal VDD) instead of losing it mid-point.
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     resources: dict[str, str] = {}

@@ -83,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = parse_emu_url(spec.url())  # one place checks every value
         if not 0.01 <= args.thermal_tau_s <= 600:
             raise ValueError(f"--thermal-tau-s {args.thermal_tau_s} outside 0.01..600 s")
+        bench = EmulatedBench(spec, thermal_tau_s=args.thermal_tau_s)
     except ValueError as exc:
         parser.error(str(exc))
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else None
-    bench = EmulatedBench(spec, thermal_tau_s=args.thermal_tau_s)
     server = FirmwareServer(bench.firmware, log=log)
     instruments = [ScpiServer(bench.supply), ScpiServer(bench.thermal)]
     for name, instrument in zip(("supply", "thermal"), instruments):
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bench {spec.url()}", flush=True)
     if args.exit_on_stdin_eof:
         _exit_on_stdin_eof()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # started by a host program: it decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if where is None:

@@ -62,6 +62,14 @@ def _key(seed: int, profile_id: int, tag: int, extra: int = 0) -> np.ndarray:
     return np.array([seed & 0xFFFFFFFFFFFFFFFF, low], dtype=np.uint64)
 
 
+def _mix64(x: int) -> int:
+    """splitmix64 of a Python integer (full-width hashing of noise-stream indices)."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
 def _normals(key: np.ndarray, n: int) -> np.ndarray:
     return np.random.Generator(np.random.Philox(key=key)).standard_normal(n)
 
@@ -299,7 +307,7 @@ class PhysicsDimm(EmulatedDimm):
             if access.activation_id is None:
                 self._activations += 1
                 access.activation_id = self._activations
-            noise_index = ((self._noise_seed & 0xFFFF) << 24 | (access.activation_id & 0xFFFF) << 8 | burst & 0xFF)
+            noise_index = _mix64(_mix64(self._noise_seed) ^ (access.activation_id << 8 | burst))
             rng = np.random.Generator(np.random.Philox(key=_key(self.seed, self._pid, 0xE7, noise_index)))
             g = np.clip(rng.standard_normal(hi - lo), -_NOISE_SPAN, _NOISE_SPAN)
             limit = limit * np.exp(self.profile.read_noise * g)

@@ -1,0 +1,661 @@
+"""Bit-error injection into tensors under EDEN's four error models: exact, sparse, layout-aware.
+
+What is flipped
+---------------
+A tensor's bits are numbered as in :mod:`errormodels.layout`: bit ``k`` (LSB first) of
+byte ``i`` of its storage (C order) is bit ``8 i + k``; on little-endian hosts bit ``k``
+of element ``j`` of a ``w``-bit dtype is bit ``j w + k``. Floats are flipped through an
+integer view of the same storage, so flipping bit ``p`` changes exactly that bit
+(sign, exponent and mantissa bits alike; NaN payloads survive). Packed int4
+(``dtype_bits=4``) is a uint8 tensor holding two 4-bit values, element ``2 i`` in the
+low nibble of byte ``i``, element ``2 i + 1`` in the high nibble.
+
+How flips are drawn
+-------------------
+Every bit flips independently with the probability its model gives it, and the
+number of flips follows that distribution exactly, but the cost is proportional to
+the number of flips, never to the number of bits:
+
+* a set of ``n`` bits that all flip with probability ``p`` is sampled as a Bernoulli
+  process: geometric gaps ``floor(log(U) / log(1 - p))`` between consecutive flipped
+  bits, summed. This is the same distribution as ``K ~ Binomial(n, p)`` distinct
+  positions drawn uniformly without replacement, and it yields them already sorted
+  and distinct (no sort, no rejection of duplicates). For ``p > 1/2`` the bits that do
+  *not* flip are drawn this way and the rest flip.
+* **uniform** (0): one set, all bits, ``p = ber``.
+* **wordline** (1) and **bitline** (2): the tensor's bits are split into weak and
+  strong bits by the :class:`~errormodels.layout.AddressMap` (default ``AddressMap()``:
+  bank 0, row 0, row interleaving) and :func:`~errormodels.models.weak_mask`. Weak bits
+  are drawn at ``p_weak`` within the weak set; strong bits at ``p_strong`` by drawing
+  over all bits and dropping the draws that land on weak bits (a Bernoulli process
+  restricted to a subset is a Bernoulli process on it). Finding the weak set takes one
+  pass over the wordline groups the tensor covers (``n_bits / group_bits`` ids), or
+  over the bitlines of the banks it touches; it is cached per (model shape, layout,
+  size, device), so repeated injections pay only for the flips.
+* **bit-value** (3): candidates at ``max(p01, p10)`` over all bits, each kept with
+  probability ``p01 / max`` if the bit holds 0 and ``p10 / max`` if it holds 1 (thinning:
+  exact, and no pass over the data).
+
+The tensor is processed in chunks of whole elements sized so that a chunk draws about
+``2**23`` candidates, which bounds the memory at high error rates.
+
+Mitigation
+----------
+After injection, ``mitigation="zero"`` sets every value outside ``value_range`` to 0
+and ``"saturate"`` clamps it to the nearest bound (NaN becomes 0); NaN and +-Inf are
+always out of range. EDEN's seed paper found zeroing better. ``value_range`` comes
+from clean data (:func:`calibrate_range`). The check runs over every element (what a
+reader of the memory would do), so it costs one pass over the tensor.
+
+Randomness
+----------
+Every draw uses the ``torch.Generator`` given (or one seeded with ``seed``) on the
+tensor's device, so the same seed gives the same flips on the same device; only torch
+operations on that device touch the tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Iterable, Literal, Optional, Union
+
+import torch
+
+from errormodels.layout import AddressMap, LayoutError
+from errormodels.models import Bitline, BitValue, ErrorModel, Uniform, Wordline
+
+__all__ = [
+    "InjectionError",
+    "InjectionStats",
+    "inject_",
+    "inject",
+    "calibrate_range",
+    "pack_int4",
+    "unpack_int4",
+    "weak_mask_torch",
+    "clear_weak_cache",
+    "SUPPORTED_DTYPES",
+]
+
+Mitigation = Optional[Literal["zero", "saturate"]]
+
+SUPPORTED_DTYPES: dict[torch.dtype, int] = {
+    torch.float32: 32,
+    torch.float16: 16,
+    torch.bfloat16: 16,
+    torch.float64: 64,
+    torch.int32: 32,
+    torch.int16: 16,
+    torch.int8: 8,
+    torch.uint8: 8,
+}
+"""Dtypes :func:`inject_` accepts and their width in bits (packed int4: uint8 or int8 storage with ``dtype_bits=4``)."""
+
+_CHUNK_CANDIDATES = 1 << 23  # expected draws per chunk
+_MIN_CHUNK_BITS = 1 << 22
+_WEAK_BLOCK = 1 << 22  # location ids hashed per block when finding weak sets
+
+
+class InjectionError(ValueError):
+    """An unsupported tensor, a bad argument combination, or a generator on another device."""
+
+
+# --------------------------------------------------------------------------- stats
+@dataclass(frozen=True)
+class InjectionStats:
+    """What one injection did (add stats of several tensors with ``+``).
+
+    Attributes
+    ----------
+    bits_total : int
+        Bits exposed to errors (the tensor's storage).
+    bits_flipped : int
+        Bits flipped (``flips_0to1 + flips_1to0``).
+    flips_0to1, flips_1to0 : int
+        Flips of bits that held 0 and of bits that held 1.
+    elements_total : int
+        Elements (values; two per byte for packed int4).
+    elements_touched : int
+        Elements with at least one flipped bit.
+    values_mitigated : int
+        Values found out of range (or NaN/Inf) and zeroed or saturated.
+    weak_bits_total, weak_bits_flipped : int
+        For wordline and bitline models, bits in weak locations and flips among them (0 otherwise).
+    """
+
+    bits_total: int = 0
+    bits_flipped: int = 0
+    flips_0to1: int = 0
+    flips_1to0: int = 0
+    elements_total: int = 0
+    elements_touched: int = 0
+    values_mitigated: int = 0
+    weak_bits_total: int = 0
+    weak_bits_flipped: int = 0
+
+    @property
+    def ber(self) -> float:
+        """Observed bit error rate (flipped / total bits)."""
+        return self.bits_flipped / self.bits_total if self.bits_total else 0.0
+
+    def __add__(self, other: "InjectionStats") -> "InjectionStats":
+        if not isinstance(other, InjectionStats):
+            return NotImplemented
+        return InjectionStats(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
+    def to_dict(self) -> dict[str, int]:
+        """The counts, JSON-ready."""
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ weak_mask port
+_M64 = (1 << 64) - 1
+
+
+def _s64(c: int) -> int:
+    """A uint64 constant as the int64 with the same bits."""
+    c &= _M64
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bits."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def weak_mask_torch(seed: int, kind: int, location: torch.Tensor, weak_fraction: float) -> torch.Tensor:
+    """:func:`errormodels.models.weak_mask` in torch int64 arithmetic, on ``location``'s device.
+
+    Returns the same booleans as the numpy version for the same (non-negative) ids.
+    """
+    salt = _s64(seed * 0x9E3779B97F4A7C15 + kind * 0xD1B54A32D192ED03)
+    x = location.to(torch.int64) ^ salt
+    x = x ^ _shr(x, 30)
+    x = x * _s64(0xBF58476D1CE4E5B9)
+    x = x ^ _shr(x, 27)
+    x = x * _s64(0x94D049BB133111EB)
+    x = x ^ _shr(x, 31)
+    u = _shr(x, 11)
+    return u.to(torch.float64) < weak_fraction * float(1 << 53)
+
+
+# ------------------------------------------------------------------ weak bit sets
+def _searchsorted(sorted_seq: torch.Tensor, values: torch.Tensor, right: bool = False) -> torch.Tensor:
+    return torch.searchsorted(sorted_seq, values, right=right)
+
+
+class _WeakRuns:
+    """Weak bits of a wordline model: runs of consecutive tensor bits (weak group pieces), sorted."""
+
+    def __init__(self, lo: torch.Tensor, length: torch.Tensor) -> None:
+        self.lo = lo
+        self.hi = lo + length
+        self.cum = torch.cat([torch.zeros(1, dtype=torch.int64, device=lo.device), torch.cumsum(length, 0)])
+        self.n = int(self.cum[-1])
+
+    def rank_of(self, pos: torch.Tensor) -> torch.Tensor:
+        """Weak bits below each position."""
+        j = _searchsorted(self.lo, pos, right=True) - 1
+        jj = j.clamp(min=0)
+        inside = torch.minimum(pos - self.lo[jj], self.hi[jj] - self.lo[jj]).clamp(min=0)
+        return torch.where(j >= 0, self.cum[jj] + inside, torch.zeros_like(pos))
+
+    def position_of(self, rank: torch.Tensor) -> torch.Tensor:
+        """Tensor bit of each weak rank (0 .. n-1)."""
+        j = _searchsorted(self.cum[1:], rank, right=True)
+        return self.lo[j] + (rank - self.cum[j])
+
+    def contains(self, pos: torch.Tensor) -> torch.Tensor:
+        j = _searchsorted(self.lo, pos, right=True) - 1
+        jj = j.clamp(min=0)
+        return (j >= 0) & (pos < self.hi[jj])
+
+
+class _WeakBitlines:
+    """Weak bits of a bitline model: in each row segment, the bits on weak bitlines of its bank."""
+
+    def __init__(self, amap: AddressMap, n_bits: int, keys: torch.Tensor, table: torch.Tensor,
+                 seg_t: torch.Tensor, seg_key: torch.Tensor) -> None:
+        self.amap = amap
+        self.n_bits = n_bits
+        self.keys = keys  # sorted bank << 20 | bitline of weak bitlines of the banks touched
+        self.table = table  # bool [banks * row_bits], True on weak bitlines
+        self.seg_t = seg_t  # first tensor bit of each row segment
+        self.seg_key = seg_key  # bank << 20 | bit_in_row of that bit
+        seg_end = torch.cat([seg_t[1:], torch.tensor([n_bits], dtype=torch.int64, device=seg_t.device)])
+        self.idx0 = _searchsorted(keys, seg_key)
+        idx1 = _searchsorted(keys, seg_key + (seg_end - seg_t))
+        self.cum = torch.cat([torch.zeros(1, dtype=torch.int64, device=seg_t.device), torch.cumsum(idx1 - self.idx0, 0)])
+        self.n = int(self.cum[-1])
+
+    def rank_of(self, pos: torch.Tensor) -> torch.Tensor:
+        at_end = pos >= self.n_bits
+        p = pos.clamp(max=self.n_bits - 1)
+        j = _searchsorted(self.seg_t, p, right=True) - 1
+        key = self.seg_key[j] + (p - self.seg_t[j])
+        rank = self.cum[j] + _searchsorted(self.keys, key) - self.idx0[j]
+        return torch.where(at_end, torch.full_like(pos, self.n), rank)
+
+    def position_of(self, rank: torch.Tensor) -> torch.Tensor:
+        j = _searchsorted(self.cum[1:], rank, right=True)
+        key = self.keys[self.idx0[j] + (rank - self.cum[j])]
+        return self.seg_t[j] + (key - self.seg_key[j])
+
+    def contains(self, pos: torch.Tensor) -> torch.Tensor:
+        bank, _, byte = self.amap.locate_linear((pos >> 3) + self.amap.start_address)
+        return self.table[bank * self.amap.row_bits + byte * 8 + (pos & 7)]
+
+
+_WeakSet = Union[_WeakRuns, _WeakBitlines]
+
+
+def _weak_set(model: ErrorModel, amap: AddressMap, n_bits: int, device: torch.device) -> _WeakSet:
+    """Weak bits of a wordline or bitline model for a tensor of ``n_bits`` placed by ``amap`` (cached)."""
+    group_bits = model.group_bits if isinstance(model, Wordline) else 0
+    return _weak_set_cached(model.number, model.seed, model.weak_fraction, group_bits, amap, n_bits, str(device))
+
+
+@lru_cache(maxsize=16)
+def _weak_set_cached(kind: int, seed: int, weak_fraction: float, group_bits: int, amap: AddressMap, n_bits: int,
+                     device: str) -> _WeakSet:
+    dev = torch.device(device)
+    start = amap.start_address * 8  # linear bit of tensor bit 0
+    run_bits = amap.run_bytes * 8
+    i64 = dict(dtype=torch.int64, device=dev)
+    if kind == Wordline.number:
+        if amap.row_bits % group_bits or (group_bits < run_bits and run_bits % group_bits):
+            raise LayoutError(f"group_bits {group_bits} must divide the {amap.row_bits} bits of a row "
+                              f"and the {run_bits} consecutive bits of the {amap.interleave} interleaving")
+        piece = min(group_bits, run_bits)  # a group's bits that are consecutive in the tensor
+        first, last = start // piece, (start + n_bits - 1) // piece
+        weak = []
+        for b0 in range(first, last + 1, _WEAK_BLOCK):
+            q = torch.arange(b0, min(b0 + _WEAK_BLOCK, last + 1), **i64)
+            lin_bit = q * piece
+            bank, row, byte = amap.locate_linear(lin_bit >> 3)
+            group = (byte * 8 + (lin_bit & 7)) // group_bits
+            ids = (bank << 40) | (row << 20) | group
+            weak.append(q[weak_mask_torch(seed, kind, ids, weak_fraction)])
+        q = torch.cat(weak)
+        lo = (q * piece - start).clamp(min=0)
+        hi = ((q + 1) * piece - start).clamp(max=n_bits)
+        return _WeakRuns(lo, hi - lo)
+    if kind == Bitline.number:
+        first, last = start // run_bits, (start + n_bits - 1) // run_bits
+        s = torch.arange(first, last + 1, **i64)
+        seg_t = (s * run_bits - start).clamp(min=0)
+        bank, _, byte = amap.locate_linear((seg_t + start) >> 3)
+        seg_key = (bank << 20) | (byte * 8 + ((seg_t + start) & 7))
+        banks = torch.unique(bank)
+        ids = ((banks[:, None] << 20) | torch.arange(amap.row_bits, **i64)[None, :]).reshape(-1)
+        weak = weak_mask_torch(seed, kind, ids, weak_fraction)
+        keys = ids[weak]
+        table = torch.zeros(amap.banks * amap.row_bits, dtype=torch.bool, device=dev)
+        table[(keys >> 20) * amap.row_bits + (keys & ((1 << 20) - 1))] = True
+        return _WeakBitlines(amap, n_bits, keys, table, seg_t, seg_key)
+    raise InjectionError(f"model number {kind} has no weak locations")
+
+
+def clear_weak_cache() -> None:
+    """Forget the cached weak-bit sets (they hold tensors on their devices)."""
+    _weak_set_cached.cache_clear()
+
+
+# ---------------------------------------------------------------------- sampling
+def _gaps(n: int, p: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Sorted positions in [0, n) of a Bernoulli(p) process, 0 < p <= 1/2, by geometric gaps."""
+    scale = 1.0 / math.log1p(-p)  # negative
+    parts = []
+    last = -1
+    while True:
+        remaining = n - 1 - last
+        mean = remaining * p
+        m = int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
+        u = torch.rand(m, dtype=torch.float64, generator=gen, device=device)
+        # P(gap >= g) = P(U <= (1-p)^g) = (1-p)^g; U = 0 gives +inf, clamped beyond n.
+        step = torch.log(u).mul_(scale).floor_().clamp_(max=float(n)).to(torch.int64).add_(1)
+        pos = torch.cumsum(step, 0).add_(last)
+        parts.append(pos)
+        last = int(pos[-1])
+        if last >= n:
+            break
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out[: int(_searchsorted(out, torch.tensor([n], dtype=torch.int64, device=device)))]
+
+
+def _bernoulli_ranks(n: int, p: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Sorted distinct indices in [0, n), each present independently with probability ``p``."""
+    if n <= 0 or p <= 0.0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    if p >= 1.0:
+        return torch.arange(n, dtype=torch.int64, device=device)
+    if p <= 0.5:
+        return _gaps(n, p, gen, device)
+    keep = torch.ones(n, dtype=torch.bool, device=device)
+    keep[_gaps(n, 1.0 - p, gen, device)] = False
+    return keep.nonzero().squeeze(1)
+
+
+# ----------------------------------------------------------------------- flipping
+class _Flipper:
+    """XORs sorted, distinct bit positions into a uint8 view and counts what it did."""
+
+    def __init__(self, data: torch.Tensor, elem_shift: int) -> None:
+        self.data = data  # flat uint8 view of the tensor's storage
+        self.elem_shift = elem_shift  # log2(bits per element)
+        z = torch.zeros((), dtype=torch.int64, device=data.device)
+        self.flipped = 0
+        self.ones_flipped = z
+        self.touched = z
+        self.weak_flipped = 0
+
+    def bits_at(self, pos: torch.Tensor) -> torch.Tensor:
+        """Current values (0/1, int64) of bits ``pos``."""
+        return (self.data[pos >> 3].to(torch.int64) >> (pos & 7)) & 1
+
+    def flip(self, pos: torch.Tensor) -> torch.Tensor:
+        """Flip bits ``pos`` (sorted, distinct); returns the sorted distinct elements touched."""
+        if pos.numel() == 0:
+            return pos
+        byte = pos >> 3
+        bit = pos & 7
+        ubyte, inv = torch.unique_consecutive(byte, return_inverse=True)
+        mask = torch.zeros(ubyte.numel(), dtype=torch.int64, device=pos.device)
+        mask.index_add_(0, inv, torch.ones_like(bit) << bit)  # distinct bits: sum == or
+        old = self.data[ubyte].to(torch.int64)
+        self.ones_flipped = self.ones_flipped + ((old[inv] >> bit) & 1).sum()
+        self.data[ubyte] = (old ^ mask).to(torch.uint8)
+        self.flipped += pos.numel()
+        if self.elem_shift == 3:
+            return ubyte
+        if self.elem_shift > 3:
+            return torch.unique_consecutive(ubyte >> (self.elem_shift - 3))
+        return torch.unique_consecutive(pos >> self.elem_shift)
+
+    def count_touched(self, *element_lists: torch.Tensor) -> None:
+        """Add the size of the union of sorted distinct element lists of one chunk (at most two)."""
+        lists = [e for e in element_lists if e.numel()]
+        if not lists:
+            return
+        total = sum(e.numel() for e in lists)
+        if len(lists) == 2:
+            a, b = lists
+            idx = _searchsorted(a, b).clamp(max=a.numel() - 1)
+            total = total - (a[idx] == b).sum()
+        self.touched = self.touched + total
+
+
+def _generator(tensor: torch.Tensor, generator: Optional[torch.Generator], seed: Optional[int]) -> torch.Generator:
+    if (generator is None) == (seed is None):
+        raise InjectionError("give exactly one of generator= and seed=")
+    if generator is None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise InjectionError(f"seed must be a non-negative integer, got {seed!r}")
+        return torch.Generator(device=tensor.device).manual_seed(seed)
+    gdev, tdev = torch.device(generator.device), tensor.device
+    if gdev.type != tdev.type or (tdev.type != "cpu" and (gdev.index or 0) != (tdev.index or 0)):
+        raise InjectionError(f"the generator is on {gdev}, the tensor on {tdev}: give a generator on the tensor's device")
+    return generator
+
+
+def _width(tensor: torch.Tensor, dtype_bits: Optional[int]) -> int:
+    if tensor.dtype not in SUPPORTED_DTYPES:
+        raise InjectionError(f"unsupported dtype {tensor.dtype}; supported: "
+                             f"{', '.join(str(d) for d in SUPPORTED_DTYPES)} and packed int4 (uint8, dtype_bits=4)")
+    width = SUPPORTED_DTYPES[tensor.dtype]
+    if dtype_bits is None or dtype_bits == width:
+        return width
+    if dtype_bits == 4 and tensor.dtype in (torch.uint8, torch.int8):
+        return 4
+    raise InjectionError(f"dtype_bits={dtype_bits!r} does not fit {tensor.dtype} (use 4 for int4 packed in uint8)")
+
+
+def _chunk_bits(n_bits: int, p_max: float) -> int:
+    if p_max <= 0:
+        return n_bits
+    bits = max(_MIN_CHUNK_BITS, int(_CHUNK_CANDIDATES / p_max))
+    return max(64, bits - bits % 64)  # whole bytes and whole elements
+
+
+def _inject_flat(data: torch.Tensor, width: int, model: ErrorModel, gen: torch.Generator,
+                 layout: Optional[AddressMap]) -> InjectionStats:
+    """Flip bits of the flat uint8 view ``data`` in place under ``model``."""
+    dev = data.device
+    n_bits = data.numel() * 8
+    flipper = _Flipper(data, int(math.log2(width)))
+    weak: Optional[_WeakSet] = None
+    if isinstance(model, Uniform):
+        p_max = model.ber
+    elif isinstance(model, (Wordline, Bitline)):
+        amap = layout if layout is not None else AddressMap()
+        amap.check_fits(data.numel())
+        weak = _weak_set(model, amap, n_bits, dev)
+        p_weak, p_strong = min(model.p_weak, 1.0), min(model.p_strong, 1.0)
+        p_max = max(p_weak if weak.n else 0.0, p_strong if weak.n < n_bits else 0.0)
+    elif isinstance(model, BitValue):
+        p01, p10 = min(model.p01, 1.0), min(model.p10, 1.0)
+        p_max = max(p01, p10)
+    else:
+        raise InjectionError(f"unknown error model {model!r}")
+
+    chunk = _chunk_bits(n_bits, p_max)
+    for lo in range(0, n_bits if p_max > 0 else 0, chunk):
+        hi = min(lo + chunk, n_bits)
+        if isinstance(model, Uniform):
+            flipper.count_touched(flipper.flip(_bernoulli_ranks(hi - lo, p_max, gen, dev) + lo))
+        elif weak is not None:
+            touched = []
+            if weak.n:
+                r0, r1 = weak.rank_of(torch.tensor([lo, hi], dtype=torch.int64, device=dev)).tolist()
+                pos = weak.position_of(_bernoulli_ranks(r1 - r0, p_weak, gen, dev) + r0)
+                flipper.weak_flipped += pos.numel()
+                touched.append(flipper.flip(pos))
+            if weak.n < n_bits:
+                cand = _bernoulli_ranks(hi - lo, p_strong, gen, dev) + lo
+                touched.append(flipper.flip(cand[~weak.contains(cand)]))
+            flipper.count_touched(*touched)
+        else:
+            cand = _bernoulli_ranks(hi - lo, p_max, gen, dev) + lo
+            if p01 != p10:
+                ones = flipper.bits_at(cand)
+                keep_p = torch.tensor([p01 / p_max, p10 / p_max], dtype=torch.float64, device=dev)[ones]
+                cand = cand[torch.rand(cand.numel(), dtype=torch.float64, generator=gen, device=dev) < keep_p]
+            flipper.count_touched(flipper.flip(cand))
+
+    ones_flipped, touched = (int(v) for v in torch.stack([flipper.ones_flipped, flipper.touched]).tolist())
+    return InjectionStats(
+        bits_total=n_bits,
+        bits_flipped=flipper.flipped,
+        flips_0to1=flipper.flipped - ones_flipped,
+        flips_1to0=ones_flipped,
+        elements_total=n_bits // width,
+        elements_touched=touched,
+        weak_bits_total=weak.n if weak is not None else 0,
+        weak_bits_flipped=flipper.weak_flipped,
+    )
+
+
+# --------------------------------------------------------------------- int4 helpers
+def unpack_int4(packed: torch.Tensor, signed: bool = True) -> torch.Tensor:
+    """Values of a packed int4 tensor (uint8/int8, two per byte, low nibble first), flat int8.
+
+    Signed values are two's complement (-8 .. 7), unsigned 0 .. 15.
+    """
+    b = packed.reshape(-1).view(torch.uint8) if packed.dtype == torch.int8 else packed.reshape(-1)
+    nib = torch.stack([b & 0xF, b >> 4], dim=1).reshape(-1).to(torch.int8)
+    return torch.where(nib >= 8, nib - 16, nib) if signed else nib
+
+
+def pack_int4(values: torch.Tensor) -> torch.Tensor:
+    """Pack an even number of int4 values (-8 .. 15, signed or unsigned) two per uint8, low nibble first."""
+    v = values.reshape(-1).to(torch.int16)
+    if v.numel() % 2:
+        raise InjectionError("pack_int4 needs an even number of values")
+    if v.numel() and (int(v.min()) < -8 or int(v.max()) > 15):
+        raise InjectionError("int4 values must lie in -8 .. 15")
+    nib = (v & 0xF).reshape(-1, 2)
+    return (nib[:, 0] | (nib[:, 1] << 4)).to(torch.uint8)
+
+
+# ----------------------------------------------------------------------- mitigation
+def _mitigate(tensor: torch.Tensor, width: int, mitigation: str, value_range: tuple[float, float],
+              int4_signed: bool) -> int:
+    lo, hi = value_range
+    if width == 4:
+        b = tensor.reshape(-1).view(torch.uint8) if tensor.dtype == torch.int8 else tensor.reshape(-1)
+        vals = unpack_int4(b, signed=int4_signed)
+        bad, fixed = _fix(vals, mitigation, math.ceil(lo), math.floor(hi))
+        if bad:
+            b.copy_(pack_int4(fixed))
+        return bad
+    flat = tensor.reshape(-1)
+    if not flat.dtype.is_floating_point:
+        lo, hi = math.ceil(lo), math.floor(hi)
+    bad, fixed = _fix(flat, mitigation, lo, hi)
+    if bad and fixed is not flat:
+        flat.copy_(fixed)
+    return bad
+
+
+def _fix(x: torch.Tensor, mitigation: str, lo: float, hi: float) -> tuple[int, torch.Tensor]:
+    """Count values outside [lo, hi] (NaN and Inf included) and zero or saturate them in place."""
+    out = ~((x >= lo) & (x <= hi))  # NaN compares False
+    bad = int(out.sum())
+    if bad:
+        if mitigation == "zero":
+            x.masked_fill_(out, 0)
+        else:
+            nan = torch.isnan(x) if x.dtype.is_floating_point else None
+            x.clamp_(lo, hi)
+            if nan is not None:
+                x.masked_fill_(nan, 0)
+    return bad, x
+
+
+def calibrate_range(data: Union[torch.Tensor, Iterable[torch.Tensor]], margin: float = 0.0, *,
+                    dtype_bits: Optional[int] = None, int4_signed: bool = True) -> tuple[float, float]:
+    """The value range of clean data, for :func:`inject_`'s ``value_range``.
+
+    Parameters
+    ----------
+    data : tensor or iterable of tensors
+        Clean values (e.g. ``model.parameters()``); NaN and Inf are ignored.
+    margin : float
+        Widen the range by this fraction of its width on each side (``0.1``: 10 %).
+    dtype_bits : int, optional
+        ``4`` for packed int4 tensors.
+    int4_signed : bool
+        Packed int4 values are two's complement (default) or unsigned.
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+    """
+    if margin < 0 or not math.isfinite(margin):
+        raise InjectionError(f"margin must be a finite fraction >= 0, got {margin!r}")
+    tensors = [data] if isinstance(data, torch.Tensor) else list(data)
+    lo, hi = math.inf, -math.inf
+    for t in tensors:
+        t = t.detach()
+        if dtype_bits == 4:
+            t = unpack_int4(t, signed=int4_signed)
+        t = t.reshape(-1)
+        if t.dtype.is_floating_point:
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                t = t[finite]
+        if t.numel() == 0:
+            continue
+        tmin, tmax = torch.aminmax(t)
+        lo, hi = min(lo, float(tmin)), max(hi, float(tmax))
+    if lo > hi:
+        raise InjectionError("calibrate_range found no finite values")
+    span = hi - lo
+    return lo - margin * span, hi + margin * span
+
+
+# ---------------------------------------------------------------------- public API
+def inject_(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torch.Generator] = None,
+            seed: Optional[int] = None, layout: Optional[AddressMap] = None, dtype_bits: Optional[int] = None,
+            mitigation: Mitigation = None, value_range: Optional[tuple[float, float]] = None,
+            int4_signed: bool = True) -> InjectionStats:
+    """Flip bits of ``tensor`` in place as ``model`` says; optionally mitigate out-of-range values.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor
+        float32, float16, bfloat16, float64, int32, int16, int8 or uint8, on any device; packed
+        int4 is a uint8 (or int8) tensor with ``dtype_bits=4``. A non-contiguous tensor is
+        processed in C order through a contiguous copy.
+    model : ErrorModel
+        :class:`~errormodels.models.Uniform`, :class:`~errormodels.models.Wordline`,
+        :class:`~errormodels.models.Bitline` or :class:`~errormodels.models.BitValue`.
+    generator : torch.Generator, optional
+        Source of randomness, on the tensor's device. Give this or ``seed``.
+    seed : int, optional
+        Seed for a fresh generator on the tensor's device.
+    layout : AddressMap, optional
+        Where the tensor's bytes sit in DRAM; used by the wordline and bitline models
+        (default ``AddressMap()``: bank 0, row 0, row interleaving), ignored by the others.
+    dtype_bits : int, optional
+        Element width in bits: the dtype's (default) or 4 for packed int4.
+    mitigation : {"zero", "saturate", None}
+        What to do with values outside ``value_range`` after injection (NaN/Inf always count).
+    value_range : (lo, hi), optional
+        Range of clean values (see :func:`calibrate_range`); required with ``mitigation``.
+    int4_signed : bool
+        Whether packed int4 values are two's complement (for mitigation only).
+
+    Returns
+    -------
+    InjectionStats
+
+    Raises
+    ------
+    InjectionError
+        Unsupported dtype, both or neither of ``generator``/``seed``, a generator on another
+        device, or ``mitigation`` and ``value_range`` not given together.
+    LayoutError
+        If the tensor does not fit in the DIMM from the layout's start address.
+    """
+    if not isinstance(model, ErrorModel):
+        raise InjectionError(f"model must be an ErrorModel, got {type(model).__name__}")
+    width = _width(tensor, dtype_bits)
+    if (mitigation is None) != (value_range is None):
+        raise InjectionError("mitigation and value_range go together (value_range from calibrate_range)")
+    if mitigation not in (None, "zero", "saturate"):
+        raise InjectionError(f"mitigation must be 'zero', 'saturate' or None, got {mitigation!r}")
+    if value_range is not None:
+        lo, hi = (float(v) for v in value_range)
+        if not lo <= hi:
+            raise InjectionError(f"value_range {value_range!r} must be (lo, hi) with lo <= hi")
+        value_range = (lo, hi)
+    if sys.byteorder != "little":  # pragma: no cover - torch runs on little-endian hosts only
+        raise InjectionError("bit numbering assumes a little-endian host")
+    gen = _generator(tensor, generator, seed)
+    with torch.no_grad():
+        work = tensor if tensor.is_contiguous() else tensor.contiguous()
+        if work.numel() == 0:
+            stats = InjectionStats()
+        else:
+            stats = _inject_flat(work.view(-1).view(torch.uint8), width, model, gen, layout)
+            if mitigation is not None:
+                mitigated = _mitigate(work, width, mitigation, value_range, int4_signed)
+                stats = InjectionStats(**{**asdict(stats), "values_mitigated": mitigated})
+        if work is not tensor:
+            tensor.copy_(work)
+    return stats
+
+
+def inject(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torch.Generator] = None,
+           seed: Optional[int] = None, layout: Optional[AddressMap] = None, dtype_bits: Optional[int] = None,
+           mitigation: Mitigation = None, value_range: Optional[tuple[float, float]] = None,
+           int4_signed: bool = True) -> tuple[torch.Tensor, InjectionStats]:
+    """Like :func:`inject_`, on a contiguous copy: returns ``(copy, stats)`` and leaves ``tensor`` alone."""
+    out = tensor.detach().clone(memory_format=torch.contiguous_format)
+    stats = inject_(out, model, generator=generator, seed=seed, layout=layout, dtype_bits=dtype_bits,
+                    mitigation=mitigation, value_range=value_range, int4_signed=int4_signed)
+    return out, stats
