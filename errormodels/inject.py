@@ -37,7 +37,13 @@ the number of flips, never to the number of bits:
   exact, and no pass over the data).
 
 The tensor is processed in chunks of whole elements sized so that a chunk draws about
-``2**23`` candidates, which bounds the memory at high error rates.
+``2**20`` candidates (a few int64 temporaries of 8 MiB), which bounds the memory at
+high error rates.
+
+Cost: about 25 ns per flipped bit on a 2-core CPU (random reads and writes of the
+touched bytes, one float64 uniform per flip), plus for bit-value one more uniform and
+read per candidate; wordline and bitline models also pay once per (model shape,
+placement, size, device) for finding the weak set (cached, 256 entries).
 
 Mitigation
 ----------
@@ -64,7 +70,7 @@ from typing import Iterable, Literal, Optional, Union
 
 import torch
 
-from errormodels.layout import AddressMap, LayoutError
+from errormodels.layout import AddressMap, LayoutError, _div, _mod
 from errormodels.models import Bitline, BitValue, ErrorModel, Uniform, Wordline
 
 __all__ = [
@@ -94,9 +100,9 @@ SUPPORTED_DTYPES: dict[torch.dtype, int] = {
 }
 """Dtypes :func:`inject_` accepts and their width in bits (packed int4: uint8 or int8 storage with ``dtype_bits=4``)."""
 
-_CHUNK_CANDIDATES = 1 << 23  # expected draws per chunk
+_CHUNK_CANDIDATES = 1 << 20  # expected draws per chunk (8 MiB per int64 temporary)
 _MIN_CHUNK_BITS = 1 << 22
-_WEAK_BLOCK = 1 << 22  # location ids hashed per block when finding weak sets
+_WEAK_BLOCK = 1 << 18  # location ids hashed per block when finding weak sets (cache-sized)
 
 
 class InjectionError(ValueError):
@@ -187,31 +193,43 @@ def _searchsorted(sorted_seq: torch.Tensor, values: torch.Tensor, right: bool = 
     return torch.searchsorted(sorted_seq, values, right=right)
 
 
-class _WeakRuns:
-    """Weak bits of a wordline model: runs of consecutive tensor bits (weak group pieces), sorted."""
+class _WeakPieces:
+    """Weak bits of a wordline model: weak pieces of ``piece`` bits, consecutive in the tensor.
 
-    def __init__(self, lo: torch.Tensor, length: torch.Tensor) -> None:
-        self.lo = lo
-        self.hi = lo + length
-        self.cum = torch.cat([torch.zeros(1, dtype=torch.int64, device=lo.device), torch.cumsum(length, 0)])
-        self.n = int(self.cum[-1])
+    Pieces are numbered in linear bit space (piece ``q`` holds linear bits ``q * piece ..``);
+    ranks count the weak bits of the weak pieces that meet the tensor, in order, so rank
+    ``r`` is bit ``r % piece`` of weak piece ``r // piece`` (those outside the tensor are never
+    drawn: chunks ask for the ranks of their own range).
+    """
+
+    def __init__(self, weak_q: torch.Tensor, piece: int, start: int, n_bits: int, first: int,
+                 table: Optional[torch.Tensor]) -> None:
+        self.weak_q = weak_q  # sorted indices of weak pieces meeting the tensor
+        self.piece = piece
+        self.start = start  # linear bit of tensor bit 0
+        self.first = first  # first piece meeting the tensor
+        self.table = table  # bool per piece from ``first``, or None (then searchsorted)
+        ends = self.rank_of(torch.tensor([0, n_bits], dtype=torch.int64, device=weak_q.device)).tolist()
+        self.n = ends[1] - ends[0]
 
     def rank_of(self, pos: torch.Tensor) -> torch.Tensor:
-        """Weak bits below each position."""
-        j = _searchsorted(self.lo, pos, right=True) - 1
-        jj = j.clamp(min=0)
-        inside = torch.minimum(pos - self.lo[jj], self.hi[jj] - self.lo[jj]).clamp(min=0)
-        return torch.where(j >= 0, self.cum[jj] + inside, torch.zeros_like(pos))
+        lin = pos + self.start
+        q = _div(lin, self.piece)
+        j = torch.searchsorted(self.weak_q, q)
+        hit = self.weak_q[j.clamp(max=max(self.weak_q.numel() - 1, 0))] == q if self.weak_q.numel() else q < 0
+        return j * self.piece + torch.where(hit, lin - q * self.piece, torch.zeros_like(lin))
 
     def position_of(self, rank: torch.Tensor) -> torch.Tensor:
-        """Tensor bit of each weak rank (0 .. n-1)."""
-        j = _searchsorted(self.cum[1:], rank, right=True)
-        return self.lo[j] + (rank - self.cum[j])
+        return self.weak_q[_div(rank, self.piece)] * self.piece + _mod(rank, self.piece) - self.start
 
     def contains(self, pos: torch.Tensor) -> torch.Tensor:
-        j = _searchsorted(self.lo, pos, right=True) - 1
-        jj = j.clamp(min=0)
-        return (j >= 0) & (pos < self.hi[jj])
+        q = _div(pos + self.start, self.piece)
+        if self.table is not None:
+            return self.table[q - self.first]
+        if self.weak_q.numel() == 0:
+            return torch.zeros_like(pos, dtype=torch.bool)
+        j = torch.searchsorted(self.weak_q, q).clamp(max=self.weak_q.numel() - 1)
+        return self.weak_q[j] == q
 
 
 class _WeakBitlines:
@@ -249,7 +267,7 @@ class _WeakBitlines:
         return self.table[bank * self.amap.row_bits + byte * 8 + (pos & 7)]
 
 
-_WeakSet = Union[_WeakRuns, _WeakBitlines]
+_WeakSet = Union[_WeakPieces, _WeakBitlines]
 
 
 def _weak_set(model: ErrorModel, amap: AddressMap, n_bits: int, device: torch.device) -> _WeakSet:
@@ -258,7 +276,7 @@ def _weak_set(model: ErrorModel, amap: AddressMap, n_bits: int, device: torch.de
     return _weak_set_cached(model.number, model.seed, model.weak_fraction, group_bits, amap, n_bits, str(device))
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=256)  # one entry per (model shape, placement, size): a network's layers fit
 def _weak_set_cached(kind: int, seed: int, weak_fraction: float, group_bits: int, amap: AddressMap, n_bits: int,
                      device: str) -> _WeakSet:
     dev = torch.device(device)
@@ -271,18 +289,19 @@ def _weak_set_cached(kind: int, seed: int, weak_fraction: float, group_bits: int
                               f"and the {run_bits} consecutive bits of the {amap.interleave} interleaving")
         piece = min(group_bits, run_bits)  # a group's bits that are consecutive in the tensor
         first, last = start // piece, (start + n_bits - 1) // piece
-        weak = []
+        shift = group_bits.bit_length() - 1
+        weak, flags = [], []
         for b0 in range(first, last + 1, _WEAK_BLOCK):
             q = torch.arange(b0, min(b0 + _WEAK_BLOCK, last + 1), **i64)
             lin_bit = q * piece
             bank, row, byte = amap.locate_linear(lin_bit >> 3)
-            group = (byte * 8 + (lin_bit & 7)) // group_bits
-            ids = (bank << 40) | (row << 20) | group
-            weak.append(q[weak_mask_torch(seed, kind, ids, weak_fraction)])
-        q = torch.cat(weak)
-        lo = (q * piece - start).clamp(min=0)
-        hi = ((q + 1) * piece - start).clamp(max=n_bits)
-        return _WeakRuns(lo, hi - lo)
+            group = ((byte << 3) | (lin_bit & 7)) >> shift
+            is_weak = weak_mask_torch(seed, kind, (bank << 40) | (row << 20) | group, weak_fraction)
+            weak.append(q[is_weak])
+            flags.append(is_weak)
+        # a bool per piece (at most 1/32 of the tensor's size) makes "is this bit weak" a lookup
+        table = torch.cat(flags) if piece >= 32 else None
+        return _WeakPieces(torch.cat(weak), piece, start, n_bits, first, table)
     if kind == Bitline.number:
         first, last = start // run_bits, (start + n_bits - 1) // run_bits
         s = torch.arange(first, last + 1, **i64)
@@ -305,38 +324,40 @@ def clear_weak_cache() -> None:
 
 
 # ---------------------------------------------------------------------- sampling
-def _gaps(n: int, p: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Sorted positions in [0, n) of a Bernoulli(p) process, 0 < p <= 1/2, by geometric gaps."""
+def _gaps(n: int, p: float, gen: torch.Generator, device: torch.device, offset: int = 0) -> torch.Tensor:
+    """Sorted positions in [0, n) of a Bernoulli(p) process, 0 < p <= 1/2, by geometric gaps, plus ``offset``."""
     scale = 1.0 / math.log1p(-p)  # negative
     parts = []
-    last = -1
+    last = -1  # last position drawn
     while True:
         remaining = n - 1 - last
         mean = remaining * p
         m = int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
         u = torch.rand(m, dtype=torch.float64, generator=gen, device=device)
-        # P(gap >= g) = P(U <= (1-p)^g) = (1-p)^g; U = 0 gives +inf, clamped beyond n.
-        step = torch.log(u).mul_(scale).floor_().clamp_(max=float(n)).to(torch.int64).add_(1)
-        pos = torch.cumsum(step, 0).add_(last)
+        # gap - 1 = floor(log(U) / log(1-p)): P(gap - 1 >= g) = P(U <= (1-p)^g) = (1-p)^g.
+        # U = 0 gives +inf, clamped beyond n. Sums of integers in float64 are exact below 2**53.
+        step = u.log_().mul_(scale).floor_().clamp_(max=float(n)).add_(1.0)
+        pos = torch.cumsum(step, 0).add_(float(last + offset)).to(torch.int64)
         parts.append(pos)
-        last = int(pos[-1])
+        last = int(pos[-1]) - offset
         if last >= n:
             break
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return out[: int(_searchsorted(out, torch.tensor([n], dtype=torch.int64, device=device)))]
+    end = torch.tensor([n + offset], dtype=torch.int64, device=device)
+    return out[: int(_searchsorted(out, end))]
 
 
-def _bernoulli_ranks(n: int, p: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Sorted distinct indices in [0, n), each present independently with probability ``p``."""
+def _bernoulli_ranks(n: int, p: float, gen: torch.Generator, device: torch.device, offset: int = 0) -> torch.Tensor:
+    """Sorted distinct indices in [offset, offset + n), each present independently with probability ``p``."""
     if n <= 0 or p <= 0.0:
         return torch.empty(0, dtype=torch.int64, device=device)
     if p >= 1.0:
-        return torch.arange(n, dtype=torch.int64, device=device)
+        return torch.arange(offset, offset + n, dtype=torch.int64, device=device)
     if p <= 0.5:
-        return _gaps(n, p, gen, device)
+        return _gaps(n, p, gen, device, offset)
     keep = torch.ones(n, dtype=torch.bool, device=device)
     keep[_gaps(n, 1.0 - p, gen, device)] = False
-    return keep.nonzero().squeeze(1)
+    return keep.nonzero().squeeze(1).add_(offset)
 
 
 # ----------------------------------------------------------------------- flipping
@@ -352,40 +373,63 @@ class _Flipper:
         self.touched = z
         self.weak_flipped = 0
 
-    def bits_at(self, pos: torch.Tensor) -> torch.Tensor:
-        """Current values (0/1, int64) of bits ``pos``."""
-        return (self.data[pos >> 3].to(torch.int64) >> (pos & 7)) & 1
+    def flip(self, pos: torch.Tensor, need_elements: bool = False,
+             old_bytes: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """Flip bits ``pos`` (sorted, distinct).
 
-    def flip(self, pos: torch.Tensor) -> torch.Tensor:
-        """Flip bits ``pos`` (sorted, distinct); returns the sorted distinct elements touched."""
+        Counts the touched elements itself unless ``need_elements``; then it returns them
+        (sorted, distinct) for :meth:`count_touched`. ``old_bytes``, if given, holds the
+        current byte of each position (saves reading them again).
+        """
         if pos.numel() == 0:
-            return pos
+            return pos if need_elements else None
         byte = pos >> 3
-        bit = pos & 7
+        bits = _bit_masks(pos)
         ubyte, inv = torch.unique_consecutive(byte, return_inverse=True)
-        mask = torch.zeros(ubyte.numel(), dtype=torch.int64, device=pos.device)
-        mask.index_add_(0, inv, torch.ones_like(bit) << bit)  # distinct bits: sum == or
-        old = self.data[ubyte].to(torch.int64)
-        self.ones_flipped = self.ones_flipped + ((old[inv] >> bit) & 1).sum()
-        self.data[ubyte] = (old ^ mask).to(torch.uint8)
+        if ubyte.numel() == byte.numel():
+            mask = bits
+        else:  # several flips in one byte: distinct bits, so their sum is their or
+            mask = torch.zeros(ubyte.numel(), dtype=torch.uint8, device=pos.device).index_add_(0, inv, bits)
+        if old_bytes is None:
+            old = self.data.index_select(0, ubyte)
+        elif ubyte.numel() == byte.numel():
+            old = old_bytes
+        else:  # positions sharing a byte carry the same old byte
+            old = torch.empty(ubyte.numel(), dtype=torch.uint8, device=pos.device).index_copy_(0, inv, old_bytes)
+        self.ones_flipped = self.ones_flipped + _popcount8(old & mask).sum()
+        self.data.index_copy_(0, ubyte, old ^ mask)
         self.flipped += pos.numel()
         if self.elem_shift == 3:
-            return ubyte
-        if self.elem_shift > 3:
-            return torch.unique_consecutive(ubyte >> (self.elem_shift - 3))
-        return torch.unique_consecutive(pos >> self.elem_shift)
+            elems = ubyte
+        elif self.elem_shift > 3:
+            elems = ubyte >> (self.elem_shift - 3)
+        else:
+            elems = pos >> self.elem_shift
+        if need_elements:
+            return elems if self.elem_shift == 3 else torch.unique_consecutive(elems)
+        distinct = 1 + (elems[1:] != elems[:-1]).sum() if self.elem_shift != 3 else elems.numel()
+        self.touched = self.touched + distinct
+        return None
 
-    def count_touched(self, *element_lists: torch.Tensor) -> None:
-        """Add the size of the union of sorted distinct element lists of one chunk (at most two)."""
-        lists = [e for e in element_lists if e.numel()]
-        if not lists:
-            return
-        total = sum(e.numel() for e in lists)
-        if len(lists) == 2:
-            a, b = lists
+    def count_touched(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Add the size of the union of two sorted distinct element lists."""
+        total = a.numel() + b.numel()
+        if a.numel() and b.numel():
             idx = _searchsorted(a, b).clamp(max=a.numel() - 1)
             total = total - (a[idx] == b).sum()
         self.touched = self.touched + total
+
+
+def _bit_masks(pos: torch.Tensor) -> torch.Tensor:
+    """``1 << (pos % 8)`` as uint8."""
+    return torch.bitwise_left_shift(torch.ones((), dtype=torch.uint8, device=pos.device), pos.to(torch.uint8) & 7)
+
+
+def _popcount8(x: torch.Tensor) -> torch.Tensor:
+    """Set bits of each uint8 (as uint8)."""
+    x = x - ((x >> 1) & 0x55)
+    x = (x & 0x33) + ((x >> 2) & 0x33)
+    return (x + (x >> 4)) & 0x0F
 
 
 def _generator(tensor: torch.Tensor, generator: Optional[torch.Generator], seed: Optional[int]) -> torch.Generator:
@@ -414,8 +458,8 @@ def _width(tensor: torch.Tensor, dtype_bits: Optional[int]) -> int:
 
 
 def _chunk_bits(n_bits: int, p_max: float) -> int:
-    if p_max <= 0:
-        return n_bits
+    if p_max <= 0 or _CHUNK_CANDIDATES / p_max >= n_bits:
+        return max(n_bits, 64)
     bits = max(_MIN_CHUNK_BITS, int(_CHUNK_CANDIDATES / p_max))
     return max(64, bits - bits % 64)  # whole bytes and whole elements
 
@@ -434,7 +478,7 @@ def _inject_flat(data: torch.Tensor, width: int, model: ErrorModel, gen: torch.G
         amap.check_fits(data.numel())
         weak = _weak_set(model, amap, n_bits, dev)
         p_weak, p_strong = min(model.p_weak, 1.0), min(model.p_strong, 1.0)
-        p_max = max(p_weak if weak.n else 0.0, p_strong if weak.n < n_bits else 0.0)
+        p_max = (weak.n * p_weak + (n_bits * p_strong if weak.n < n_bits else 0.0)) / n_bits  # draws per bit
     elif isinstance(model, BitValue):
         p01, p10 = min(model.p01, 1.0), min(model.p10, 1.0)
         p_max = max(p01, p10)
@@ -445,25 +489,27 @@ def _inject_flat(data: torch.Tensor, width: int, model: ErrorModel, gen: torch.G
     for lo in range(0, n_bits if p_max > 0 else 0, chunk):
         hi = min(lo + chunk, n_bits)
         if isinstance(model, Uniform):
-            flipper.count_touched(flipper.flip(_bernoulli_ranks(hi - lo, p_max, gen, dev) + lo))
+            flipper.flip(_bernoulli_ranks(hi - lo, p_max, gen, dev, offset=lo))
         elif weak is not None:
-            touched = []
             if weak.n:
                 r0, r1 = weak.rank_of(torch.tensor([lo, hi], dtype=torch.int64, device=dev)).tolist()
-                pos = weak.position_of(_bernoulli_ranks(r1 - r0, p_weak, gen, dev) + r0)
+                pos = weak.position_of(_bernoulli_ranks(r1 - r0, p_weak, gen, dev, offset=r0))
                 flipper.weak_flipped += pos.numel()
-                touched.append(flipper.flip(pos))
-            if weak.n < n_bits:
-                cand = _bernoulli_ranks(hi - lo, p_strong, gen, dev) + lo
-                touched.append(flipper.flip(cand[~weak.contains(cand)]))
-            flipper.count_touched(*touched)
+            else:
+                pos = torch.empty(0, dtype=torch.int64, device=dev)
+            cand = _bernoulli_ranks(hi - lo if weak.n < n_bits else 0, p_strong, gen, dev, offset=lo)
+            cand = cand[~weak.contains(cand)]
+            flipper.count_touched(flipper.flip(pos, need_elements=True), flipper.flip(cand, need_elements=True))
         else:
-            cand = _bernoulli_ranks(hi - lo, p_max, gen, dev) + lo
-            if p01 != p10:
-                ones = flipper.bits_at(cand)
-                keep_p = torch.tensor([p01 / p_max, p10 / p_max], dtype=torch.float64, device=dev)[ones]
-                cand = cand[torch.rand(cand.numel(), dtype=torch.float64, generator=gen, device=dev) < keep_p]
-            flipper.count_touched(flipper.flip(cand))
+            cand = _bernoulli_ranks(hi - lo, p_max, gen, dev, offset=lo)
+            if p01 == p10:
+                flipper.flip(cand)
+                continue
+            old = data.index_select(0, cand >> 3)
+            holds_one = ((old & _bit_masks(cand)) != 0).to(torch.int64)
+            keep_p = torch.tensor([p01 / p_max, p10 / p_max], dtype=torch.float64, device=dev)[holds_one]
+            keep = torch.rand(cand.numel(), dtype=torch.float64, generator=gen, device=dev) < keep_p
+            flipper.flip(cand[keep], old_bytes=old[keep])
 
     ones_flipped, touched = (int(v) for v in torch.stack([flipper.ones_flipped, flipper.touched]).tolist())
     return InjectionStats(
@@ -504,6 +550,8 @@ def pack_int4(values: torch.Tensor) -> torch.Tensor:
 def _mitigate(tensor: torch.Tensor, width: int, mitigation: str, value_range: tuple[float, float],
               int4_signed: bool) -> int:
     lo, hi = value_range
+    if (width == 4 or not tensor.dtype.is_floating_point) and math.ceil(lo) > math.floor(hi):
+        raise InjectionError(f"value_range {value_range!r} holds no integer value for {tensor.dtype}")
     if width == 4:
         b = tensor.reshape(-1).view(torch.uint8) if tensor.dtype == torch.int8 else tensor.reshape(-1)
         vals = unpack_int4(b, signed=int4_signed)
@@ -511,13 +559,10 @@ def _mitigate(tensor: torch.Tensor, width: int, mitigation: str, value_range: tu
         if bad:
             b.copy_(pack_int4(fixed))
         return bad
-    flat = tensor.reshape(-1)
+    flat = tensor.reshape(-1)  # a view: ``tensor`` is contiguous
     if not flat.dtype.is_floating_point:
         lo, hi = math.ceil(lo), math.floor(hi)
-    bad, fixed = _fix(flat, mitigation, lo, hi)
-    if bad and fixed is not flat:
-        flat.copy_(fixed)
-    return bad
+    return _fix(flat, mitigation, lo, hi)[0]
 
 
 def _fix(x: torch.Tensor, mitigation: str, lo: float, hi: float) -> tuple[int, torch.Tensor]:
@@ -578,6 +623,37 @@ def calibrate_range(data: Union[torch.Tensor, Iterable[torch.Tensor]], margin: f
 
 
 # ---------------------------------------------------------------------- public API
+def _check_args(tensor: torch.Tensor, model: ErrorModel, dtype_bits: Optional[int], mitigation: Mitigation,
+                value_range: Optional[tuple[float, float]]) -> tuple[int, Optional[tuple[float, float]]]:
+    if not isinstance(model, ErrorModel):
+        raise InjectionError(f"model must be an ErrorModel, got {type(model).__name__}")
+    width = _width(tensor, dtype_bits)
+    if (mitigation is None) != (value_range is None):
+        raise InjectionError("mitigation and value_range go together (value_range from calibrate_range)")
+    if mitigation not in (None, "zero", "saturate"):
+        raise InjectionError(f"mitigation must be 'zero', 'saturate' or None, got {mitigation!r}")
+    if value_range is not None:
+        lo, hi = (float(v) for v in value_range)
+        if not lo <= hi:
+            raise InjectionError(f"value_range {value_range!r} must be (lo, hi) with lo <= hi")
+        value_range = (lo, hi)
+    if sys.byteorder != "little":  # pragma: no cover - torch runs on little-endian hosts only
+        raise InjectionError("bit numbering assumes a little-endian host")
+    return width, value_range
+
+
+def _run(out: torch.Tensor, model: ErrorModel, gen: torch.Generator, layout: Optional[AddressMap], width: int,
+         mitigation: Mitigation, value_range: Optional[tuple[float, float]], int4_signed: bool) -> InjectionStats:
+    """Inject into contiguous ``out``, then mitigate."""
+    if out.numel() == 0:
+        return InjectionStats()
+    stats = _inject_flat(out.view(-1).view(torch.uint8), width, model, gen, layout)
+    if mitigation is not None:
+        mitigated = _mitigate(out, width, mitigation, value_range, int4_signed)
+        stats = InjectionStats(**{**asdict(stats), "values_mitigated": mitigated})
+    return stats
+
+
 def inject_(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torch.Generator] = None,
             seed: Optional[int] = None, layout: Optional[AddressMap] = None, dtype_bits: Optional[int] = None,
             mitigation: Mitigation = None, value_range: Optional[tuple[float, float]] = None,
@@ -621,30 +697,11 @@ def inject_(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torc
     LayoutError
         If the tensor does not fit in the DIMM from the layout's start address.
     """
-    if not isinstance(model, ErrorModel):
-        raise InjectionError(f"model must be an ErrorModel, got {type(model).__name__}")
-    width = _width(tensor, dtype_bits)
-    if (mitigation is None) != (value_range is None):
-        raise InjectionError("mitigation and value_range go together (value_range from calibrate_range)")
-    if mitigation not in (None, "zero", "saturate"):
-        raise InjectionError(f"mitigation must be 'zero', 'saturate' or None, got {mitigation!r}")
-    if value_range is not None:
-        lo, hi = (float(v) for v in value_range)
-        if not lo <= hi:
-            raise InjectionError(f"value_range {value_range!r} must be (lo, hi) with lo <= hi")
-        value_range = (lo, hi)
-    if sys.byteorder != "little":  # pragma: no cover - torch runs on little-endian hosts only
-        raise InjectionError("bit numbering assumes a little-endian host")
+    width, value_range = _check_args(tensor, model, dtype_bits, mitigation, value_range)
     gen = _generator(tensor, generator, seed)
     with torch.no_grad():
         work = tensor if tensor.is_contiguous() else tensor.contiguous()
-        if work.numel() == 0:
-            stats = InjectionStats()
-        else:
-            stats = _inject_flat(work.view(-1).view(torch.uint8), width, model, gen, layout)
-            if mitigation is not None:
-                mitigated = _mitigate(work, width, mitigation, value_range, int4_signed)
-                stats = InjectionStats(**{**asdict(stats), "values_mitigated": mitigated})
+        stats = _run(work, model, gen, layout, width, mitigation, value_range, int4_signed)
         if work is not tensor:
             tensor.copy_(work)
     return stats
@@ -654,8 +711,10 @@ def inject(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torch
            seed: Optional[int] = None, layout: Optional[AddressMap] = None, dtype_bits: Optional[int] = None,
            mitigation: Mitigation = None, value_range: Optional[tuple[float, float]] = None,
            int4_signed: bool = True) -> tuple[torch.Tensor, InjectionStats]:
-    """Like :func:`inject_`, on a contiguous copy: returns ``(copy, stats)`` and leaves ``tensor`` alone."""
-    out = tensor.detach().clone(memory_format=torch.contiguous_format)
-    stats = inject_(out, model, generator=generator, seed=seed, layout=layout, dtype_bits=dtype_bits,
-                    mitigation=mitigation, value_range=value_range, int4_signed=int4_signed)
+    """Like :func:`inject_`, into a contiguous copy: returns ``(copy, stats)`` and leaves ``tensor`` alone."""
+    width, value_range = _check_args(tensor, model, dtype_bits, mitigation, value_range)
+    gen = _generator(tensor, generator, seed)
+    with torch.no_grad():
+        out = tensor.detach().clone(memory_format=torch.contiguous_format)
+        stats = _run(out, model, gen, layout, width, mitigation, value_range, int4_signed)
     return out, stats

@@ -73,6 +73,16 @@ def _as_int64(x: _ArrayLike) -> np.ndarray | torch.Tensor:
     return arr.astype(np.int64, copy=False)
 
 
+def _div(x, d: int):
+    """Floor division by a positive int, by a shift when ``d`` is a power of two (much faster on arrays)."""
+    return x >> (d.bit_length() - 1) if d & (d - 1) == 0 and not isinstance(x, int) else x // d
+
+
+def _mod(x, d: int):
+    """Floor modulo by a positive int, by a mask when ``d`` is a power of two."""
+    return x & (d - 1) if d & (d - 1) == 0 and not isinstance(x, int) else x % d
+
+
 def _extent(x: np.ndarray | torch.Tensor) -> tuple[int, int] | None:
     if x.size == 0 if isinstance(x, np.ndarray) else x.numel() == 0:
         return None
@@ -166,15 +176,16 @@ class AddressMap:
         """``(bank, row, byte_in_row)`` of linear addresses (no range check)."""
         a = address
         if self.interleave == "row":
-            chunk = a // self.row_bytes
-            return chunk // self.rows, chunk % self.rows, a % self.row_bytes
+            chunk = _div(a, self.row_bytes)
+            return _div(chunk, self.rows), _mod(chunk, self.rows), _mod(a, self.row_bytes)
         if self.interleave == "bank":
-            chunk = a // self.row_bytes
-            return chunk % self.banks, chunk // self.banks, a % self.row_bytes
-        line = a // self.line_bytes
-        slot = line // self.banks
+            chunk = _div(a, self.row_bytes)
+            return _mod(chunk, self.banks), _div(chunk, self.banks), _mod(a, self.row_bytes)
+        line = _div(a, self.line_bytes)
+        slot = _div(line, self.banks)
         slots = self.row_bytes // self.line_bytes
-        return line % self.banks, slot // slots, (slot % slots) * self.line_bytes + a % self.line_bytes
+        return (_mod(line, self.banks), _div(slot, slots),
+                _mod(slot, slots) * self.line_bytes + _mod(a, self.line_bytes))
 
     # ------------------------------------------------------------ tensor bytes
     def check_fits(self, n_bytes: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import stats as sps
+from scipy.special import chdtrc, chdtri  # chi-square survival and its inverse (lighter than scipy.stats)
 
 import errormodels.inject as inj
 from errormodels.inject import (
@@ -176,21 +176,25 @@ def test_int4_nibbles() -> None:
 def test_flip_count_is_binomial(ber: float) -> None:
     x = torch.zeros(2000, dtype=torch.float32)
     n = x.numel() * 32
-    counts, per_bit = [], np.zeros(32)
+    counts, per_bit, per_range = [], np.zeros(32), np.zeros(16)
     for seed in range(200):
         y, st = inject(x, Uniform(ber=ber), seed=seed)
         pos = flipped_bits(x, y)
         assert pos.size == st.bits_flipped  # K flips change exactly K bits: no duplicates
         counts.append(st.bits_flipped)
         per_bit += np.bincount(pos % 32, minlength=32)
+        per_range += np.bincount(pos * 16 // n, minlength=16)
     counts = np.array(counts, dtype=float)
     mean, var = n * ber, n * ber * (1 - ber)
     assert abs(counts.mean() - mean) < 4.5 * np.sqrt(var / counts.size), (counts.mean(), mean)
     # sample variance of 200 draws: var * chi2(199) / 199
-    lo, hi = sps.chi2.ppf([1e-4, 1 - 1e-4], counts.size - 1) / (counts.size - 1)
+    df = counts.size - 1
+    lo, hi = chdtri(df, 1 - 1e-4) / df, chdtri(df, 1e-4) / df
     assert lo < counts.var(ddof=1) / var < hi, counts.var(ddof=1) / var
-    # positions are uniform: every bit of the word is hit alike
-    assert sps.chisquare(per_bit).pvalue > 1e-4
+    # positions are uniform: every bit of the word, and every part of the tensor, is hit alike
+    for hist in (per_bit, per_range):
+        expect = hist.sum() / hist.size
+        assert chdtrc(hist.size - 1, ((hist - expect) ** 2 / expect).sum()) > 1e-4
 
 
 def test_small_chunks_and_complement_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,9 +211,22 @@ def test_small_chunks_and_complement_path(monkeypatch: pytest.MonkeyPatch) -> No
     n = 16000
     assert abs(np.mean(counts) - 0.6 * n) < 4.5 * np.sqrt(0.24 * n / 100)
     for model in (Wordline(ber=0.01, weak_fraction=0.1, ratio=20), Bitline(ber=0.01, weak_fraction=0.1, ratio=20)):
-        y, st = inject(x, model, seed=1, layout=AddressMap(interleave="line", offset_bytes=24))
+        amap = AddressMap(interleave="line", offset_bytes=24)
+        y, st = inject(x, model, seed=1, layout=amap)
         pos = flipped_bits(x, y)
         assert pos.size == st.bits_flipped and st.elements_touched == np.unique(pos // 16).size
+        weak = weak_bits(model, amap, x.numel() * 2)
+        assert st.weak_bits_total == weak.sum() and st.weak_bits_flipped == weak[pos].sum()
+
+
+def weak_bits(model, layout: AddressMap, n_bytes: int) -> np.ndarray:
+    """Which tensor bits are weak, straight from the address map and weak_mask (the reference)."""
+    bank, row, bit = layout.locate_bits(np.arange(n_bytes * 8))
+    if isinstance(model, Wordline):
+        ids = (bank << 40) | (row << 20) | (bit // model.group_bits)
+    else:
+        ids = (bank << 20) | bit
+    return weak_mask(model.seed, model.number, ids, model.weak_fraction)
 
 
 def weak_share_case(model, layout: AddressMap, n_bytes: int, seed: int):
@@ -217,20 +234,32 @@ def weak_share_case(model, layout: AddressMap, n_bytes: int, seed: int):
     y, st = inject(x, model, seed=seed, layout=layout)
     pos = flipped_bits(x, y)
     assert pos.size == st.bits_flipped
-    all_bits = np.arange(n_bytes * 8)
-    bank, row, bit = layout.locate_bits(all_bits)
-    if isinstance(model, Wordline):
-        ids = (bank << 40) | (row << 20) | (bit // model.group_bits)
-    else:
-        ids = (bank << 20) | bit
-    weak = weak_mask(model.seed, model.number, ids, model.weak_fraction)
-    return st, weak, pos
+    return st, weak_bits(model, layout, n_bytes), pos
+
+
+@pytest.mark.parametrize("interleave", ["row", "line"])
+def test_weak_sets_of_small_unaligned_tensors(interleave: str) -> None:
+    """Tensors that start and end inside a group: the weak bits are exactly the reference's."""
+    for model in (Wordline(ber=0.4, weak_fraction=0.5, ratio=2.0, group_bits=16, seed=3),
+                  Wordline(ber=0.4, weak_fraction=0.5, ratio=2.0, group_bits=1024, seed=3),
+                  Bitline(ber=0.4, weak_fraction=0.5, ratio=2.0, seed=3)):
+        for offset in (0, 1, 3, 61):
+            for n_bytes in (1, 5, 130):
+                amap = AddressMap(interleave=interleave, offset_bytes=offset, bank=1)
+                x = torch.zeros(n_bytes, dtype=torch.uint8)
+                y, st = inject(x, model, seed=offset, layout=amap)
+                weak = weak_bits(model, amap, n_bytes)
+                pos = flipped_bits(x, y)
+                assert st.weak_bits_total == weak.sum(), (model, offset, n_bytes)
+                assert st.weak_bits_flipped == weak[pos].sum()
 
 
 CLUSTER_CASES = [
     (Wordline(ber=2e-3, weak_fraction=0.05, ratio=40.0, seed=7), AddressMap()),
-    (Wordline(ber=2e-3, weak_fraction=0.05, ratio=40.0, seed=7, group_bits=8), AddressMap(interleave="bank", bank=7, row=9, offset_bytes=100)),
-    (Wordline(ber=2e-3, weak_fraction=0.05, ratio=40.0, seed=1, group_bits=2048), AddressMap(interleave="line", bank=3, offset_bytes=40)),
+    (Wordline(ber=2e-3, weak_fraction=0.05, ratio=40.0, seed=7, group_bits=8),
+     AddressMap(interleave="bank", bank=7, row=9, offset_bytes=100)),
+    (Wordline(ber=2e-3, weak_fraction=0.05, ratio=40.0, seed=1, group_bits=2048),  # a group spans 4 lines
+     AddressMap(interleave="line", bank=3, offset_bytes=40)),
     (Bitline(ber=2e-3, weak_fraction=0.05, ratio=40.0, seed=7), AddressMap(row=100)),
     (Bitline(ber=2e-3, weak_fraction=0.05, ratio=40.0, seed=2), AddressMap(interleave="line", offset_bytes=8)),
     (Bitline(ber=2e-3, weak_fraction=0.05, ratio=40.0, seed=2), AddressMap(interleave="bank", bank=5)),
@@ -254,6 +283,21 @@ def test_clustered_flips_land_in_weak_locations(model, layout: AddressMap) -> No
     share = f * model.ratio / (f * model.ratio + 1 - f)
     assert abs(k_weak / pos.size - share) < 0.04
     assert 0.03 < f < 0.07
+
+
+@pytest.mark.parametrize("model", [Wordline(ber=1e-3, weak_fraction=0.05, ratio=10.0, group_bits=256),
+                                   Bitline(ber=1e-3, weak_fraction=0.05, ratio=10.0)], ids=lambda m: m.name)
+def test_weak_locations_are_a_property_of_the_address(model) -> None:
+    """The same bits are weak at any BER, and for a tensor split in two parts placed back to back."""
+    amap = AddressMap(interleave="line", bank=2, row=7, offset_bytes=96)
+    whole = random_tensor(torch.uint8, 300_000, seed=0)
+    _, st1 = inject(whole, model, seed=0, layout=amap)
+    _, st2 = inject(whole, model.with_ber(4e-3), seed=1, layout=amap)
+    assert st1.weak_bits_total == st2.weak_bits_total > 0
+    part = 100_000 + 31  # not on a group or line boundary
+    _, a = inject(whole[:part], model, seed=0, layout=amap)
+    _, b = inject(whole[part:], model, seed=0, layout=amap.after(part))
+    assert a.weak_bits_total + b.weak_bits_total == st1.weak_bits_total
 
 
 def test_bitline_weak_in_every_row_of_the_bank() -> None:
