@@ -8,7 +8,10 @@ Present:
   directory in their standard formats; user tensors).
 - :mod:`boosting.quant`: FP32 and symmetric linear int16 / int8 / int4 quantization holding the
   integers that sit in DRAM, and a straight-through fake-quant for retraining.
+- :mod:`boosting.inference`: error-injecting inference (weights and input feature maps stored
+  in the chosen format, corrupted by an error model, mitigated), gradients to the clean
+  weights, accuracy over error seeds with a confidence interval.
 
-Error-injecting inference, retraining, characterization and DRAM mapping are still to come
-(see the project issues).
+Retraining with a BER curriculum, tolerance characterization, DRAM mapping and their CLIs are
+still to come (see the project issues).
 """
