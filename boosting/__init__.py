@@ -12,6 +12,10 @@ Present:
   in the chosen format, corrupted by an error model, mitigated), gradients to the clean
   weights, accuracy over error seeds with a confidence interval.
 
-Retraining with a BER curriculum, tolerance characterization, DRAM mapping and their CLIs are
-still to come (see the project issues).
+- :mod:`boosting.retrain`: retraining ("boosting") with a BER curriculum, resumable checkpoints.
+- :mod:`boosting.characterize`: coarse (Algorithm 2) and fine (Algorithm 3) tolerance
+  characterization, evaluations submitted through a ``concurrent.futures`` executor.
+
+DRAM mapping, the CLIs (``python -m boosting.train``, ``characterize``, ``map``) and the
+benchmarks are still to come (see the project issues).
 """
