@@ -399,21 +399,11 @@ def test_fake_quant_forward_and_straight_through_gradient() -> None:
 
 
 # ------------------------------------------------------------------------- training
-def test_lenet_learns_digits(digits28: tuple) -> None:
-    train, test = digits28
-    net = get_network("lenet", seed=0)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    x, y = train.tensors
-    for _ in range(2):
-        order = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y), 32):
-            idx = order[i:i + 32]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
+def test_lenet_learns_digits(lenet_digits_state: tuple) -> None:
+    from conftest import lenet_from
+
+    state, _, test = lenet_digits_state  # trained by train_lenet_on_digits in conftest.py
+    net = lenet_from(state)
     with torch.no_grad():
         accuracy = float((net(test.tensors[0]).argmax(1) == test.tensors[1]).float().mean())
     assert accuracy > 0.8, f"LeNet reached {accuracy:.3f} on the digits test split"

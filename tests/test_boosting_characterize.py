@@ -176,23 +176,13 @@ def test_fine_max_steps_ceiling_and_keys() -> None:
 
 # ----------------------------------------------------------------------------- real
 @pytest.fixture(scope="module")
-def lenet_digits() -> tuple:
+def lenet_digits(lenet_digits_state: tuple) -> tuple:
     """LeNet trained two epochs on digits (28x28), and the first 180 test samples."""
-    x, y = load_dataset("digits", split="train", image_size=28).tensors
-    net = get_network("lenet", seed=0)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        order = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y), 32):
-            idx = order[i:i + 32]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
-    tx, ty = load_dataset("digits", split="test", image_size=28).tensors
-    return net, tx[:180], ty[:180]
+    from conftest import lenet_from
+
+    state, _, test = lenet_digits_state
+    tx, ty = test.tensors
+    return lenet_from(state), tx[:180], ty[:180]
 
 
 def test_real_lenet_wiring(lenet_digits) -> None:

@@ -25,24 +25,12 @@ LAYERS = ["features.0", "features.3", "classifier.1", "classifier.3", "classifie
 
 
 @pytest.fixture(scope="module")
-def digits() -> tuple:
+def digits(lenet_digits_state: tuple) -> tuple:
     """Digits train/test resized to 28x28 and a LeNet trained on them for 2 epochs (seeded)."""
-    train = load_dataset("digits", split="train", image_size=28)
-    test = load_dataset("digits", split="test", image_size=28)
-    net = get_network("lenet", seed=0)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    x, y = train.tensors
-    for _ in range(2):
-        order = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y), 32):
-            idx = order[i:i + 32]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
-    return net, train, test
+    from conftest import lenet_from
+
+    state, train, test = lenet_digits_state
+    return lenet_from(state), train, test
 
 
 def _loader(ds, batch_size: int = 128) -> DataLoader:

@@ -18,23 +18,9 @@ from errormodels.models import get_model
 
 
 @pytest.fixture(scope="module")
-def digits() -> tuple:
+def digits(lenet_digits_state: tuple) -> tuple:
     """Digits train/test at 28x28 and the state of a LeNet trained clean for 2 epochs (seeded)."""
-    train = load_dataset("digits", split="train", image_size=28)
-    test = load_dataset("digits", split="test", image_size=28)
-    net = get_network("lenet", seed=0)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    x, y = train.tensors
-    for _ in range(2):
-        order = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y), 32):
-            idx = order[i:i + 32]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}, train, test
+    return lenet_digits_state
 
 
 def _net(state: dict) -> torch.nn.Module:

@@ -1,0 +1,46 @@
+"""Shared fixtures: a LeNet trained once per test session on scikit-learn's digits (seeded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from boosting.data import load_dataset
+from boosting.networks import get_network
+
+
+def train_lenet_on_digits(train, epochs: int = 2, seed: int = 0) -> torch.nn.Module:
+    """LeNet trained ``epochs`` epochs with Adam (lr 3e-3, batches of 32, seeded order)."""
+    net = get_network("lenet", seed=seed)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = train.tensors
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=gen)
+        for i in range(0, len(y), 32):
+            idx = order[i : i + 32]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def lenet_digits_state() -> tuple:
+    """(state_dict of a LeNet trained 2 epochs on digits, train split, test split), all at 28x28.
+
+    Tests build their own network from the state, so none can disturb another's.
+    """
+    train = load_dataset("digits", split="train", image_size=28)
+    test = load_dataset("digits", split="test", image_size=28)
+    net = train_lenet_on_digits(train)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}, train, test
+
+
+def lenet_from(state: dict) -> torch.nn.Module:
+    """A fresh LeNet holding ``state``, in eval mode."""
+    net = get_network("lenet", seed=0)
+    net.load_state_dict(state)
+    return net.eval()
