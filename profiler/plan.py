@@ -16,7 +16,6 @@ ranges ``0:1024`` or ``0:32768:64`` (stop excluded, like Python), lists
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,11 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from profiler.patterns import Pattern, PatternError, parse_pattern
+from softmc_host.tomlfile import read_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = [
     "PlanError",
@@ -192,12 +188,7 @@ _CONFIG_KEYS = {f.name for f in fields(SweepConfig)}
 def load_config(path: str | Path, base: SweepConfig | None = None) -> SweepConfig:
     """Read a sweep TOML file (keys as in :class:`SweepConfig`, optionally under ``[sweep]``)."""
     path = Path(path)
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PlanError(f"cannot read sweep config {str(path)!r}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"sweep config {str(path)!r} is not valid TOML: {exc}") from None
+    table = read_toml(path, "sweep config", PlanError)
     table = table.get("sweep", table)
     unknown = set(table) - _CONFIG_KEYS
     if unknown:

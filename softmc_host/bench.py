@@ -19,7 +19,6 @@ ramped back to its nominal voltage and the tester is reset.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -36,11 +35,8 @@ from softmc_host.instruments import (
     ThermalLimits,
 )
 from softmc_host.session import TesterSession
+from softmc_host.tomlfile import read_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = ["Bench", "BenchConfig", "BenchError", "load_bench_file", "EMULATED_RESOURCE"]
 
@@ -123,12 +119,7 @@ def load_bench_file(path: str | Path) -> BenchConfig:
     """
     path = Path(path)
     where = str(path)
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BenchError(f"cannot read bench file {where}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BenchError(f"bench file {where} is not valid TOML: {exc}") from None
+    table = read_toml(path, "bench file", BenchError)
     unknown = set(table) - {"tester", "supply", "thermal", "visa_library", "name", "notes"}
     if unknown:
         raise BenchError(f"{where}: unknown section(s) {', '.join(sorted(unknown))} (tester, supply, thermal)")
