@@ -554,3 +554,264 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
                           tuple(runner.probes))
     finally:
         runner.close()
+
+
+# ------------------------------------------------------------------------------- CLI
+def _probe_line(search: str, probe: Probe) -> str:
+    key = ""
+    if probe.key is not None:
+        key = f" {probe.key[0]}.{probe.key[1]}={probe.overrides.get(probe.key, probe.ber):.2e}"
+    status = "PASS" if probe.passed else ("fail, rolled back" if probe.rolled_back else "fail")
+    return (f"{search:<6} {probe.stage:<11} BER {probe.ber:9.3e}{key:<34} acc {probe.mean:.4f} "
+            f"[{probe.ci_low:.4f}, {probe.ci_high:.4f}]  {status}")
+
+
+def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: str = "coarse", max_drop: float = 0.01,
+                         seeds: Sequence[int] = (0, 1, 2), ber_min: float = 1e-7, ber_max: float = 0.1,
+                         tol: float = 0.25, factor: float = 2.0, max_steps: int = 20,
+                         start_ber: Optional[float] = None, statistic: str = "ci_low", confidence: float = 0.95,
+                         retrain_epochs: int = 0, retrain_lr: float = 1e-3, workers: int = 2,
+                         samples: Optional[int] = None, calib_samples: int = 512, data_dir: Any = None,
+                         progress: Optional[Callable[[str, Probe], None]] = None) -> dict[str, Any]:
+    """Coarse and/or fine tolerance characterization of a network file; the tolerance document.
+
+    Parameters
+    ----------
+    net_file : NetworkFile or str or Path
+        The network (:func:`boosting.checkpoint.load_network`).
+    spec : ErrorSpec
+        Error model shape, format, mitigation and seed (its BER and overrides are searched).
+    mode : {"coarse", "fine", "both"}
+        ``fine`` starts from ``start_ber`` if given, else runs the coarse search first (and
+        the document then holds both).
+    max_drop, seeds, statistic, confidence
+        Goal and decision (:func:`coarse_characterize`).
+    ber_min, ber_max, tol
+        Coarse search bounds and resolution (decades); ``ber_max`` is also the fine ceiling.
+    factor, max_steps
+        Fine search step and steps per key.
+    start_ber : float, optional
+        Fine start BER instead of the coarse result.
+    retrain_epochs : int
+        With N > 0, before every coarse probe a copy of the network (the original weights)
+        is retrained N epochs at the probe's spec on the training split (EDEN's Algorithm 2
+        with boosting); the fine search then uses the network retrained at the coarse BER.
+    retrain_lr : float
+        Learning rate of those retrainings.
+    workers : int
+        Worker processes (spawn); 0 runs every evaluation in this process (:class:`SerialExecutor`).
+    samples : int, optional
+        Evaluate on the first N test images (default all).
+    calib_samples : int
+        Training images calibrating the mitigation ranges and IFM scales.
+    data_dir : str or Path, optional
+        Overrides the dataset directory stored in the network file.
+    progress : callable, optional
+        ``progress(search, probe)`` for every recorded probe (``search`` is coarse or fine).
+
+    Returns
+    -------
+    dict
+        The tolerance document (``docs/tolerance-format.md``).
+    """
+    from pathlib import Path
+
+    from boosting.checkpoint import NetworkFile, load_network
+    from boosting.inference import calibrate
+    from boosting.retrain import retrain as _retrain
+    from boosting.train import file_sha256, spec_to_dict
+
+    if mode not in ("coarse", "fine", "both"):
+        raise CharacterizeError(f"mode must be coarse, fine or both, got {mode!r}")
+    if not (isinstance(workers, int) and workers >= 0):
+        raise CharacterizeError(f"workers must be an integer >= 0, got {workers!r}")
+    if not (isinstance(retrain_epochs, int) and retrain_epochs >= 0):
+        raise CharacterizeError(f"retrain_epochs must be an integer >= 0, got {retrain_epochs!r}")
+    if samples is not None and not (isinstance(samples, int) and samples >= 1):
+        raise CharacterizeError(f"samples must be an integer >= 1, got {samples!r}")
+    nf = net_file if isinstance(net_file, NetworkFile) else load_network(net_file)
+    net = nf.net.eval()
+    train = nf.load_split("train", root=data_dir)
+    test = nf.load_split("test", root=data_dir)
+    x, y = test.tensors
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
+    xc = train.tensors[0][:calib_samples]
+    calibration = calibrate(net, DataLoader(TensorDataset(xc), batch_size=256), spec.fmt)
+    workload = NetworkWorkload(net, x, y, calibration=calibration)
+    original = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    retrain_hook = None
+    if retrain_epochs > 0:
+        def retrain_hook(probe_spec: ErrorSpec) -> None:
+            workload.net.load_state_dict(original)
+            _retrain(workload.net, train, probe_spec, epochs=retrain_epochs, lr=retrain_lr,
+                     calibration=calibration, seed=0)
+            workload.net.eval()
+
+    executor: Executor = (SerialExecutor() if workers == 0 else
+                          ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")))
+    coarse = fine = None
+    try:
+        common = dict(max_drop=max_drop, seeds=seeds, statistic=statistic, confidence=confidence, executor=executor)
+        if mode in ("coarse", "both") or (mode == "fine" and start_ber is None):
+            coarse = coarse_characterize(workload, spec, ber_min=ber_min, ber_max=ber_max, tol=tol,
+                                         retrain=retrain_hook,
+                                         progress=(lambda p: progress("coarse", p)) if progress else None, **common)
+        if mode in ("fine", "both"):
+            start = start_ber if start_ber is not None else coarse.ber  # type: ignore[union-attr]
+            if start > 0:
+                if retrain_hook is not None:
+                    retrain_hook(_uniform(spec, start))
+                fine = fine_characterize(workload, spec, start, factor=factor, max_steps=max_steps,
+                                         ber_max=ber_max, baseline=coarse.baseline if coarse else None,
+                                         progress=(lambda p: progress("fine", p)) if progress else None, **common)
+    finally:
+        executor.shutdown(wait=True)
+    path = Path(nf.path)
+    return {
+        "format": "eden-tolerance",
+        "format_version": 1,
+        "network": {"path": str(path), "sha256": file_sha256(path), "name": nf.network,
+                    "kind": nf.meta.get("kind")},
+        "fmt": spec.fmt,
+        "mitigation": spec.mitigation,
+        "model": spec.model.to_dict(),
+        "spec": spec_to_dict(spec),
+        "max_drop": float(max_drop),
+        "seeds": [int(s) for s in seeds],
+        "statistic": statistic,
+        "confidence": confidence,
+        "mode": mode,
+        "search": {"ber_min": ber_min, "ber_max": ber_max, "tol": tol, "factor": factor, "max_steps": max_steps,
+                   "start_ber": start_ber},
+        "retrain_epochs": retrain_epochs,
+        "samples": int(len(y)),
+        "layers": workload.layers,
+        "coarse": coarse.to_dict() if coarse is not None else None,
+        "fine": fine.to_dict() if fine is not None else None,
+    }
+
+
+def probe_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every probe of a tolerance document as flat CSV rows (``search`` = coarse or fine)."""
+    rows = []
+    for search in ("coarse", "fine"):
+        part = doc.get(search)
+        for i, p in enumerate((part or {}).get("probes", [])):
+            key = p.get("key") or ["", ""]
+            rows.append({"search": search, "index": i, "stage": p["stage"], "ber": p["ber"], "layer": key[0],
+                         "kind": key[1], "key_ber": max((o[2] for o in p["overrides"] if o[:2] == key), default=""),
+                         "mean": p["mean"], "ci_low": p["ci_low"], "ci_high": p["ci_high"],
+                         "per_seed": " ".join(f"{a:.6g}" for a in p["per_seed"]), "passed": p["passed"],
+                         "rolled_back": p["rolled_back"], "n_overrides": len(p["overrides"])})
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``python -m boosting.characterize``; 0 on success, 2 on bad input, 130 when interrupted."""
+    import csv
+    import json
+    import sys
+    from pathlib import Path
+
+    from boosting.checkpoint import CheckpointError
+    from boosting.train import (TrainError, _Parser, add_error_model_args, ber_arg, error_model_from, mitigation_arg,
+                                nonneg_int, parse_model_params, positive_float, positive_int, seeds_arg, side_path)
+
+    p = _Parser(prog="python -m boosting.characterize",
+                description="Error tolerance of a network file: coarse (highest uniform BER, EDEN Algorithm 2) "
+                            "and fine (per layer and data kind, Algorithm 3) characterization.")
+    p.add_argument("network", metavar="NET.pt", help="network file (python -m boosting.train)")
+    add_error_model_args(p, required=False)
+    p.add_argument("--error-seed", type=nonneg_int, default=0, help="seed of the error spec (default 0)")
+    p.add_argument("--max-drop", type=float, default=0.01, help="tolerated accuracy drop, absolute (default 0.01)")
+    p.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="error seeds per probe (default 0,1,2)")
+    p.add_argument("--statistic", default="ci_low", choices=STATISTICS, help="pass/fail statistic (default ci_low)")
+    p.add_argument("--mode", default="coarse", choices=("coarse", "fine", "both"), help="search (default coarse)")
+    p.add_argument("--ber-min", type=ber_arg, default=1e-7, help="lowest BER probed (default 1e-7)")
+    p.add_argument("--ber-max", type=ber_arg, default=0.1, help="highest BER probed (default 0.1)")
+    p.add_argument("--tol", type=positive_float, default=0.25, help="coarse resolution in decades (default 0.25)")
+    p.add_argument("--factor", type=positive_float, default=2.0, help="fine step factor (default 2)")
+    p.add_argument("--max-steps", type=positive_int, default=20, help="fine steps per key (default 20)")
+    p.add_argument("--start-ber", type=ber_arg, help="fine start BER (default: the coarse result)")
+    p.add_argument("--retrain-epochs", type=nonneg_int, default=0,
+                   help="retrain a copy of the net N epochs at every coarse probe (boosting; default 0)")
+    p.add_argument("--retrain-lr", type=positive_float, default=1e-3, help="learning rate of those (default 1e-3)")
+    p.add_argument("--workers", type=nonneg_int, default=2, help="worker processes; 0 = in this process (default 2)")
+    p.add_argument("--samples", type=positive_int, help="evaluate on the first N test images (default all)")
+    p.add_argument("--calib-samples", type=positive_int, default=512, help="calibration images (default 512)")
+    p.add_argument("--data-dir", help="dataset directory (overrides the one in the network file)")
+    p.add_argument("--quiet", action="store_true", help="no line per probe")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    p.add_argument("-o", "--out", default="tolerance.json", help="output JSON (default tolerance.json)")
+    args = p.parse_args(argv)
+    try:
+        if not 0.0 <= args.max_drop <= 1.0:
+            raise CharacterizeError(f"--max-drop must be in [0, 1], got {args.max_drop!r}")
+        if not args.ber_min < args.ber_max:
+            raise CharacterizeError(f"--ber-min {args.ber_min:g} must be below --ber-max {args.ber_max:g}")
+        if args.factor <= 1:
+            raise CharacterizeError(f"--factor must be > 1, got {args.factor:g}")
+        if not Path(args.network).is_file():
+            raise CharacterizeError(f"network file {args.network!r} does not exist")
+        model = error_model_from(args.error_model, parse_model_params(args.model_param), args.partition)
+        spec = ErrorSpec(model, fmt=args.fmt, mitigation=mitigation_arg(args.mitigation), seed=args.error_seed)
+
+        def show(search: str, probe: Probe) -> None:
+            print(_probe_line(search, probe), file=sys.stderr, flush=True)
+
+        doc = characterize_network(args.network, spec, mode=args.mode, max_drop=args.max_drop, seeds=args.seeds,
+                                   ber_min=args.ber_min, ber_max=args.ber_max, tol=args.tol, factor=args.factor,
+                                   max_steps=args.max_steps, start_ber=args.start_ber, statistic=args.statistic,
+                                   retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
+                                   workers=args.workers, samples=args.samples, calib_samples=args.calib_samples,
+                                   data_dir=args.data_dir, progress=None if args.quiet else show)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (TrainError, CharacterizeError, CheckpointError, ValueError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1, default=float)
+    rows = probe_rows(doc)
+    with open(side_path(out, ".csv"), "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["search"])
+        w.writeheader()
+        w.writerows(rows)
+    if not args.no_plot:
+        from boosting.plots import plot_tolerance
+
+        plot_tolerance(doc, side_path(out, ".png"))
+    print(f"network {doc['network']['path']} ({doc['network']['name']}), model {spec.model.describe()}, "
+          f"fmt {doc['fmt']}, mitigation {doc['mitigation']}, {doc['samples']} samples, seeds {doc['seeds']}")
+    part = doc["coarse"] or doc["fine"]
+    print(f"baseline {part['baseline']:.4f}, goal {part['goal']:.4f} (max drop {doc['max_drop']:g}, "
+          f"statistic {doc['statistic']})")
+    if doc["coarse"] is not None:
+        c = doc["coarse"]
+        print(f"\n{'BER':>10} {'mean':>7} {'CI low':>7} {'CI high':>7}  result")
+        for pr in c["probes"]:
+            if pr["stage"] == "coarse":
+                print(f"{pr['ber']:>10.3e} {pr['mean']:>7.4f} {pr['ci_low']:>7.4f} {pr['ci_high']:>7.4f}  "
+                      f"{'pass' if pr['passed'] else 'fail'}")
+        print(f"coarse: tolerated uniform BER {c['ber']:.3e}" + ("" if c["found"] else " (even ber-min failed)"))
+    if doc["fine"] is not None:
+        f = doc["fine"]
+        sens = {(a, b): v for a, b, v in f["sensitivity"]}
+        print(f"\nfine (start BER {f['start_ber']:.3e}):\n{'layer':<24} {'kind':<6} {'BER':>10} {'sensitivity':>12}")
+        for layer, kind, ber in f["bers"]:
+            print(f"{layer:<24} {kind:<6} {ber:>10.3e} {sens.get((layer, kind), float('nan')):>12.4f}")
+    elif args.mode != "coarse":
+        print("fine: skipped (no BER passed the coarse search)")
+    print(f"written {out}, {side_path(out, '.csv')}" + ("" if args.no_plot else f", {side_path(out, '.png')}"))
+    return 0
+
+
+if __name__ == "__main__":
+    from boosting.characterize import main as _main
+
+    raise SystemExit(_main())
