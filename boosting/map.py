@@ -44,7 +44,6 @@ rows of that bank inside its partition (coarse mode: consecutive rows of the DIM
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import re
@@ -57,6 +56,7 @@ import torch
 from torch import nn
 
 from errormodels.curves import Curve
+from errormodels.fit import file_sha256
 from errormodels.layout import AddressMap
 
 __all__ = [
@@ -177,14 +177,6 @@ def _sort_key(p: Partition) -> tuple:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_json(path: PathLike, what: str) -> Any:
     path = Path(path)
     if not path.is_file():
@@ -889,9 +881,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         nf = load_network(args.network)
         sizes = tensor_sizes(nf.net, fmt, nf.net.input_shape, args.batch_size)
         source = {
-            "model_file": str(Path(args.model).resolve()), "model_sha256": _sha256(args.model),
-            "tolerance_file": str(Path(args.tolerance).resolve()), "tolerance_sha256": _sha256(args.tolerance),
-            "network": {"file": str(Path(args.network).resolve()), "sha256": _sha256(args.network),
+            "model_file": str(Path(args.model).resolve()), "model_sha256": file_sha256(args.model),
+            "tolerance_file": str(Path(args.tolerance).resolve()), "tolerance_sha256": file_sha256(args.tolerance),
+            "network": {"file": str(Path(args.network).resolve()), "sha256": file_sha256(args.network),
                         "name": nf.network, "fmt": str(fmt), "batch_size": args.batch_size},
             "error_model_setting": model.get("source", {}).get("setting"),
             "dimm": model.get("source", {}).get("dimm"),

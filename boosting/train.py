@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import sys
@@ -65,6 +64,7 @@ from boosting.data import DATASETS, DatasetError, load_dataset
 from boosting.inference import AccuracyResult, ErrorSpec, _seed_of, calibrate, evaluate
 from boosting.networks import NETWORKS, NetworkError, get_network
 from boosting.retrain import Curriculum, EpochStats, retrain
+from errormodels.fit import file_sha256
 from errormodels.models import ErrorModel, ModelError, get_model, model_from_dict
 
 __all__ = [
@@ -96,15 +96,6 @@ class TrainError(ValueError):
 
 
 # ----------------------------------------------------------------------------- helpers
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def side_path(out: PathLike, suffix: str) -> Path:
     """``out`` with its extension replaced by ``suffix`` (``out/lenet.pt``, ``.train.json`` -> ``out/lenet.train.json``)."""
     out = Path(out)

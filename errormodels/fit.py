@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -439,7 +440,8 @@ FORMAT = "eden-error-model"
 FORMAT_VERSION = 1
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: "str | os.PathLike[str]") -> str:
+    """Hex SHA-256 of a file's bytes (the provenance hash every toolkit document records)."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -488,7 +490,7 @@ def fit_map(path: str, partition: str = "dimm", criterion: str = "bic", seed: in
         "software": f"eden-dram-toolkit {__version__}",
         "source": {
             "file": str(ber_map.path.resolve()),
-            "sha256": _sha256(str(ber_map.path)),
+            "sha256": file_sha256(str(ber_map.path)),
             "points": keys,
             "setting": dict(zip(("vdd_v", "trcd_ns", "trp_ns", "temp_c"), setting)),
             "dimm": ber_map.meta.get("dimm", {}),

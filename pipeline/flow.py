@@ -182,14 +182,6 @@ def read_json(path: Path, what: str = "file") -> Any:
         raise FlowError(f"{what} {str(path)!r} is unreadable: {exc}") from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------- stage state
 @dataclass
 class _State:

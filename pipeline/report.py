@@ -9,11 +9,11 @@ every number from the files and confirm that none changed.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any, Optional
 
+from errormodels.fit import file_sha256
 from pipeline.flow import FlowError, FlowOptions, read_json, write_json
 
 __all__ = ["write_report", "check_report", "lookup"]
@@ -33,10 +33,6 @@ def lookup(doc: Any, keypath: str) -> Any:
         else:
             cur = cur[part]
     return cur
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _fmt(value: Any, style: str) -> str:
@@ -292,12 +288,12 @@ def write_report(out: Path, opts: FlowOptions) -> list[Path]:
     paths.append(energy_png)
     sources = sorted({item["file"] for item in f.items})
     for name in sources:
-        lines.append(f"- `{name}` sha256 `{_sha(out / name)}`")
+        lines.append(f"- `{name}` sha256 `{file_sha256(out / name)}`")
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     facts = write_json(out / "report-facts.json", {
         "format": "eden-report-facts", "format_version": 1,
-        "sources": {name: _sha(out / name) for name in sources}, "facts": f.items})
+        "sources": {name: file_sha256(out / name) for name in sources}, "facts": f.items})
     return [report, facts] + paths
 
 
@@ -310,7 +306,7 @@ def check_report(out: Path) -> list[str]:
     for name, sha in facts["sources"].items():
         if not (out / name).exists():
             problems.append(f"{name}: missing")
-        elif _sha(out / name) != sha:
+        elif file_sha256(out / name) != sha:
             problems.append(f"{name}: changed since the report was written")
     docs: dict[str, Any] = {}
     for item in facts["facts"]:

@@ -225,13 +225,15 @@ def _stream_current(bench: Any, config: dict[str, Any], read_options: dict[int, 
 
 def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
     """Inference through the bench's DIMM at nominal and at the chosen setting, beside simulation."""
-    import torch
     from torch.utils.data import DataLoader, TensorDataset
 
     from boosting.checkpoint import load_network
     from boosting.hil import hil_evaluate, placements_from_config
     from boosting.inference import ErrorSpec, calibrate, evaluate
     from softmc_host.bench import Bench, BenchError
+    from softmc_host.instruments import InstrumentError
+    from firmware_bridge.link import LinkError
+    from softmc_host.session import TesterError
 
     config = read_json(out / "dram-config.json", "DRAM configuration")
     nf = load_network(out / "network.pt")
@@ -276,8 +278,8 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
                 }
                 log(f"  bench {name}: VDD {vdd} V, accuracy {acc.mean:.4f} [{acc.ci_low:.4f}, {acc.ci_high:.4f}], "
                     f"measured BER {runs[name]['measured_ber']:.3g}")
-    except BenchError as exc:
-        raise FlowError(str(exc)) from None
+    except (BenchError, InstrumentError, TesterError, LinkError) as exc:
+        raise FlowError(f"bench validation: {exc}") from None
 
     # Simulation at the same setting: the fitted model at the predicted BER of every tensor,
     # and at the BER the bench measured for it.
