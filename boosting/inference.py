@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from boosting.quant import QuantFormat, dequantize, get_format, quantize, storage
+from boosting.quant import QTensor, QuantError, QuantFormat, _check_scale, dequantize, get_format, quantize, storage
 from errormodels.inject import InjectionStats, inject_
 from errormodels.layout import AddressMap
 from errormodels.models import ErrorModel
@@ -296,6 +296,57 @@ def _code_range(rng: tuple[float, float], scale: float, qmax: int) -> tuple[floa
     return float(min(lo, hi)), float(max(lo, hi))
 
 
+_NP_STORAGE = {8: np.int8, 16: np.int16}
+
+
+def _store(x: torch.Tensor, f: QuantFormat, scale: Optional[float]) -> QTensor:
+    """``quantize(x, f, scale=scale)``; for float32 CPU tensors in int8/int16 through numpy (same codes, less overhead).
+
+    The codes are ``clip(rint(x / scale), -qmax, qmax)`` in float32 either way (IEEE division and
+    round-half-to-even), the default scale is ``max|x| / qmax`` in float32, and the same inputs
+    raise :class:`~boosting.quant.QuantError`.
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32 or f.bits not in _NP_STORAGE:
+        return quantize(x, f, scale=scale)
+    xn = x.detach().numpy()
+    if scale is None:
+        if xn.size == 0:
+            s = 1.0
+        else:
+            amax = np.abs(xn).max()
+            s = float(amax / np.float32(f.qmax)) if amax > 0 else 1.0  # NaN max: 1.0, as quantize's where()
+        if not math.isfinite(s):
+            raise QuantError("cannot quantize a tensor holding NaN or Inf")
+    else:
+        s = _check_scale(scale)
+    codes = np.divide(xn, np.float32(s))
+    np.rint(codes, out=codes)
+    np.maximum(codes, -f.qmax, out=codes)  # np.clip without its Python wrapper (NaN stays NaN)
+    np.minimum(codes, f.qmax, out=codes)
+    if scale is not None and codes.size and math.isnan(codes.sum()):  # |codes| <= qmax: only NaN makes the sum NaN
+        raise QuantError("cannot quantize a tensor holding NaN")
+    if scale is None and xn.size and math.isnan(amax):  # NaN codes: cast as torch does, without numpy's warning
+        with np.errstate(invalid="ignore"):
+            data = codes.astype(_NP_STORAGE[f.bits], order="C")
+    else:
+        data = codes.astype(_NP_STORAGE[f.bits], order="C")
+    return QTensor(torch.from_numpy(data), s, x.shape, f)
+
+
+def _load(q: QTensor) -> torch.Tensor:
+    """``dequantize(q)``; in numpy for the CPU int8/int16 tensors of :func:`_store`, without a copy for fp32.
+
+    ``q`` must be private to the caller (its fp32 storage is returned, not copied).
+    """
+    if q.fmt.is_float:
+        return q.data.reshape(q.shape)
+    if q.data.device.type != "cpu" or q.fmt.bits not in _NP_STORAGE:
+        return dequantize(q)
+    out = q.data.numpy().astype(np.float32)
+    out *= np.float32(q.scale)
+    return torch.from_numpy(out).reshape(q.shape)
+
+
 class _CorruptWeight(nn.Module):
     """Parametrization: the clean weight in, the stored-and-read-back weight out (STE under autograd)."""
 
@@ -306,10 +357,9 @@ class _CorruptWeight(nn.Module):
         self.layer = name
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        corrupt = self._injector[0]._weight_for(self.index, self.layer, w)
         if torch.is_grad_enabled() and w.requires_grad:
-            return w + (corrupt - w).detach()
-        return corrupt
+            return w + self._injector[0]._weight_delta(self.index, self.layer, w)
+        return self._injector[0]._weight_for(self.index, self.layer, w)
 
 
 class ErrorInjector:
@@ -371,10 +421,17 @@ class ErrorInjector:
         elif spec.mitigation is not None:
             raise InferenceError("mitigation needs a calibration (calibrate(net, loader, fmt)) for the IFM ranges")
         self.stats: dict[tuple[str, str], InjectionStats] = {}
+        self._fmt = spec.format
+        self._models = {(n, k): spec.model_for(n, k) for n in self.layers for k in KINDS}
+        self._ifm_consts: dict[str, tuple[Optional[float], Optional[tuple[float, float]]]] = {
+            n: (None, None) if calibration is None else
+            (None if self._fmt.is_float else calibration.ifm_scale(n, self._fmt), calibration.ifm_ranges[n])
+            for n in self.layers}
         self._round = 0
         self._active = False
         self._handles: list[Any] = []
         self._weight_cache: dict[int, tuple[int, int, torch.Tensor]] = {}
+        self._delta_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._ifm_gens: dict[torch.device, torch.Generator] = {}
         self._weight_maps: dict[str, AddressMap] = {}
         self._ifm_maps: dict[str, tuple[AddressMap, int]] = {}
@@ -406,6 +463,7 @@ class ErrorInjector:
             raise InferenceError("this ErrorInjector is already active")
         self.stats = {}
         self._weight_cache = {}
+        self._delta_cache = {}
         self._reset_ifm_generators()
         try:
             for index, (name, module) in enumerate(self._layers):
@@ -430,6 +488,7 @@ class ErrorInjector:
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
         self._weight_cache = {}
+        self._delta_cache = {}
 
     def reseed(self, index: int) -> None:
         """Draw fresh weight errors and restart the IFM error stream, deterministically from ``(spec.seed, index)``.
@@ -439,6 +498,7 @@ class ErrorInjector:
         """
         self._round = _check_seed("index", index)
         self._weight_cache = {}
+        self._delta_cache = {}
         self._reset_ifm_generators()
 
     def reset_stats(self) -> None:
@@ -464,16 +524,17 @@ class ErrorInjector:
         return gen
 
     def _add_stats(self, key: tuple[str, str], stats: InjectionStats) -> None:
-        self.stats[key] = self.stats.get(key, InjectionStats()) + stats
+        old = self.stats.get(key)
+        self.stats[key] = stats if old is None else old + stats
 
     # ------------------------------------------------------------------ corruption
     def _store_and_read(self, x: torch.Tensor, name: str, kind: str, scale: Optional[float],
                         value_range: Optional[tuple[float, float]], amap: AddressMap,
                         **source: Any) -> torch.Tensor:
         """Quantize ``x``, inject errors into its stored form, mitigate, dequantize (no autograd)."""
-        f = self.spec.format
+        f = self._fmt
         with torch.no_grad():
-            q = quantize(x, f, scale=scale)
+            q = _store(x, f, scale)
             s = storage(q)
             mit: dict[str, Any] = {}
             if self.spec.mitigation is not None and value_range is not None:
@@ -481,10 +542,10 @@ class ErrorInjector:
                 if not f.is_float:
                     rng = _code_range(rng, q.scale, f.qmax)
                 mit = {"mitigation": self.spec.mitigation, "value_range": rng}
-            stats = inject_(s.tensor, self.spec.model_for(name, kind), layout=amap, dtype_bits=s.dtype_bits,
+            stats = inject_(s.tensor, self._models[(name, kind)], layout=amap, dtype_bits=s.dtype_bits,
                             **mit, **source)
             self._add_stats((name, kind), stats)
-            return dequantize(q).to(x.dtype)
+            return _load(q).to(x.dtype)
 
     def _weight_for(self, index: int, name: str, w: torch.Tensor) -> torch.Tensor:
         cached = self._weight_cache.get(index)
@@ -500,21 +561,33 @@ class ErrorInjector:
         self._weight_cache[index] = (self._round, w._version, corrupt)
         return corrupt
 
+    def _weight_delta(self, index: int, name: str, w: torch.Tensor) -> torch.Tensor:
+        """``corrupt - w`` without autograd (the straight-through estimator's detached term), cached with the weight."""
+        corrupt = self._weight_for(index, name, w)
+        cached = self._delta_cache.get(index)
+        if cached is not None and cached[0] is corrupt:
+            return cached[1]
+        with torch.no_grad():
+            delta = corrupt - w
+        self._delta_cache[index] = (corrupt, delta)
+        return delta
+
     def _ifm_hook(self, name: str):
         def hook(_module: nn.Module, args: tuple) -> Optional[tuple]:
             if not args or not isinstance(args[0], torch.Tensor) or not args[0].dtype.is_floating_point:
                 return None
             x = args[0]
-            f = self.spec.format
-            scale = rng = None
-            if self.calibration is not None:
-                rng = self.calibration.ifm_ranges[name]
-                if not f.is_float:
-                    scale = self.calibration.ifm_scale(name, f)
+            f = self._fmt
+            scale, rng = self._ifm_consts[name]
             n_bytes = -(-x.numel() // 2) if f.bits == 4 else x.numel() * f.bits // 8
             corrupt = self._store_and_read(x, name, "ifm", scale, rng, self._ifm_map(name, n_bytes),
                                            generator=self._ifm_generator(x.device))
-            used = x + (corrupt - x).detach() if torch.is_grad_enabled() and x.requires_grad else corrupt
+            if torch.is_grad_enabled() and x.requires_grad:
+                with torch.no_grad():
+                    delta = corrupt - x
+                used = x + delta  # straight-through: the values of x + (corrupt - x), the gradient of x
+            else:
+                used = corrupt
             return (used,) + tuple(args[1:])
         return hook
 

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Iterable, Literal, Optional, Union
 
@@ -104,6 +104,7 @@ SUPPORTED_DTYPES: dict[torch.dtype, int] = {
 _CHUNK_CANDIDATES = 1 << 20  # expected draws per chunk (8 MiB per int64 temporary)
 _MIN_CHUNK_BITS = 1 << 22
 _WEAK_BLOCK = 1 << 18  # location ids hashed per block when finding weak sets (cache-sized)
+_NUMPY_BITWISE_COUNT = hasattr(np, "bitwise_count")  # numpy >= 2.0: the CPU uniform fast path
 
 
 class InjectionError(ValueError):
@@ -151,7 +152,8 @@ class InjectionStats:
     def __add__(self, other: "InjectionStats") -> "InjectionStats":
         if not isinstance(other, InjectionStats):
             return NotImplemented
-        return InjectionStats(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+        o = other.__dict__  # plain int fields: cheaper than asdict's deep copy
+        return InjectionStats(**{k: v + o[k] for k, v in self.__dict__.items()})
 
     def to_dict(self) -> dict[str, int]:
         """The counts, JSON-ready."""
@@ -370,6 +372,92 @@ def _bernoulli_ranks(n: int, p: float, gen: torch.Generator, device: torch.devic
     return keep.nonzero().squeeze(1).add_(offset)
 
 
+# ------------------------------------------------------------- CPU uniform fast path
+# Small CPU tensors (a network's layers during retraining) pay mostly per-operation overhead,
+# which numpy's is a fraction of torch's. These functions repeat the sampling and flipping above
+# on numpy views, drawing the same numbers from the same generator (``_uniform64``'s seed, and
+# torch's ``log`` on the uniforms; everything after it is exact integer arithmetic in float64),
+# so a seed gives the same flips as the torch path.
+
+def _gaps_np(n: int, p: float, gen: torch.Generator, offset: int = 0) -> np.ndarray:
+    """:func:`_gaps` on the CPU in numpy: the same positions (int64, sorted) from the same draws."""
+    scale = 1.0 / math.log1p(-p)  # negative
+    parts = []
+    last = -1
+    while True:
+        remaining = n - 1 - last
+        mean = remaining * p
+        m = int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        u = np.random.Generator(np.random.PCG64(seed)).random(m)
+        torch.from_numpy(u).log_()  # torch's log, as _gaps computes it
+        np.multiply(u, scale, out=u)
+        np.floor(u, out=u)
+        np.minimum(u, float(n), out=u)
+        u += 1.0
+        pos = np.cumsum(u)
+        pos += float(last + offset)
+        pos = pos.astype(np.int64)
+        parts.append(pos)
+        last = int(pos[-1]) - offset
+        if last >= n:
+            break
+    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out[: int(np.searchsorted(out, n + offset))]
+
+
+def _bernoulli_ranks_np(n: int, p: float, gen: torch.Generator, offset: int = 0) -> np.ndarray:
+    """:func:`_bernoulli_ranks` on the CPU in numpy."""
+    if n <= 0 or p <= 0.0:
+        return np.empty(0, dtype=np.int64)
+    if p >= 1.0:
+        return np.arange(offset, offset + n, dtype=np.int64)
+    if p <= 0.5:
+        return _gaps_np(n, p, gen, offset)
+    keep = np.ones(n, dtype=bool)
+    keep[_gaps_np(n, 1.0 - p, gen)] = False
+    out = np.flatnonzero(keep)
+    out += offset
+    return out
+
+
+def _distinct_sorted(a: np.ndarray) -> int:
+    """Distinct values of a sorted array."""
+    return int(a.size and 1 + np.count_nonzero(a[1:] != a[:-1]))
+
+
+def _inject_uniform_np(data: torch.Tensor, width: int, p: float, gen: torch.Generator) -> InjectionStats:
+    """:func:`_inject_flat` for the uniform model on a CPU uint8 view, through numpy."""
+    d = data.detach().numpy()
+    n_bits = d.size * 8
+    elem_shift = int(math.log2(width))
+    flipped = ones = touched = 0
+    chunk = _chunk_bits(n_bits, p)
+    for lo in range(0, n_bits if p > 0 else 0, chunk):
+        pos = _bernoulli_ranks_np(min(lo + chunk, n_bits) - lo, p, gen, offset=lo)
+        if pos.size == 0:
+            continue
+        byte = pos >> 3
+        bits = np.left_shift(np.uint8(1), (pos & 7).astype(np.uint8))
+        starts = np.flatnonzero(np.concatenate(([True], byte[1:] != byte[:-1])))
+        if starts.size == byte.size:
+            ubyte, mask = byte, bits
+        else:  # several flips in one byte: distinct bits, so their or
+            ubyte, mask = byte[starts], np.bitwise_or.reduceat(bits, starts)
+        old = d[ubyte]
+        ones += int(np.bitwise_count(old & mask).sum(dtype=np.int64))
+        d[ubyte] = old ^ mask
+        flipped += pos.size
+        if elem_shift == 3:
+            touched += ubyte.size
+        elif elem_shift > 3:
+            touched += _distinct_sorted(ubyte >> (elem_shift - 3))
+        else:
+            touched += _distinct_sorted(pos >> elem_shift)
+    return InjectionStats(bits_total=n_bits, bits_flipped=flipped, flips_0to1=flipped - ones, flips_1to0=ones,
+                          elements_total=n_bits // width, elements_touched=touched)
+
+
 # ----------------------------------------------------------------------- flipping
 class _Flipper:
     """XORs sorted, distinct bit positions into a uint8 view and counts what it did."""
@@ -478,6 +566,8 @@ def _inject_flat(data: torch.Tensor, width: int, model: ErrorModel, gen: torch.G
                  layout: Optional[AddressMap]) -> InjectionStats:
     """Flip bits of the flat uint8 view ``data`` in place under ``model``."""
     dev = data.device
+    if dev.type == "cpu" and isinstance(model, Uniform) and _NUMPY_BITWISE_COUNT:
+        return _inject_uniform_np(data, width, model.ber, gen)
     n_bits = data.numel() * 8
     flipper = _Flipper(data, int(math.log2(width)))
     weak: Optional[_WeakSet] = None
@@ -572,7 +662,30 @@ def _mitigate(tensor: torch.Tensor, width: int, mitigation: str, value_range: tu
     flat = tensor.reshape(-1)  # a view: ``tensor`` is contiguous
     if not flat.dtype.is_floating_point:
         lo, hi = math.ceil(lo), math.floor(hi)
+    if flat.device.type == "cpu" and flat.dtype in _NUMPY_FIX_DTYPES:
+        info = torch.finfo(flat.dtype) if flat.dtype.is_floating_point else torch.iinfo(flat.dtype)
+        if info.min <= lo <= hi <= info.max:  # bounds the dtype holds (else torch's path and its errors)
+            return _fix_np(flat.detach().numpy(), mitigation, lo, hi)
     return _fix(flat, mitigation, lo, hi)[0]
+
+
+_NUMPY_FIX_DTYPES = (torch.float32, torch.float64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _fix_np(x: np.ndarray, mitigation: str, lo: Union[int, float], hi: Union[int, float]) -> int:
+    """:func:`_fix` on a numpy view of a CPU tensor (same comparisons: bounds in ``x``'s dtype; integer bounds in range)."""
+    lo_s, hi_s = x.dtype.type(lo), x.dtype.type(hi)  # as torch compares a tensor with a Python scalar
+    out = ~((x >= lo_s) & (x <= hi_s))  # NaN compares False
+    bad = int(np.count_nonzero(out))
+    if bad:
+        if mitigation == "zero":
+            x[out] = 0
+        else:
+            nan = np.isnan(x) if x.dtype.kind == "f" else None
+            np.clip(x, lo_s, hi_s, out=x)
+            if nan is not None:
+                x[nan] = 0
+    return bad
 
 
 def _fix(x: torch.Tensor, mitigation: str, lo: float, hi: float) -> tuple[int, torch.Tensor]:
@@ -660,7 +773,7 @@ def _run(out: torch.Tensor, model: ErrorModel, gen: torch.Generator, layout: Opt
     stats = _inject_flat(out.view(-1).view(torch.uint8), width, model, gen, layout)
     if mitigation is not None:
         mitigated = _mitigate(out, width, mitigation, value_range, int4_signed)
-        stats = InjectionStats(**{**asdict(stats), "values_mitigated": mitigated})
+        stats = replace(stats, values_mitigated=mitigated)
     return stats
 
 
