@@ -127,6 +127,35 @@ def _probe_series(doc: dict[str, Any], label: str) -> tuple:
             [p["ci_high"] for p in probes])
 
 
+def _plot_sweep(val: dict[str, Any], param: str, path: Path) -> Optional[Path]:
+    """Accuracy along the swept parameter: through the DIMM and in simulation, with CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted(val.get("sweep") or [], key=lambda p: p[param])
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    x = [p[param] for p in pts]
+    for key, label in (("bench", "through the DIMM"), ("simulation", "fitted model, predicted BER")):
+        m = [p[key]["mean"] for p in pts]
+        line, = ax.plot(x, m, marker="o", ms=4, label=label)
+        ax.fill_between(x, [p[key]["ci_low"] for p in pts], [p[key]["ci_high"] for p in pts],
+                        color=line.get_color(), alpha=0.2, lw=0)
+    ax.axhline(val["goal"], color="k", ls="--", lw=1, label="goal")
+    ax.set_xlabel({"vdd_v": "VDD (V)", "trcd_ns": "tRCD (ns)"}[param])
+    ax.set_ylabel("accuracy")
+    ax.set_title("Network accuracy using the DIMM vs simulation")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plot_energy(energy: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
@@ -259,6 +288,25 @@ def write_report(out: Path, opts: FlowOptions) -> list[Path]:
         f"{f.fact('validate.json', 'agreement.predicted.intervals_overlap')}; (measured BERs): "
         f"{f.fact('validate.json', 'agreement.measured.hil_within_sim_ci')}.",
         "",
+    ]
+    sweep_png = _plot_sweep(val, param, out / "report-accuracy-sweep.png")
+    if sweep_png:
+        unit = "v" if param == "vdd_v" else "ns"
+        lines += ["Along the sweep (bench: 2 repetitions; simulation: the fitted model at the BER the curves predict):",
+                  "", f"| {param} | bench accuracy | bench BER | simulated accuracy (95 % CI) | predicted BER |",
+                  "|---|---|---|---|---|"]
+        for i, _p in enumerate(val["sweep"]):
+            k = f"sweep.{i}"
+            lines.append(f"| {f.fact('validate.json', f'{k}.{param}', unit)} | "
+                         f"{f.fact('validate.json', f'{k}.bench.mean', 'acc')} | "
+                         f"{f.fact('validate.json', f'{k}.measured_ber', 'ber')} | "
+                         f"{f.fact('validate.json', f'{k}.simulation.mean', 'acc')} "
+                         f"({f.fact('validate.json', f'{k}.simulation.ci_low', 'acc')} - "
+                         f"{f.fact('validate.json', f'{k}.simulation.ci_high', 'acc')}) | "
+                         f"{f.fact('validate.json', f'{k}.predicted_ber', 'ber')} |")
+        lines += ["", f"![accuracy along the sweep]({sweep_png.name})", ""]
+        paths.append(sweep_png)
+    lines += [
         "## 5. Energy and latency per inference",
         "",
         f"{f.fact('energy.json', 'bytes_per_inference')} bytes of weights and feature maps per inference. "

@@ -278,6 +278,7 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
                 }
                 log(f"  bench {name}: VDD {vdd} V, accuracy {acc.mean:.4f} [{acc.ci_low:.4f}, {acc.ci_high:.4f}], "
                     f"measured BER {runs[name]['measured_ber']:.3g}")
+            sweep = _accuracy_sweep(opts, out, config, bench, net, loader, calibration, placements, log)
     except (BenchError, InstrumentError, TesterError, LinkError) as exc:
         raise FlowError(f"bench validation: {exc}") from None
 
@@ -298,7 +299,7 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
         "clean_accuracy": clean, "max_drop": opts.max_drop, "goal": goal,
         "bench": opts.bench, "repeats": list(repeats), "seeds": list(opts.seeds), "fmt": opts.fmt,
         "mitigation": opts.mitigation, "mode": opts.mode, "granularity": opts.granularity,
-        "runs": runs, "simulation": sims,
+        "runs": runs, "simulation": sims, "sweep": sweep,
         "meets_goal": hil["mean"] >= goal,
         "agreement": {
             label: {"hil_mean": hil["mean"], "sim_ci": [s["ci_low"], s["ci_high"]],
@@ -308,6 +309,50 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
             for label, s in sims.items()},
     }
     return [write_json(out / "validate.json", doc)]
+
+
+CURVE_POINTS = 5
+CURVE_REPEATS = 2
+
+
+def _accuracy_sweep(opts: FlowOptions, out: Path, config: dict[str, Any], bench: Any, net: Any, loader: Any,
+                    calibration: Any, placements: Any, log: Log) -> list[dict[str, Any]]:
+    """Accuracy through the DIMM and in simulation along the swept parameter (the seed slides'
+    "DNN accuracy of LeNet using real DRAM"): the measured settings whose predicted BER is at
+    least 1e-6, the harshest :data:`CURVE_POINTS` of them, mildest first."""
+    from boosting.hil import hil_evaluate
+    from boosting.inference import ErrorSpec, evaluate
+    from boosting.map import partitions_from_model
+    from softmc_host.timing import AccessTiming
+
+    param = "vdd_v" if opts.mode == "power" else "trcd_ns"
+    parts = {p.label: p for p in partitions_from_model(out / "model.json")}
+    xs = sorted({float(x) for p in parts.values() if param in p.curves for x in p.curves[param].x})
+    xs = [x for x in xs if max(p.curves[param].at(x) for p in parts.values() if param in p.curves) >= 1e-6]
+    xs = sorted(xs)[:CURVE_POINTS]  # the harshest (lowest VDD / tRCD) settings with errors
+    points = []
+    for x in sorted(xs, reverse=True):
+        read_options: dict[int, dict[str, Any]] = {}
+        if param == "vdd_v":
+            bench.set_vdd(x)
+        else:
+            timing = AccessTiming(trcd_ns=x)
+            read_options = {b: {"timing": timing, "per_burst_activate": True}
+                            for b in range(int(config["geometry"]["banks"]))}
+        acc, stats = hil_evaluate(net, loader, bench.tester, fmt=opts.fmt, mitigation=opts.mitigation,
+                                  calibration=calibration, placements=placements, read_options=read_options,
+                                  repeats=tuple(range(CURVE_REPEATS)))
+        bits = sum(st_.bits_total for st_ in stats.values())
+        measured = sum(st_.bits_flipped for st_ in stats.values()) / bits if bits else 0.0
+        overrides = {(t["layer"], t["kind"]): parts[t["partition"]].curves[param].at(x) for t in config["tensors"]}
+        model = _spec(opts, out, max(overrides.values())).model
+        sim = evaluate(net, loader, ErrorSpec(model, overrides=overrides, fmt=opts.fmt, mitigation=opts.mitigation,
+                                              seed=opts.seed), seeds=opts.seeds, calibration=calibration)
+        points.append({param: x, "predicted_ber": max(overrides.values()), "measured_ber": measured,
+                       "bench": _acc(acc), "simulation": _acc(sim)})
+        log(f"  {param} {x:g}: bench {acc.mean:.4f} (BER {measured:.3g}), simulation {sim.mean:.4f} "
+            f"[{sim.ci_low:.4f}, {sim.ci_high:.4f}] (BER {max(overrides.values()):.3g})")
+    return points
 
 
 def _acc(r: Any) -> dict[str, Any]:

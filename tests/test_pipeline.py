@@ -47,6 +47,7 @@ def test_bench_validation_agrees_with_simulation_and_reports_flips(flow_run) -> 
     assert val["runs"]["chosen"]["flips"] > 0  # the reduced VDD really corrupts the DIMM's data
     hil = val["runs"]["chosen"]["accuracy"]["mean"]
     sim = val["simulation"]["measured"]
+    assert val["sweep"] and all(p["measured_ber"] > 0 for p in val["sweep"])
     # what the bench measured agrees with the model at the BER the bench saw (a loose, fixed-seed check)
     assert abs(hil - sim["mean"]) <= max(0.05, sim["ci_high"] - sim["ci_low"])
 
@@ -56,7 +57,7 @@ def test_report_numbers_recompute_from_their_files(flow_run) -> None:
     assert check_report(out) == []
     text = (out / "report.md").read_text()
     assert "validate.json: `runs.chosen.accuracy.mean`" in text
-    for png in ("report-accuracy.png", "report-energy.png", "report-ber-curves.png"):
+    for png in ("report-accuracy.png", "report-energy.png", "report-ber-curves.png", "report-accuracy-sweep.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # tamper with a cited file: the check notices
     energy = json.loads((out / "energy.json").read_text())
