@@ -143,3 +143,15 @@ def test_energy_model_scales_with_vdd_squared_and_timing_shortens_the_stream() -
 def test_lookup_paths() -> None:
     doc = {"a": [{"label": "x", "v": 1}, {"label": "y", "v": 2}], "b": {"c": [5, 6]}}
     assert lookup(doc, "a.label=y.v") == 2 and lookup(doc, "b.c.1") == 6
+
+
+def test_latency_config_reads_each_bank_at_its_partitions_timing() -> None:
+    config = {"geometry": {"banks": 4, "rows": 16, "row_bytes": 64},
+              "partitions": [{"label": "bank1", "bank": 1, "trcd_ns": 7.5, "trp_ns": 13.75},
+                             {"label": "bank2", "bank": 2, "trcd_ns": 13.75, "trp_ns": 13.75}]}
+    opts = st._read_options(config)
+    assert opts[1]["timing"].trcd_ns == 7.5 and opts[1]["per_burst_activate"] is True
+    assert opts[2]["per_burst_activate"] is False and set(opts) == {1, 2}
+    whole = st._read_options({"geometry": {"banks": 2}, "partitions": [{"label": "all", "bank": None,
+                                                                        "trcd_ns": 10.0, "trp_ns": 12.5}]})
+    assert set(whole) == {0, 1} and whole[0]["timing"].trp_ns == 12.5
