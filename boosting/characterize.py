@@ -330,7 +330,7 @@ def _interval(per_seed: Sequence[float], n: int, confidence: float) -> tuple[flo
 
         sem = float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
         half = float(student_t.ppf(0.5 + confidence / 2, len(per_seed) - 1)) * sem
-        return mean, mean - half, mean + half
+        return mean, max(0.0, mean - half), min(1.0, mean + half)  # an accuracy lies in [0, 1]
     from scipy.stats import norm
 
     z = float(norm.ppf(0.5 + confidence / 2))

@@ -702,7 +702,7 @@ def evaluate(net: nn.Module, loader: Iterable[Any], spec: Optional[ErrorSpec] = 
 
         sem = float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
         half = float(student_t.ppf(0.5 + confidence / 2, len(per_seed) - 1)) * sem
-        lo, hi, method = mean - half, mean + half, "t"
+        lo, hi, method = max(0.0, mean - half), min(1.0, mean + half), "t"  # an accuracy lies in [0, 1]
     else:
         z = float(math.sqrt(2) * _erfinv(confidence))
         lo, hi = _wilson(mean, n, z)
