@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import IO, Any, Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ from torch import nn
 from boosting.data import load_dataset
 from boosting.networks import get_network
 
-__all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "NetworkFile", "save_network", "load_network"]
+__all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "NetworkFile", "atomic_write", "save_network", "load_network"]
 
 FORMAT = "eden-network"
 FORMAT_VERSION = 1
@@ -48,6 +48,25 @@ PathLike = Union[str, Path]
 
 class CheckpointError(ValueError):
     """A network file that is missing, corrupt or of another format."""
+
+
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Write a file so that it is either complete or absent: ``write(fh)`` fills a temporary file in
+    the same directory, which is flushed to disk and renamed over ``path`` (an interruption leaves
+    any previous file intact). Parent directories are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 class NetworkFile:
@@ -114,8 +133,6 @@ def save_network(path: PathLike, net: nn.Module, *, network: str, build: dict[st
     -------
     Path
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -126,15 +143,7 @@ def save_network(path: PathLike, net: nn.Module, *, network: str, build: dict[st
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(doc, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(doc, fh))
 
 
 def load_network(path: PathLike) -> NetworkFile:

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -150,17 +148,11 @@ class FlowOptions:
 
 # ----------------------------------------------------------------------------- files
 def write_json(path: Path, doc: Any) -> Path:
-    """Write ``doc`` as JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, default=_jsonable)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``doc`` as JSON atomically (complete or absent, :func:`boosting.checkpoint.atomic_write`)."""
+    from boosting.checkpoint import atomic_write
+
+    data = json.dumps(doc, indent=1, default=_jsonable).encode("utf-8")
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def _jsonable(value: Any) -> Any:
