@@ -13,7 +13,8 @@ memory instead of an error model; everything else is shared with simulation, so 
 differ only in where the flipped bits come from:
 
 1. a layer's weight (once per :meth:`~HilInjector.reseed`) or input feature map (every forward
-   call) is quantized to the stored format (:mod:`boosting.quant`), exactly as in simulation;
+   call) is quantized to the stored format (:mod:`boosting.quant`) by the simulator's own code
+   (only :meth:`~boosting.inference.ErrorInjector._corrupt` is replaced);
 2. its storage bytes are laid out at DRAM addresses by the tensor's
    :class:`~errormodels.layout.AddressMap` (from a DRAM configuration written by
    ``python -m boosting.map``, :func:`placements_from_config`, or packed one after another
@@ -58,7 +59,7 @@ from boosting.inference import (
     _accuracy,
     _device_of,
 )
-from errormodels.inject import InjectionStats, inject_
+from errormodels.inject import InjectionStats, mitigate_
 from errormodels.layout import AddressMap
 from errormodels.models import Uniform
 
@@ -202,39 +203,22 @@ class HilInjector(ErrorInjector):
         if callable(seed_noise):
             seed_noise(index)
 
-    def _store_and_read(self, x: torch.Tensor, name: str, kind: str, scale: Optional[float],
-                        value_range: Optional[tuple[float, float]], amap: AddressMap,
-                        **_source: Any) -> torch.Tensor:
-        """Quantize ``x``, round-trip its stored bytes through the memory, count flips, mitigate, dequantize."""
-        from boosting.inference import _code_range, _widen
-        from boosting.quant import dequantize, quantize, storage
-
-        f = self.spec.format
-        with torch.no_grad():
-            q = quantize(x, f, scale=scale)
-            s = storage(q)
-            stored = s.tensor.contiguous()
-            raw = stored.reshape(-1).view(torch.uint8).cpu().numpy()
-            back = roundtrip(self.memory, raw, _shifted(amap, self._round * self.shift_rows), self.read_options)
-            diff = raw ^ back
-            flipped = int(_POPCOUNT[diff].sum())
-            ones_lost = int(_POPCOUNT[diff & raw].sum())
-            stored.reshape(-1).view(torch.uint8).copy_(torch.from_numpy(back).to(stored.device))
-            if stored.data_ptr() != s.tensor.data_ptr():
-                s.tensor.copy_(stored)
-            mitigated = 0
-            if self.spec.mitigation is not None and value_range is not None:
-                rng = _widen(value_range, self.spec.margin)
-                if not f.is_float:
-                    rng = _code_range(rng, q.scale, f.qmax)
-                mitigated = inject_(s.tensor, Uniform(ber=0.0), seed=0, dtype_bits=s.dtype_bits,
-                                    mitigation=self.spec.mitigation, value_range=rng).values_mitigated
-            width = f.bits
-            self._add_stats((name, kind), InjectionStats(
-                bits_total=raw.size * 8, bits_flipped=flipped, flips_0to1=flipped - ones_lost, flips_1to0=ones_lost,
-                elements_total=raw.size * 8 // width, elements_touched=_touched(diff, width),
-                values_mitigated=mitigated))
-            return dequantize(q).to(x.dtype)
+    def _corrupt(self, stored: torch.Tensor, dtype_bits: int, name: str, kind: str, amap: AddressMap,
+                 mitigation: dict[str, Any], source: dict[str, Any]) -> InjectionStats:
+        """Round-trip the stored bytes through the memory, count the flips, then mitigate."""
+        work = stored if stored.is_contiguous() else stored.contiguous()
+        raw = work.reshape(-1).view(torch.uint8).cpu().numpy().copy()
+        back = roundtrip(self.memory, raw, _shifted(amap, self._round * self.shift_rows), self.read_options)
+        diff = raw ^ back
+        flipped = int(_POPCOUNT[diff].sum())
+        ones_lost = int(_POPCOUNT[diff & raw].sum())
+        work.reshape(-1).view(torch.uint8).copy_(torch.from_numpy(back).to(work.device))
+        if work is not stored:
+            stored.copy_(work)
+        mitigated = mitigate_(stored, dtype_bits=dtype_bits, **mitigation) if mitigation else 0
+        return InjectionStats(bits_total=raw.size * 8, bits_flipped=flipped, flips_0to1=flipped - ones_lost,
+                              flips_1to0=ones_lost, elements_total=raw.size * 8 // dtype_bits,
+                              elements_touched=_touched(diff, dtype_bits), values_mitigated=mitigated)
 
 
 def _touched(diff: np.ndarray, width_bits: int) -> int:

@@ -542,10 +542,15 @@ class ErrorInjector:
                 if not f.is_float:
                     rng = _code_range(rng, q.scale, f.qmax)
                 mit = {"mitigation": self.spec.mitigation, "value_range": rng}
-            stats = inject_(s.tensor, self._models[(name, kind)], layout=amap, dtype_bits=s.dtype_bits,
-                            **mit, **source)
-            self._add_stats((name, kind), stats)
+            self._add_stats((name, kind), self._corrupt(s.tensor, s.dtype_bits, name, kind, amap, mit, source))
             return _load(q).to(x.dtype)
+
+    def _corrupt(self, stored: torch.Tensor, dtype_bits: int, name: str, kind: str, amap: AddressMap,
+                 mitigation: dict[str, Any], source: dict[str, Any]) -> InjectionStats:
+        """Corrupt the stored form of a tensor in place (then mitigate, if ``mitigation`` is given):
+        here by the error model; :class:`boosting.hil.HilInjector` reads it through a DIMM instead."""
+        return inject_(stored, self._models[(name, kind)], layout=amap, dtype_bits=dtype_bits,
+                       **mitigation, **source)
 
     def _weight_for(self, index: int, name: str, w: torch.Tensor) -> torch.Tensor:
         cached = self._weight_cache.get(index)

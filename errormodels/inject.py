@@ -79,6 +79,7 @@ __all__ = [
     "InjectionStats",
     "inject_",
     "inject",
+    "mitigate_",
     "calibrate_range",
     "pack_int4",
     "unpack_int4",
@@ -828,6 +829,22 @@ def inject_(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torc
         if work is not tensor:
             tensor.copy_(work)
     return stats
+
+
+def mitigate_(tensor: torch.Tensor, mitigation: str, value_range: tuple[float, float], *,
+              dtype_bits: Optional[int] = None, int4_signed: bool = True) -> int:
+    """Zero or saturate, in place, the values of ``tensor`` outside ``value_range`` (NaN and Inf
+    included): the mitigation step of :func:`inject_` on its own, for bytes corrupted elsewhere
+    (e.g. read back from a DIMM). Returns the number of values changed."""
+    if mitigation not in ("zero", "saturate"):
+        raise InjectionError(f"mitigation must be 'zero' or 'saturate', got {mitigation!r}")
+    width, value_range = _check_args(tensor, Uniform(ber=0.0), dtype_bits, mitigation, value_range)
+    with torch.no_grad():
+        work = tensor if tensor.is_contiguous() else tensor.contiguous()
+        bad = _mitigate(work, width, mitigation, value_range, int4_signed) if work.numel() else 0
+        if work is not tensor:
+            tensor.copy_(work)
+    return bad
 
 
 def inject(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torch.Generator] = None,

@@ -469,3 +469,20 @@ def test_cuda_path(model) -> None:
         inject_(x, model, generator=torch.Generator())
     ids = np.random.default_rng(0).integers(0, 1 << 62, 10_000)
     assert np.array_equal(weak_mask(1, 2, ids, 0.2), weak_mask_torch(1, 2, torch.from_numpy(ids).cuda(), 0.2).cpu().numpy())
+
+
+def test_mitigate_alone_zeroes_or_saturates_out_of_range_values() -> None:
+    from errormodels.inject import mitigate_
+
+    x = torch.tensor([0.5, float("nan"), 3.0, -4.0, float("inf")])
+    z = x.clone()
+    assert mitigate_(z, "zero", (-1.0, 1.0)) == 4
+    assert z.tolist() == [0.5, 0.0, 0.0, 0.0, 0.0]
+    s = x.clone()
+    assert mitigate_(s, "saturate", (-1.0, 1.0)) == 4
+    assert s.tolist() == [0.5, 0.0, 1.0, -1.0, 1.0]
+    packed = pack_int4(torch.tensor([-8, 7, 3, -2], dtype=torch.int8))
+    assert mitigate_(packed, "zero", (-4, 4), dtype_bits=4) == 2  # -8 and 7
+    assert unpack_int4(packed).tolist() == [0, 0, 3, -2]
+    with pytest.raises(InjectionError, match="mitigation must be"):
+        mitigate_(x.clone(), "clip", (-1.0, 1.0))
