@@ -33,22 +33,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--granularity", default=d.granularity, choices=("coarse", "fine"),
                    help="one DIMM-wide setting or per-bank mapping (default coarse)")
     p.add_argument("--max-drop", type=float, default=d.max_drop,
-                   help=f"accuracy goal: largest drop below clean accuracy (default {d.max_drop})")
-    p.add_argument("--fmt", default=d.fmt, choices=("fp32", "int16", "int8", "int4"), help="stored number format")
-    p.add_argument("--mitigation", default="zero", choices=("zero", "saturate", "none"))
+                   help=f"accuracy goal: largest absolute drop below the clean accuracy, a fraction "
+                        f"(0.02 = 2 points; default {d.max_drop})")
+    p.add_argument("--fmt", default=d.fmt, choices=("fp32", "int16", "int8", "int4"),
+                   help="number format of weights and feature maps in DRAM (default int8)")
+    p.add_argument("--mitigation", default="zero", choices=("zero", "saturate", "none"),
+                   help="what happens to values outside the calibrated range after errors (default zero)")
     p.add_argument("--network", default=d.network, help="registry network (default lenet)")
     p.add_argument("--dataset", default=d.dataset, help="digits (offline default), mnist, cifar10")
     p.add_argument("--data-dir", help="directory of the dataset files (mnist, cifar10)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="clean training epochs")
-    p.add_argument("--boost-epochs", type=int, default=d.boost_epochs, help="boosting epochs (0: no boosting)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"clean training epochs (default {d.epochs})")
+    p.add_argument("--boost-epochs", type=int, default=d.boost_epochs, help=f"boosting (retraining) epochs, 0: no boosting (default {d.boost_epochs})")
     p.add_argument("--boost-factor", type=float, default=d.boost_factor,
-                   help="boost at this many times the baseline's tolerable BER")
-    p.add_argument("--seeds", type=_seeds, default=d.seeds, help="error seeds, e.g. 0,1,2,3,4")
-    p.add_argument("--hil-repeats", type=int, default=d.hil_repeats, help="bench inference repetitions")
-    p.add_argument("--vdd", default=d.vdd, help="VDD sweep (power mode)")
-    p.add_argument("--trcd", default=d.trcd, help="tRCD sweep (latency mode)")
-    p.add_argument("--workers", type=int, default=d.workers, help="characterization processes (0: in-process)")
-    p.add_argument("--seed", type=int, default=d.seed)
+                   help=f"boost at this many times the baseline's tolerable BER (default {d.boost_factor:g})")
+    p.add_argument("--seeds", type=_seeds, default=d.seeds, help="error seeds of characterization and simulation, comma-separated (default 0,1,2,3,4)")
+    p.add_argument("--hil-repeats", type=int, default=d.hil_repeats, help=f"repetitions of the inference through the DIMM (default {d.hil_repeats})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"inference batch (images); feature-map placements are sized for it (default {d.batch_size})")
+    p.add_argument("--vdd", default=d.vdd, help=f"VDD values in V to sweep in power mode, profiler.sweep syntax (default {d.vdd})")
+    p.add_argument("--trcd", default=d.trcd, help=f"tRCD values in ns to sweep in latency mode (default {d.trcd})")
+    p.add_argument("--workers", type=int, default=d.workers, help=f"characterization worker processes, 0: in this process (default {d.workers})")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of training and error draws (default 0)")
     p.add_argument("--redo", default="", help=f"comma list of stages to rerun: {','.join(STAGES)}")
     p.add_argument("--stop-after", choices=STAGES, help="last stage to run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -77,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        mitigation=None if args.mitigation == "none" else args.mitigation, network=args.network,
                        dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
                        boost_epochs=args.boost_epochs, boost_factor=args.boost_factor, seeds=args.seeds,
-                       hil_repeats=args.hil_repeats, vdd=args.vdd, trcd=args.trcd, workers=args.workers,
+                       hil_repeats=args.hil_repeats, batch_size=args.batch_size, vdd=args.vdd, trcd=args.trcd, workers=args.workers,
                        seed=args.seed, progress=not args.no_progress)
     from boosting.characterize import CharacterizeError
     from boosting.checkpoint import CheckpointError

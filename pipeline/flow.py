@@ -140,6 +140,8 @@ class FlowOptions:
         for name in ("epochs", "boost_epochs", "hil_repeats", "batch_size"):
             if int(getattr(self, name)) < (0 if name == "boost_epochs" else 1):
                 raise FlowError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if int(self.workers) < 0:
+            raise FlowError(f"workers must be >= 0 (0: in this process), got {self.workers!r}")
         if not self.seeds:
             raise FlowError("give at least one error seed")
         if self.boost_factor < 1.0:

@@ -104,10 +104,9 @@ def _plot_curves(model: dict[str, Any], config: dict[str, Any], param: str, path
     if not drawn:
         plt.close(fig)
         return None
-    key = "vdd_v" if param == "vdd_v" else param
     for p in config["partitions"]:
         if p.get("used_bytes", 1):
-            ax.axvline(float(p[key]), color="k", ls=":", lw=1)
+            ax.axvline(float(p[param]), color="k", ls=":", lw=1)
     ax.set_yscale("log")
     ax.set_xlabel({"vdd_v": "VDD (V)", "trcd_ns": "tRCD (ns)", "trp_ns": "tRP (ns)"}.get(param, param))
     ax.set_ylabel("bit error rate")

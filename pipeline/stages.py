@@ -36,7 +36,9 @@ def _rows_needed(opts: FlowOptions) -> int:
 
     size = _image_size(opts)
     net = get_network(opts.network, seed=opts.seed, **({"image_size": size} if size else {}))
-    rows = sum(math.ceil(n / 8192) for n in _sizes(net, opts, opts.batch_size).values())
+    from errormodels.layout import AddressMap
+
+    rows = sum(math.ceil(n / AddressMap.row_bytes) for n in _sizes(net, opts, opts.batch_size).values())
     return max(8, -(-rows // 8) * 8)
 
 
@@ -270,7 +272,7 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
                     "read_timing": {str(b): {"trcd_ns": o["timing"].trcd_ns, "trp_ns": o["timing"].trp_ns,
                                              "per_burst_activate": o["per_burst_activate"]}
                                     for b, o in read_options.items()},
-                    "accuracy": acc.to_dict() if hasattr(acc, "to_dict") else _acc(acc),
+                    "accuracy": _acc(acc),
                     "measured_ber": flips / bits if bits else 0.0,
                     "flips": flips, "bits": bits,
                     "tensors": [{"layer": k[0], "kind": k[1], "ber": s.ber, **s.to_dict()} for k, s in stats.items()],
