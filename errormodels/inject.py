@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Iterable, Literal, Optional, Union
@@ -105,7 +106,6 @@ SUPPORTED_DTYPES: dict[torch.dtype, int] = {
 _CHUNK_CANDIDATES = 1 << 20  # expected draws per chunk (8 MiB per int64 temporary)
 _MIN_CHUNK_BITS = 1 << 22
 _WEAK_BLOCK = 1 << 18  # location ids hashed per block when finding weak sets (cache-sized)
-_NUMPY_BITWISE_COUNT = hasattr(np, "bitwise_count")  # numpy >= 2.0: the CPU uniform fast path
 
 
 class InjectionError(ValueError):
@@ -327,37 +327,117 @@ def clear_weak_cache() -> None:
     _weak_set_cached.cache_clear()
 
 
-# ---------------------------------------------------------------------- sampling
-def _uniform64(m: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """``m`` float64 uniforms in [0, 1) from ``gen``: on the CPU through numpy's PCG64 seeded by
-    one draw of ``gen`` (about twice as fast as torch's CPU generator), elsewhere torch's own."""
-    if device.type == "cpu":
-        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-        return torch.from_numpy(np.random.Generator(np.random.PCG64(seed)).random(m))
-    return torch.rand(m, dtype=torch.float64, generator=gen, device=device)
+# ----------------------------------------------------------------- block sampler
+# A Bernoulli(p) process over positions [0, n) (0 < p <= 1/2), from one 62-bit key drawn from
+# the caller's generator. The positions are cut into blocks of _BLOCK_BITS; block b (nb
+# positions, fewer in the last one) holds c_b ~ Binomial(nb, p) chosen positions, all counts
+# drawn at once by numpy's PCG64 seeded with the key. The c_b positions are the first c_b
+# distinct values below nb, in draw order, of
+#     word j = mix64(key + GAMMA * (b * 2**32 + j)),  j = 0, 1, ...      (SplitMix64)
+#     draw t = (word >> (t * L)) & (2**L - 1),         t = 0 .. 64 // L - 1
+# with L = max(1, bit_length(nb - 1)): a uniform subset of the block of that size. Given the
+# binomial counts, each position is then chosen independently with probability p, and the
+# total is Binomial(n, p) exactly. Per chosen position it costs a quarter of a hash and a
+# bitmap test; the positions of a block are a cache-sized neighbourhood.
+#
+# Two implementations give the same positions: the compiled one (errormodels/_flipkernel.c,
+# built at install time when a C compiler is there; on the CPU) and the vectorised torch one
+# below (any device; the fallback). tests/test_inject_kernel.py holds them to each other.
+
+_BLOCK_BITS = 1 << 16
+_GAMMA = 0x9E3779B97F4A7C15
+
+try:
+    from errormodels import _flipkernel
+except ImportError:  # pragma: no cover - built at install time wherever a C compiler is
+    _flipkernel = None
+if _flipkernel is not None and _flipkernel.BLOCK_BITS != _BLOCK_BITS:  # pragma: no cover - a stale build
+    _flipkernel = None
+
+KERNEL: str = "compiled" if _flipkernel is not None else "torch"
+"""Which block sampler the CPU uses: ``"compiled"`` (the C kernel) or ``"torch"`` (same flips, slower)."""
+
+_WORDS_SLACK = 1.0  # scales the words the torch sampler draws at first (tests shrink it to force redraws)
+_PAR_MIN_BLOCKS = 16  # blocks (128 KiB of data each) per thread before the kernel is split across threads
+_pool: Optional[ThreadPoolExecutor] = None
 
 
-def _gaps(n: int, p: float, gen: torch.Generator, device: torch.device, offset: int = 0) -> torch.Tensor:
-    """Sorted positions in [0, n) of a Bernoulli(p) process, 0 < p <= 1/2, by geometric gaps, plus ``offset``."""
-    scale = 1.0 / math.log1p(-p)  # negative
-    parts = []
-    last = -1  # last position drawn
-    while True:
-        remaining = n - 1 - last
-        mean = remaining * p
-        m = int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
-        u = _uniform64(m, gen, device)
-        # gap - 1 = floor(log(U) / log(1-p)): P(gap - 1 >= g) = P(U <= (1-p)^g) = (1-p)^g.
-        # U = 0 gives +inf, clamped beyond n. Sums of integers in float64 are exact below 2**53.
-        step = u.log_().mul_(scale).floor_().clamp_(max=float(n)).add_(1.0)
-        pos = torch.cumsum(step, 0).add_(float(last + offset)).to(torch.int64)
-        parts.append(pos)
-        last = int(pos[-1]) - offset
-        if last >= n:
-            break
-    out = parts[0] if len(parts) == 1 else torch.cat(parts)
-    end = torch.tensor([n + offset], dtype=torch.int64, device=device)
-    return out[: int(_searchsorted(out, end))]
+def _draw_key(gen: torch.Generator) -> int:
+    """One 62-bit key from ``gen`` (on its device)."""
+    return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+
+
+def _block_counts(n: int, p: float, key: int) -> np.ndarray:
+    """Chosen positions per block of a process over ``n`` positions: independent binomials (int64)."""
+    n_blocks = -(-n // _BLOCK_BITS)
+    sizes = np.full(n_blocks, _BLOCK_BITS, dtype=np.int64)
+    if n_blocks:
+        sizes[-1] = n - (n_blocks - 1) * _BLOCK_BITS
+    return np.random.Generator(np.random.PCG64(key)).binomial(sizes, p).astype(np.int64)
+
+
+def _mix64_torch(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's output function on int64 bits (wrapping arithmetic)."""
+    z = z ^ _shr(z, 30)
+    z = z * _s64(0xBF58476D1CE4E5B9)
+    z = z ^ _shr(z, 27)
+    z = z * _s64(0x94D049BB133111EB)
+    return z ^ _shr(z, 31)
+
+
+def _ranks_torch(n: int, counts: np.ndarray, key: int, b0: int, b1: int, device: torch.device) -> torch.Tensor:
+    """The block sampler's positions of blocks [b0, b1), sorted, by vectorised torch operations."""
+    c_all = counts[b0:b1]
+    slots = np.flatnonzero(c_all)
+    if slots.size == 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    blocks = (slots + b0).astype(np.int64)
+    c = c_all[slots]
+    nb = np.minimum(_BLOCK_BITS, n - blocks * _BLOCK_BITS)
+    bits = np.maximum(1, np.frexp((nb - 1).astype(np.float64))[1]).astype(np.int64)  # bit_length, >= 1
+    per_word = 64 // bits
+    # expected draws for c distinct of nb, at acceptance nb / 2**L, with room for 5 sigma
+    draws = -nb * np.log1p(-c / (nb + 1.0)) * (2.0 ** bits / nb)
+    words = np.maximum(1, np.ceil(_WORDS_SLACK * (draws + 5.0 * np.sqrt(draws) + 8.0) / per_word)).astype(np.int64)
+    i64 = dict(dtype=torch.int64, device=device)
+    pieces = []
+    todo = np.arange(slots.size)
+    while todo.size:
+        w_n = torch.as_tensor(words[todo], **i64)
+        slot = torch.repeat_interleave(torch.arange(todo.size, **i64), w_n)  # index into todo, per word
+        first = torch.cumsum(w_n, 0) - w_n
+        j = torch.arange(slot.numel(), **i64) - first[slot]
+        blk = torch.as_tensor(blocks[todo], **i64)[slot]
+        w = _mix64_torch(((blk << 32) + j) * _s64(_GAMMA) + _s64(key))
+        L = torch.as_tensor(bits[todo], **i64)[slot]
+        t = torch.arange(int(per_word[todo].max()), **i64)
+        pos = (w[:, None] >> (t[None, :] * L[:, None]).clamp_(max=63)) & ((1 << L) - 1)[:, None]
+        ok = (t[None, :] < torch.as_tensor(per_word[todo], **i64)[slot][:, None]) & \
+            (pos < torch.as_tensor(nb[todo], **i64)[slot][:, None])
+        g = (blk[:, None] * _BLOCK_BITS + pos)[ok]  # draw order (word-major)
+        slot = slot[:, None].expand_as(pos)[ok]
+        order = torch.sort(g, stable=True).indices  # a repeat of a position in draw order sorts after it
+        dup = torch.zeros(g.numel(), dtype=torch.bool, device=device)
+        dup[order[1:]] = g[order[1:]] == g[order[:-1]]
+        g, slot = g[~dup], slot[~dup]
+        got = torch.bincount(slot, minlength=todo.size)
+        rank = torch.arange(g.numel(), **i64) - (torch.cumsum(got, 0) - got)[slot]
+        need = torch.as_tensor(c[todo], **i64)
+        pieces.append(g[(rank < need[slot]) & (got >= need)[slot]])
+        short = (got < need).cpu().numpy()
+        todo, words = todo[short], words.copy()
+        words[todo] *= 2  # too few distinct draws in these blocks (rare): again, with twice the words
+    out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+    return torch.sort(out).values
+
+
+def _ranks(n: int, counts: np.ndarray, key: int, b0: int, b1: int, device: torch.device) -> torch.Tensor:
+    """The block sampler's positions of blocks [b0, b1), sorted (int64, on ``device``)."""
+    if device.type == "cpu" and _flipkernel is not None:
+        out = np.empty(int(counts[b0:b1].sum()), dtype=np.int64)
+        _flipkernel.sample_ranks(out, counts, key, n, b0, b1)
+        return torch.from_numpy(out)
+    return _ranks_torch(n, counts, key, b0, b1, device)
 
 
 def _bernoulli_ranks(n: int, p: float, gen: torch.Generator, device: torch.device, offset: int = 0) -> torch.Tensor:
@@ -366,95 +446,40 @@ def _bernoulli_ranks(n: int, p: float, gen: torch.Generator, device: torch.devic
         return torch.empty(0, dtype=torch.int64, device=device)
     if p >= 1.0:
         return torch.arange(offset, offset + n, dtype=torch.int64, device=device)
+    key = _draw_key(gen)
     if p <= 0.5:
-        return _gaps(n, p, gen, device, offset)
+        counts = _block_counts(n, p, key)
+        return _ranks(n, counts, key, 0, counts.size, device).add_(offset)
+    counts = _block_counts(n, 1.0 - p, key)  # the positions that are *not* chosen
     keep = torch.ones(n, dtype=torch.bool, device=device)
-    keep[_gaps(n, 1.0 - p, gen, device)] = False
+    keep[_ranks(n, counts, key, 0, counts.size, device)] = False
     return keep.nonzero().squeeze(1).add_(offset)
 
 
-# ------------------------------------------------------------- CPU uniform fast path
-# Small CPU tensors (a network's layers during retraining) pay mostly per-operation overhead,
-# which numpy's is a fraction of torch's. These functions repeat the sampling and flipping above
-# on numpy views, drawing the same numbers from the same generator (``_uniform64``'s seed, and
-# torch's ``log`` on the uniforms; everything after it is exact integer arithmetic in float64),
-# so a seed gives the same flips as the torch path.
-
-def _gaps_np(n: int, p: float, gen: torch.Generator, offset: int = 0) -> np.ndarray:
-    """:func:`_gaps` on the CPU in numpy: the same positions (int64, sorted) from the same draws."""
-    scale = 1.0 / math.log1p(-p)  # negative
-    parts = []
-    last = -1
-    while True:
-        remaining = n - 1 - last
-        mean = remaining * p
-        m = int(mean + 6.0 * math.sqrt(mean * (1.0 - p)) + 16)
-        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-        u = np.random.Generator(np.random.PCG64(seed)).random(m)
-        torch.from_numpy(u).log_()  # torch's log, as _gaps computes it
-        np.multiply(u, scale, out=u)
-        np.floor(u, out=u)
-        np.minimum(u, float(n), out=u)
-        u += 1.0
-        pos = np.cumsum(u)
-        pos += float(last + offset)
-        pos = pos.astype(np.int64)
-        parts.append(pos)
-        last = int(pos[-1]) - offset
-        if last >= n:
-            break
-    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return out[: int(np.searchsorted(out, n + offset))]
-
-
-def _bernoulli_ranks_np(n: int, p: float, gen: torch.Generator, offset: int = 0) -> np.ndarray:
-    """:func:`_bernoulli_ranks` on the CPU in numpy."""
-    if n <= 0 or p <= 0.0:
-        return np.empty(0, dtype=np.int64)
-    if p >= 1.0:
-        return np.arange(offset, offset + n, dtype=np.int64)
-    if p <= 0.5:
-        return _gaps_np(n, p, gen, offset)
-    keep = np.ones(n, dtype=bool)
-    keep[_gaps_np(n, 1.0 - p, gen)] = False
-    out = np.flatnonzero(keep)
-    out += offset
-    return out
-
-
-def _distinct_sorted(a: np.ndarray) -> int:
-    """Distinct values of a sorted array."""
-    return int(a.size and 1 + np.count_nonzero(a[1:] != a[:-1]))
-
-
-def _inject_uniform_np(data: torch.Tensor, width: int, p: float, gen: torch.Generator) -> InjectionStats:
-    """:func:`_inject_flat` for the uniform model on a CPU uint8 view, through numpy."""
-    d = data.detach().numpy()
-    n_bits = d.size * 8
-    elem_shift = int(math.log2(width))
-    flipped = ones = touched = 0
-    chunk = _chunk_bits(n_bits, p)
-    for lo in range(0, n_bits if p > 0 else 0, chunk):
-        pos = _bernoulli_ranks_np(min(lo + chunk, n_bits) - lo, p, gen, offset=lo)
-        if pos.size == 0:
-            continue
-        byte = pos >> 3
-        bits = np.left_shift(np.uint8(1), (pos & 7).astype(np.uint8))
-        starts = np.flatnonzero(np.concatenate(([True], byte[1:] != byte[:-1])))
-        if starts.size == byte.size:
-            ubyte, mask = byte, bits
-        else:  # several flips in one byte: distinct bits, so their or
-            ubyte, mask = byte[starts], np.bitwise_or.reduceat(bits, starts)
-        old = d[ubyte]
-        ones += int(np.bitwise_count(old & mask).sum(dtype=np.int64))
-        d[ubyte] = old ^ mask
-        flipped += pos.size
-        if elem_shift == 3:
-            touched += ubyte.size
-        elif elem_shift > 3:
-            touched += _distinct_sorted(ubyte >> (elem_shift - 3))
-        else:
-            touched += _distinct_sorted(pos >> elem_shift)
+def _flip_uniform_kernel(data: torch.Tensor, src: Optional[torch.Tensor], width: int, p: float,
+                         gen: torch.Generator) -> InjectionStats:
+    """The uniform model on a CPU uint8 view by the compiled kernel: copy from ``src`` (if given)
+    and flip, block by block (split across threads for large tensors)."""
+    assert _flipkernel is not None
+    global _pool
+    dst = data.numpy()
+    src_np = src.numpy() if src is not None else None
+    n_bits = dst.size * 8
+    key = _draw_key(gen)
+    counts = _block_counts(n_bits, p, key)
+    shift = int(math.log2(width))
+    threads = min(torch.get_num_threads(), counts.size // _PAR_MIN_BLOCKS)
+    if threads <= 1:
+        flipped, ones, touched = _flipkernel.flip_uniform(dst, src_np, counts, key, 0, counts.size, shift)
+    else:
+        if _pool is None or _pool._max_workers < threads - 1:
+            _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="inject")
+        edges = np.linspace(0, counts.size, threads + 1).astype(np.int64).tolist()
+        rest = [_pool.submit(_flipkernel.flip_uniform, dst, src_np, counts, key, edges[i], edges[i + 1], shift)
+                for i in range(1, threads)]
+        parts = [_flipkernel.flip_uniform(dst, src_np, counts, key, edges[0], edges[1], shift)]  # this thread's share
+        parts += [f.result() for f in rest]
+        flipped, ones, touched = (sum(v) for v in zip(*parts))
     return InjectionStats(bits_total=n_bits, bits_flipped=flipped, flips_0to1=flipped - ones, flips_1to0=ones,
                           elements_total=n_bits // width, elements_touched=touched)
 
@@ -519,6 +544,14 @@ class _Flipper:
         self.touched = self.touched + total
 
 
+    def stats(self, n_bits: int, width: int, weak_bits: int = 0) -> InjectionStats:
+        """What the flips did, for a tensor of ``n_bits`` bits and ``width``-bit elements."""
+        ones_flipped, touched = (int(v) for v in torch.stack([self.ones_flipped, self.touched]).tolist())
+        return InjectionStats(bits_total=n_bits, bits_flipped=self.flipped, flips_0to1=self.flipped - ones_flipped,
+                              flips_1to0=ones_flipped, elements_total=n_bits // width, elements_touched=touched,
+                              weak_bits_total=weak_bits, weak_bits_flipped=self.weak_flipped)
+
+
 def _bit_masks(pos: torch.Tensor) -> torch.Tensor:
     """``1 << (pos % 8)`` as uint8."""
     return torch.bitwise_left_shift(torch.ones((), dtype=torch.uint8, device=pos.device), pos.to(torch.uint8) & 7)
@@ -564,12 +597,25 @@ def _chunk_bits(n_bits: int, p_max: float) -> int:
 
 
 def _inject_flat(data: torch.Tensor, width: int, model: ErrorModel, gen: torch.Generator,
-                 layout: Optional[AddressMap]) -> InjectionStats:
-    """Flip bits of the flat uint8 view ``data`` in place under ``model``."""
+                 layout: Optional[AddressMap], src: Optional[torch.Tensor] = None) -> InjectionStats:
+    """Flip bits of the flat uint8 view ``data`` in place under ``model`` (after copying ``src``
+    into it, if given: the compiled kernel does both in one pass)."""
     dev = data.device
-    if dev.type == "cpu" and isinstance(model, Uniform) and _NUMPY_BITWISE_COUNT:
-        return _inject_uniform_np(data, width, model.ber, gen)
     n_bits = data.numel() * 8
+    if isinstance(model, Uniform) and 0.0 < model.ber <= 0.5:
+        if dev.type == "cpu" and _flipkernel is not None:
+            return _flip_uniform_kernel(data, src, width, model.ber, gen)
+        if src is not None:
+            data.copy_(src)
+        key = _draw_key(gen)
+        counts = _block_counts(n_bits, model.ber, key)
+        flipper = _Flipper(data, int(math.log2(width)))
+        step = max(1, int(_CHUNK_CANDIDATES / (model.ber * _BLOCK_BITS)))  # blocks per chunk
+        for b0 in range(0, counts.size, step):
+            flipper.flip(_ranks(n_bits, counts, key, b0, min(b0 + step, counts.size), dev))
+        return flipper.stats(n_bits, width)
+    if src is not None:
+        data.copy_(src)
     flipper = _Flipper(data, int(math.log2(width)))
     weak: Optional[_WeakSet] = None
     if isinstance(model, Uniform):
@@ -612,17 +658,7 @@ def _inject_flat(data: torch.Tensor, width: int, model: ErrorModel, gen: torch.G
             keep = torch.rand(cand.numel(), dtype=torch.float64, generator=gen, device=dev) < keep_p
             flipper.flip(cand[keep], old_bytes=old[keep])
 
-    ones_flipped, touched = (int(v) for v in torch.stack([flipper.ones_flipped, flipper.touched]).tolist())
-    return InjectionStats(
-        bits_total=n_bits,
-        bits_flipped=flipper.flipped,
-        flips_0to1=flipper.flipped - ones_flipped,
-        flips_1to0=ones_flipped,
-        elements_total=n_bits // width,
-        elements_touched=touched,
-        weak_bits_total=weak.n if weak is not None else 0,
-        weak_bits_flipped=flipper.weak_flipped,
-    )
+    return flipper.stats(n_bits, width, weak.n if weak is not None else 0)
 
 
 # --------------------------------------------------------------------- int4 helpers
@@ -767,11 +803,13 @@ def _check_args(tensor: torch.Tensor, model: ErrorModel, dtype_bits: Optional[in
 
 
 def _run(out: torch.Tensor, model: ErrorModel, gen: torch.Generator, layout: Optional[AddressMap], width: int,
-         mitigation: Mitigation, value_range: Optional[tuple[float, float]], int4_signed: bool) -> InjectionStats:
-    """Inject into contiguous ``out``, then mitigate."""
+         mitigation: Mitigation, value_range: Optional[tuple[float, float]], int4_signed: bool,
+         src: Optional[torch.Tensor] = None) -> InjectionStats:
+    """Inject into contiguous ``out`` (first a copy of contiguous ``src``, if given), then mitigate."""
     if out.numel() == 0:
         return InjectionStats()
-    stats = _inject_flat(out.view(-1).view(torch.uint8), width, model, gen, layout)
+    src_bytes = src.view(-1).view(torch.uint8) if src is not None else None
+    stats = _inject_flat(out.view(-1).view(torch.uint8), width, model, gen, layout, src_bytes)
     if mitigation is not None:
         mitigated = _mitigate(out, width, mitigation, value_range, int4_signed)
         stats = replace(stats, values_mitigated=mitigated)
@@ -855,6 +893,7 @@ def inject(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torch
     width, value_range = _check_args(tensor, model, dtype_bits, mitigation, value_range)
     gen = _generator(tensor, generator, seed)
     with torch.no_grad():
-        out = tensor.detach().clone(memory_format=torch.contiguous_format)
-        stats = _run(out, model, gen, layout, width, mitigation, value_range, int4_signed)
+        src = tensor.detach() if tensor.is_contiguous() else tensor.detach().contiguous()
+        out = torch.empty(src.shape, dtype=src.dtype, device=src.device)
+        stats = _run(out, model, gen, layout, width, mitigation, value_range, int4_signed, src=src)
     return out, stats

@@ -1,4 +1,5 @@
-"""The CPU fast paths (numpy) give the same results as the torch paths they shortcut."""
+"""The CPU fast paths (numpy) give the same results as the torch paths they shortcut (the uniform
+model's compiled kernel: tests/test_inject_kernel.py)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,6 @@ import torch
 import boosting.inference as inference
 import errormodels.inject as inj
 from boosting.quant import QuantError, dequantize, get_format, quantize
-from errormodels.models import Uniform
-
-
-@pytest.mark.parametrize("dtype,dtype_bits", [(torch.float32, None), (torch.float16, None), (torch.int8, None),
-                                              (torch.int16, None), (torch.float64, None), (torch.uint8, 4)])
-@pytest.mark.parametrize("ber", [1e-4, 1e-2, 0.3, 0.7, 1.0])
-def test_uniform_numpy_path_matches_torch_path(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype,
-                                               dtype_bits: int, ber: float) -> None:
-    gen = torch.Generator().manual_seed(11)
-    x = (torch.randn(4099, generator=gen) * 40).to(dtype)
-    fast, fast_stats = inj.inject(x, Uniform(ber=ber), seed=3, dtype_bits=dtype_bits)
-    monkeypatch.setattr(inj, "_NUMPY_BITWISE_COUNT", False)
-    slow, slow_stats = inj.inject(x, Uniform(ber=ber), seed=3, dtype_bits=dtype_bits)
-    assert torch.equal(fast.view(-1).view(torch.uint8), slow.view(-1).view(torch.uint8))
-    assert fast_stats == slow_stats
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int8, torch.int16, torch.int32, torch.uint8])
