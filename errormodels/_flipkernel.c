@@ -50,6 +50,12 @@ static unsigned lowest_set(uint64_t w)
 #define LOWEST_SET(w) lowest_set(w)
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH_W(p) __builtin_prefetch((p), 1)
+#else
+#define PREFETCH_W(p) ((void)(p))
+#endif
+
 static unsigned bit_length(uint64_t v)
 {
     unsigned n = 0;
@@ -267,6 +273,8 @@ static PyObject *flip_uniform(PyObject *self, PyObject *args)
             continue;
         }
         draw_block(key, b, (uint32_t)(len * 8), c, seen, chosen);
+        for (uint32_t i = 0; i < c; i++) /* the block is likely not in cache: ask for its lines at once */
+            PREFETCH_W(blk + (chosen[i] >> 3));
         for (uint32_t i = 0; i < c; i++) {
             const uint32_t pos = chosen[i];
             const uint8_t m = (uint8_t)(1u << (pos & 7));

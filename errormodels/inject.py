@@ -16,13 +16,18 @@ Every bit flips independently with the probability its model gives it, and the
 number of flips follows that distribution exactly, but the cost is proportional to
 the number of flips, never to the number of bits:
 
-* a set of ``n`` bits that all flip with probability ``p`` is sampled as a Bernoulli
-  process: geometric gaps ``floor(log(U) / log(1 - p))`` between consecutive flipped
-  bits, summed. This is the same distribution as ``K ~ Binomial(n, p)`` distinct
-  positions drawn uniformly without replacement, and it yields them already sorted
-  and distinct (no sort, no rejection of duplicates). For ``p > 1/2`` the bits that do
-  *not* flip are drawn this way and the rest flip.
-* **uniform** (0): one set, all bits, ``p = ber``.
+* a set of ``n`` bits that all flip with probability ``p`` is sampled by the **block
+  sampler** (the section of that name below defines its stream): the bits are cut into
+  blocks of 65,536; each block gets a Binomial(block size, p) count (numpy, all blocks at
+  once), then that many distinct uniform positions from a counter-based SplitMix64 stream
+  keyed by one draw of the generator (16 bits per position, four per 64-bit word;
+  duplicates are drawn again). Given the binomial counts each bit is chosen independently
+  with probability ``p``, so the total is Binomial(n, p) exactly, with no per-bit draws and
+  no duplicate positions. For ``p > 1/2`` the bits that do *not* flip are drawn this way.
+* **uniform** (0): one set, all bits, ``p = ber``. On the CPU a compiled kernel
+  (``errormodels/_flipkernel.c``) does it block by block: copy the block (for
+  :func:`inject`), draw, flip, count, while the block is in the core's cache, on
+  ``torch.get_num_threads()`` threads for large tensors.
 * **wordline** (1) and **bitline** (2): the tensor's bits are split into weak and
   strong bits by the :class:`~errormodels.layout.AddressMap` (default ``AddressMap()``:
   bank 0, row 0, row interleaving) and :func:`~errormodels.models.weak_mask`. Weak bits
@@ -36,14 +41,17 @@ the number of flips, never to the number of bits:
   probability ``p01 / max`` if the bit holds 0 and ``p10 / max`` if it holds 1 (thinning:
   exact, and no pass over the data).
 
-The tensor is processed in chunks of whole elements sized so that a chunk draws about
-``2**20`` candidates (a few int64 temporaries of 8 MiB), which bounds the memory at
-high error rates.
+The non-uniform models process the tensor in chunks of whole elements sized so that a
+chunk draws about ``2**20`` candidates (a few int64 temporaries of 8 MiB), which bounds
+the memory at high error rates.
 
-Cost: about 25 ns per flipped bit on a 2-core CPU (random reads and writes of the
-touched bytes, one float64 uniform per flip), plus for bit-value one more uniform and
-read per candidate; wordline and bitline models also pay once per (model shape,
-placement, size, device) for finding the weak set (cached, 256 entries).
+Cost on a 2-core CPU (``python benchmarks/inject.py``, ``docs/error-model-format.md``): the
+uniform model adds about 2-8 ns per flipped bit to a copy, plus a fixed 0.1-0.8 ms for a
+tensor of 25M values (binomial counts per block, threads); in place, each flip is a random
+read-modify-write of memory (about 18 ns at 1e-3). The other models take about 40-60 ns per
+flip (sorted positions from the kernel, then torch index operations), plus for bit-value one
+more uniform and read per candidate; wordline and bitline models also pay once per (model
+shape, placement, size, device) for finding the weak set (cached, 256 entries).
 
 Mitigation
 ----------
@@ -55,9 +63,13 @@ reader of the memory would do), so it costs one pass over the tensor.
 
 Randomness
 ----------
-Every draw uses the ``torch.Generator`` given (or one seeded with ``seed``) on the
-tensor's device, so the same seed gives the same flips on the same device; only torch
-operations on that device touch the tensor.
+Every draw comes from the ``torch.Generator`` given (or one seeded with ``seed``) on the
+tensor's device: a key for the block sampler, and torch uniforms for the bit-value model's
+thinning. The same seed gives the same flips on the same device, with or without the
+compiled kernel (:data:`KERNEL` says which runs; without a C compiler at install time the
+vectorised torch sampler stands in, slower). The block sampler's positions depend only on
+(key, counts), so they are the same on every device; the key drawn from a CUDA generator
+differs from a CPU one's.
 """
 
 from __future__ import annotations
@@ -331,14 +343,15 @@ def clear_weak_cache() -> None:
 # A Bernoulli(p) process over positions [0, n) (0 < p <= 1/2), from one 62-bit key drawn from
 # the caller's generator. The positions are cut into blocks of _BLOCK_BITS; block b (nb
 # positions, fewer in the last one) holds c_b ~ Binomial(nb, p) chosen positions, all counts
-# drawn at once by numpy's PCG64 seeded with the key. The c_b positions are the first c_b
-# distinct values below nb, in draw order, of
+# drawn at once by numpy's PCG64 seeded with the key (the full blocks' in one call, then the
+# partial block's). The c_b positions are the first c_b distinct values below nb, in draw
+# order, of
 #     word j = mix64(key + GAMMA * (b * 2**32 + j)),  j = 0, 1, ...      (SplitMix64)
 #     draw t = (word >> (t * L)) & (2**L - 1),         t = 0 .. 64 // L - 1
 # with L = max(1, bit_length(nb - 1)): a uniform subset of the block of that size. Given the
 # binomial counts, each position is then chosen independently with probability p, and the
 # total is Binomial(n, p) exactly. Per chosen position it costs a quarter of a hash and a
-# bitmap test; the positions of a block are a cache-sized neighbourhood.
+# duplicate check; the positions of a block are a cache-sized neighbourhood (8 KiB of data).
 #
 # Two implementations give the same positions: the compiled one (errormodels/_flipkernel.c,
 # built at install time when a C compiler is there; on the CPU) and the vectorised torch one
@@ -369,11 +382,13 @@ def _draw_key(gen: torch.Generator) -> int:
 
 def _block_counts(n: int, p: float, key: int) -> np.ndarray:
     """Chosen positions per block of a process over ``n`` positions: independent binomials (int64)."""
-    n_blocks = -(-n // _BLOCK_BITS)
-    sizes = np.full(n_blocks, _BLOCK_BITS, dtype=np.int64)
-    if n_blocks:
-        sizes[-1] = n - (n_blocks - 1) * _BLOCK_BITS
-    return np.random.Generator(np.random.PCG64(key)).binomial(sizes, p).astype(np.int64)
+    full, rest = divmod(n, _BLOCK_BITS)
+    rng = np.random.Generator(np.random.PCG64(key))
+    counts = np.empty(full + (rest > 0), dtype=np.int64)
+    counts[:full] = rng.binomial(_BLOCK_BITS, p, size=full)  # one (n, p): numpy sets the sampler up once
+    if rest:
+        counts[full] = rng.binomial(rest, p)
+    return counts
 
 
 def _mix64_torch(z: torch.Tensor) -> torch.Tensor:
