@@ -216,6 +216,11 @@ static PyObject *flip_uniform(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "src and dst differ in size");
             goto fail;
         }
+        const char *s0 = bufs.src.buf, *d0 = bufs.dst.buf;
+        if (bufs.dst.len && s0 < d0 + bufs.dst.len && d0 < s0 + bufs.src.len) {
+            PyErr_SetString(PyExc_ValueError, "src and dst overlap (give src=None to flip in place)");
+            goto fail;
+        }
         bufs.have_src = 1;
     }
     if (PyObject_GetBuffer(counts_obj, &bufs.counts, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)

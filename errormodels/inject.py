@@ -477,8 +477,8 @@ def _flip_uniform_kernel(data: torch.Tensor, src: Optional[torch.Tensor], width:
     and flip, block by block (split across threads for large tensors)."""
     assert _flipkernel is not None
     global _pool
-    dst = data.numpy()
-    src_np = src.numpy() if src is not None else None
+    dst = data.detach().numpy()
+    src_np = src.detach().numpy() if src is not None else None
     n_bits = dst.size * 8
     key = _draw_key(gen)
     counts = _block_counts(n_bits, p, key)

@@ -140,6 +140,8 @@ def test_kernel_rejects_bad_arguments() -> None:
         k.flip_uniform(dst, None, good, 1, 0, 2, 3)
     with pytest.raises(ValueError, match="differ in size"):
         k.flip_uniform(dst, np.zeros(99, np.uint8), good, 1, 0, 1, 3)
+    with pytest.raises(ValueError, match="overlap"):
+        k.flip_uniform(dst, dst, good, 1, 0, 1, 3)
     with pytest.raises(TypeError, match="int64"):
         k.flip_uniform(dst, None, np.array([3], np.int32), 1, 0, 1, 3)
     with pytest.raises(ValueError, match="holds 2 positions"):
