@@ -23,12 +23,18 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#endif
 
 #define BLOCK_SHIFT 16
 #define BLOCK_BITS (1 << BLOCK_SHIFT)
 #define BLOCK_BYTES (BLOCK_BITS / 8)
 #define BLOCK_WORDS (BLOCK_BITS / 64)
 #define GAMMA 0x9E3779B97F4A7C15ULL
+#ifndef STREAM_MIN_BYTES
+#define STREAM_MIN_BYTES (16 << 20) /* copies this large (with their source, beyond a typical L3) stream */
+#endif
 
 static inline uint64_t mix64(uint64_t z)
 {
@@ -118,21 +124,44 @@ static void draw_block(uint64_t key, int64_t b, uint32_t nb, uint32_t c, uint64_
     }
 }
 
-/* Whether the element of 2**shift bits holding bit `pos` is the same in a and b. */
-static inline int same_element(const uint8_t *a, const uint8_t *b, uint32_t pos, int shift)
+/* Whether `pos` is the lowest chosen position of its element (2**shift bits, shift <= 6) in the
+ * block's bitmap: each touched element is then counted once. */
+static inline int first_in_element(const uint64_t *seen, uint32_t pos, int shift)
 {
-    const uint32_t byte = pos >> 3;
-    switch (shift) {
-    case 2:
-        return (((a[byte] ^ b[byte]) >> (pos & 4)) & 0xF) == 0;
-    case 3:
-        return a[byte] == b[byte];
-    default: {
-        const size_t size = (size_t)1 << (shift - 3);
-        const size_t first = (byte >> (shift - 3)) << (shift - 3);
-        return memcmp(a + first, b + first, size) == 0;
+    const unsigned k = pos & 63;
+    const unsigned lane = k & ~((1u << shift) - 1); /* first bit of the element in its word */
+    const uint64_t below = ((1ULL << k) - 1) & ~((1ULL << lane) - 1);
+    return (seen[pos >> 6] & below) == 0;
+}
+
+/* dst = src ^ mask over len bytes (mask: a block's bitmap, little-endian: bit k of byte i is
+ * position 8 i + k). With `stream`, 16-byte non-temporal stores: a large copy then leaves the
+ * cache to its source instead of evicting it (returns whether any were issued). */
+static int xor_block(uint8_t *dst, const uint8_t *src, const uint64_t *mask, size_t len, int stream)
+{
+    size_t i = 0;
+    int streamed = 0;
+#if defined(__SSE2__) || defined(_M_X64)
+    if (stream && ((uintptr_t)dst & 15) == 0) {
+        for (; i + 16 <= len; i += 16) {
+            const __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + i)),
+                                            _mm_load_si128((const __m128i *)((const uint8_t *)mask + i)));
+            _mm_stream_si128((__m128i *)(dst + i), v);
+        }
+        streamed = 1;
     }
+#else
+    (void)stream;
+#endif
+    for (; i + 8 <= len; i += 8) {
+        uint64_t v;
+        memcpy(&v, src + i, 8);
+        v ^= mask[i / 8];
+        memcpy(dst + i, &v, 8);
     }
+    for (; i < len; i++)
+        dst[i] = src[i] ^ ((const uint8_t *)mask)[i];
+    return streamed;
 }
 
 static void clear_block(uint64_t *map, const uint16_t *chosen, uint32_t c, unsigned shift, size_t words)
@@ -236,67 +265,62 @@ static PyObject *flip_uniform(PyObject *self, PyObject *args)
     if (check_counts(counts, bufs.counts.len / 8, n_bits, b0, b1, &largest) < 0)
         goto fail;
 
-    uint64_t *seen = calloc(BLOCK_WORDS, sizeof(uint64_t));
-    uint64_t *elems = calloc(BLOCK_WORDS, sizeof(uint64_t));
+    /* 16-byte alignment for the SSE2 loads of the bitmap */
+    uint64_t *seen_raw = calloc(BLOCK_WORDS + 2, sizeof(uint64_t));
     uint16_t *chosen = malloc((size_t)(largest + 1) * sizeof(uint16_t));
-    if (!seen || !elems || !chosen) {
-        free(seen), free(elems), free(chosen);
+    if (!seen_raw || !chosen) {
+        free(seen_raw), free(chosen);
         PyErr_NoMemory();
         goto fail;
     }
+    uint64_t *seen = (uint64_t *)(((uintptr_t)seen_raw + 15) & ~(uintptr_t)15);
     uint8_t *dst = (uint8_t *)bufs.dst.buf;
     const uint8_t *src = bufs.have_src ? (const uint8_t *)bufs.src.buf : NULL;
+    const int stream = n_bytes >= STREAM_MIN_BYTES;
+    int streamed = 0;
     unsigned long long flipped = 0, ones = 0, touched = 0;
-    const size_t elem_words = (BLOCK_WORDS >> elem_shift) > 0 ? (size_t)(BLOCK_WORDS >> elem_shift) : 1;
 
     Py_BEGIN_ALLOW_THREADS
     for (long long b = b0; b < b1; b++) {
         const long long off = b * BLOCK_BYTES;
         const long long len = n_bytes - off < BLOCK_BYTES ? n_bytes - off : BLOCK_BYTES;
         uint8_t *blk = dst + off;
-        if (src)
-            memcpy(blk, src + off, (size_t)len);
         const uint32_t c = (uint32_t)counts[b];
-        if (c == 0)
-            continue;
-        flipped += c;
-        if (src) { /* the block sits in cache: a position or element differs from src iff touched */
-            const uint8_t *sblk = src + off;
-            draws_t d;
-            draws_init(&d, key, b, (uint32_t)(len * 8));
-            for (uint32_t got = 0; got < c;) {
-                const uint32_t pos = draws_next(&d);
-                const uint8_t m = (uint8_t)(1u << (pos & 7));
-                const uint8_t old = blk[pos >> 3];
-                if ((old ^ sblk[pos >> 3]) & m)
-                    continue; /* drawn before */
-                touched += same_element(blk, sblk, pos, elem_shift);
-                ones += (old & m) != 0;
-                blk[pos >> 3] = old ^ m;
-                got++;
-            }
+        if (c == 0) {
+            if (src)
+                streamed |= xor_block(blk, src + off, seen, (size_t)len, stream); /* seen is all zero */
             continue;
         }
+        flipped += c;
         draw_block(key, b, (uint32_t)(len * 8), c, seen, chosen);
-        for (uint32_t i = 0; i < c; i++) /* the block is likely not in cache: ask for its lines at once */
-            PREFETCH_W(blk + (chosen[i] >> 3));
-        for (uint32_t i = 0; i < c; i++) {
-            const uint32_t pos = chosen[i];
-            const uint8_t m = (uint8_t)(1u << (pos & 7));
-            const uint8_t old = blk[pos >> 3];
-            ones += (old & m) != 0;
-            blk[pos >> 3] = old ^ m;
-            const uint32_t e = pos >> elem_shift;
-            const uint64_t ebit = 1ULL << (e & 63);
-            touched += (elems[e >> 6] & ebit) == 0;
-            elems[e >> 6] |= ebit;
+        if (src) { /* copy and flip in one pass; the pass leaves the source block in cache */
+            streamed |= xor_block(blk, src + off, seen, (size_t)len, stream);
+            const uint8_t *before = src + off;
+            for (uint32_t i = 0; i < c; i++) {
+                const uint32_t pos = chosen[i];
+                ones += (before[pos >> 3] >> (pos & 7)) & 1;
+                touched += first_in_element(seen, pos, elem_shift);
+            }
+        } else { /* in place: the block is likely not in cache, so its lines are asked for at once */
+            for (uint32_t i = 0; i < c; i++)
+                PREFETCH_W(blk + (chosen[i] >> 3));
+            for (uint32_t i = 0; i < c; i++) {
+                const uint32_t pos = chosen[i];
+                const uint8_t m = (uint8_t)(1u << (pos & 7));
+                ones += (blk[pos >> 3] & m) != 0;
+                blk[pos >> 3] ^= m;
+                touched += first_in_element(seen, pos, elem_shift);
+            }
         }
         clear_block(seen, chosen, c, 0, BLOCK_WORDS);
-        clear_block(elems, chosen, c, (unsigned)elem_shift, elem_words);
     }
+#if defined(__SSE2__) || defined(_M_X64)
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before anyone reads dst */
+#endif
     Py_END_ALLOW_THREADS
 
-    free(seen), free(elems), free(chosen);
+    free(seen_raw), free(chosen);
     release(&bufs);
     return Py_BuildValue("KKK", flipped, ones, touched);
 fail:

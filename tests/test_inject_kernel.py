@@ -187,3 +187,22 @@ def test_cuda_sampler_matches_cpu() -> None:
         counts = inj._block_counts(n, p, 77)
         cpu = inj._ranks(n, counts, 77, 0, counts.size, CPU)
         assert torch.equal(inj._ranks_torch(n, counts, 77, 0, counts.size, torch.device("cuda")).cpu(), cpu)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype,n", [(torch.int8, 16_800_003), (torch.float32, 4_200_001)])
+def test_large_copies_streamed_match_the_fallback(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, n: int) -> None:
+    """Above 16 MiB the kernel copies with non-temporal stores, over threads; odd sizes end mid-word."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(-128, 128, (n,), generator=gen, dtype=torch.int8) if dtype == torch.int8 else \
+        torch.randn(n, generator=gen)
+    assert x.numel() * x.element_size() >= 16 << 20
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    for ber in (1e-7, 1e-3):
+        fast, st = inj.inject(x, Uniform(ber=ber), seed=2)
+        with monkeypatch.context() as m:
+            m.setattr(inj, "_flipkernel", None)
+            slow, st_slow = inj.inject(x, Uniform(ber=ber), seed=2)
+        assert st == st_slow and torch.equal(bytes_of(fast), bytes_of(slow))
+        flipped = int(np.bitwise_count(bytes_of(fast).numpy() ^ bytes_of(x).numpy()).sum())
+        assert flipped == st.bits_flipped
