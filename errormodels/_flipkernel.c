@@ -382,28 +382,16 @@ static PyObject *sample_ranks(PyObject *self, PyObject *args)
         const long long nb = n_bits - b * BLOCK_BITS < BLOCK_BITS ? n_bits - b * BLOCK_BITS : BLOCK_BITS;
         draw_block(key, b, (uint32_t)nb, c, seen, chosen);
         const int64_t base = (int64_t)b * BLOCK_BITS;
-        if (c <= 32) { /* few: insertion sort of the list */
-            for (uint32_t i = 1; i < c; i++) {
-                uint16_t v = chosen[i];
-                uint32_t k = i;
-                for (; k > 0 && chosen[k - 1] > v; k--)
-                    chosen[k] = chosen[k - 1];
-                chosen[k] = v;
+        uint64_t summary[BLOCK_WORDS / 64] = {0}; /* which words of `seen` hold a position */
+        for (uint32_t i = 0; i < c; i++)
+            summary[chosen[i] >> 12] |= 1ULL << ((chosen[i] >> 6) & 63);
+        for (size_t g = 0; g < BLOCK_WORDS / 64; g++) { /* the set bits, in order */
+            for (uint64_t sw = summary[g]; sw; sw &= sw - 1) {
+                const size_t i = g * 64 + LOWEST_SET(sw);
+                for (uint64_t w = seen[i]; w; w &= w - 1)
+                    *out++ = base + (int64_t)(i * 64 + LOWEST_SET(w));
+                seen[i] = 0;
             }
-            for (uint32_t i = 0; i < c; i++) {
-                *out++ = base + chosen[i];
-                seen[chosen[i] >> 6] = 0;
-            }
-            continue;
-        }
-        const size_t words = (size_t)((nb + 63) / 64);
-        for (size_t i = 0; i < words; i++) { /* many: the set bits in order */
-            uint64_t w = seen[i];
-            while (w) {
-                *out++ = base + (int64_t)(i * 64 + LOWEST_SET(w));
-                w &= w - 1;
-            }
-            seen[i] = 0;
         }
     }
     Py_END_ALLOW_THREADS
