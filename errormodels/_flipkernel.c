@@ -32,6 +32,7 @@
 #define BLOCK_BYTES (BLOCK_BITS / 8)
 #define BLOCK_WORDS (BLOCK_BITS / 64)
 #define GAMMA 0x9E3779B97F4A7C15ULL
+#define DENSE_BYTES_PER_FLIP 256 /* in place, blocks with flips this close are rewritten whole */
 #ifndef STREAM_MIN_BYTES
 #define STREAM_MIN_BYTES (16 << 20) /* copies this large (with their source, beyond a typical L3) stream */
 #endif
@@ -301,7 +302,14 @@ static PyObject *flip_uniform(PyObject *self, PyObject *args)
                 ones += (before[pos >> 3] >> (pos & 7)) & 1;
                 touched += first_in_element(seen, pos, elem_shift);
             }
-        } else { /* in place: the block is likely not in cache, so its lines are asked for at once */
+        } else if (c >= len / DENSE_BYTES_PER_FLIP) { /* in place, dense: one pass over the block */
+            xor_block(blk, blk, seen, (size_t)len, 0);
+            for (uint32_t i = 0; i < c; i++) {
+                const uint32_t pos = chosen[i];
+                ones += ((blk[pos >> 3] >> (pos & 7)) & 1) == 0; /* flipped from 1 */
+                touched += first_in_element(seen, pos, elem_shift);
+            }
+        } else { /* in place, sparse: the lines are likely not in cache, so they are asked for at once */
             for (uint32_t i = 0; i < c; i++)
                 PREFETCH_W(blk + (chosen[i] >> 3));
             for (uint32_t i = 0; i < c; i++) {
