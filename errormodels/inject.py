@@ -25,9 +25,9 @@ the number of flips, never to the number of bits:
   with probability ``p``, so the total is Binomial(n, p) exactly, with no per-bit draws and
   no duplicate positions. For ``p > 1/2`` the bits that do *not* flip are drawn this way.
 * **uniform** (0): one set, all bits, ``p = ber``. On the CPU a compiled kernel
-  (``errormodels/_flipkernel.c``) does it block by block: copy the block (for
-  :func:`inject`), draw, flip, count, while the block is in the core's cache, on
-  ``torch.get_num_threads()`` threads for large tensors.
+  (``errormodels/_flipkernel.c``) does it block by block: draw the block's positions into a
+  bitmap, then (for :func:`inject`) write ``copy = source XOR bitmap`` in one pass, or (for
+  :func:`inject_`) flip in place; on ``torch.get_num_threads()`` threads for large tensors.
 * **wordline** (1) and **bitline** (2): the tensor's bits are split into weak and
   strong bits by the :class:`~errormodels.layout.AddressMap` (default ``AddressMap()``:
   bank 0, row 0, row interleaving) and :func:`~errormodels.models.weak_mask`. Weak bits
@@ -46,12 +46,13 @@ chunk draws about ``2**20`` candidates (a few int64 temporaries of 8 MiB), which
 the memory at high error rates.
 
 Cost on a 2-core CPU (``python benchmarks/inject.py``, ``docs/error-model-format.md``): the
-uniform model adds about 2-8 ns per flipped bit to a copy, plus a fixed 0.1-0.8 ms for a
-tensor of 25M values (binomial counts per block, threads); in place, each flip is a random
-read-modify-write of memory (about 18 ns at 1e-3). The other models take about 40-60 ns per
-flip (sorted positions from the kernel, then torch index operations), plus for bit-value one
-more uniform and read per candidate; wordline and bitline models also pay once per (model
-shape, placement, size, device) for finding the weak set (cached, 256 entries).
+uniform model adds about 3-4 ns per flipped bit (per thread) to a copy, plus a fixed 0.1-0.5 ms
+for a tensor of 25M values (binomial counts per block, a second thread). In place, blocks with
+a flip per 256 bytes or more are rewritten in one pass, sparser ones byte by byte. The other
+models take about 40-50 ns per flip (sorted positions from the kernel, then torch index
+operations), plus for bit-value one more uniform and read per candidate; wordline and bitline
+models also pay once per (model shape, placement, size, device) for finding the weak set
+(cached, 256 entries).
 
 Mitigation
 ----------
