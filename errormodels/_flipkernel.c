@@ -32,6 +32,7 @@
 #define BLOCK_BYTES (BLOCK_BITS / 8)
 #define BLOCK_WORDS (BLOCK_BITS / 64)
 #define GAMMA 0x9E3779B97F4A7C15ULL
+#define STREAM_VERSION 1 /* errormodels.inject._STREAM_VERSION must match: else the build is stale */
 #define DENSE_BYTES_PER_FLIP 256 /* in place, blocks with flips this close are rewritten whole */
 #ifndef STREAM_MIN_BYTES
 #define STREAM_MIN_BYTES (16 << 20) /* copies this large (with their source, beyond a typical L3) stream */
@@ -177,6 +178,16 @@ static void clear_block(uint64_t *map, const uint16_t *chosen, uint32_t c, unsig
     }
 }
 
+/* Whether a buffer format is a native little-endian 64-bit integer ("l"/"q", optionally "@", "=", "<"). */
+static int is_int64_format(const char *f)
+{
+    if (f == NULL)
+        return 0;
+    if (*f == '@' || *f == '=' || *f == '<')
+        f++;
+    return (f[0] == 'l' || f[0] == 'q') && f[1] == '\0';
+}
+
 typedef struct {
     Py_buffer dst, src, counts;
     int have_src;
@@ -255,7 +266,7 @@ static PyObject *flip_uniform(PyObject *self, PyObject *args)
     }
     if (PyObject_GetBuffer(counts_obj, &bufs.counts, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
         goto fail;
-    if (bufs.counts.itemsize != 8) {
+    if (bufs.counts.itemsize != 8 || !is_int64_format(bufs.counts.format)) {
         PyErr_SetString(PyExc_TypeError, "counts must be int64");
         goto fail;
     }
@@ -358,7 +369,8 @@ static PyObject *sample_ranks(PyObject *self, PyObject *args)
         goto fail;
     if (PyObject_GetBuffer(counts_obj, &bufs.counts, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
         goto fail;
-    if (bufs.dst.itemsize != 8 || bufs.counts.itemsize != 8) {
+    if (bufs.dst.itemsize != 8 || bufs.counts.itemsize != 8 || !is_int64_format(bufs.dst.format) ||
+        !is_int64_format(bufs.counts.format)) {
         PyErr_SetString(PyExc_TypeError, "out and counts must be int64");
         goto fail;
     }
@@ -426,7 +438,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__flipkernel(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "BLOCK_BITS", BLOCK_BITS) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "BLOCK_BITS", BLOCK_BITS) < 0 ||
+              PyModule_AddIntConstant(m, "STREAM_VERSION", STREAM_VERSION) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

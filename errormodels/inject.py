@@ -76,8 +76,12 @@ differs from a CPU one's.
 from __future__ import annotations
 
 import math
+import os
 import sys
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Iterable, Literal, Optional, Union
@@ -353,6 +357,8 @@ def clear_weak_cache() -> None:
 # binomial counts, each position is then chosen independently with probability p, and the
 # total is Binomial(n, p) exactly. Per chosen position it costs a quarter of a hash and a
 # duplicate check; the positions of a block are a cache-sized neighbourhood (8 KiB of data).
+# numpy may change Generator.binomial's stream in a new release (NEP 19): the counts, and so the
+# flips of a seed, are reproducible with the same numpy version (constraints.txt pins it).
 #
 # Two implementations give the same positions: the compiled one (errormodels/_flipkernel.c,
 # built at install time when a C compiler is there; on the CPU) and the vectorised torch one
@@ -365,7 +371,11 @@ try:
     from errormodels import _flipkernel
 except ImportError:  # pragma: no cover - built at install time wherever a C compiler is
     _flipkernel = None
-if _flipkernel is not None and _flipkernel.BLOCK_BITS != _BLOCK_BITS:  # pragma: no cover - a stale build
+_STREAM_VERSION = 1  # bump with any change to the stream or the kernel's interface (and in the C file)
+if _flipkernel is not None and (_flipkernel.BLOCK_BITS != _BLOCK_BITS or
+                                getattr(_flipkernel, "STREAM_VERSION", None) != _STREAM_VERSION):
+    warnings.warn("errormodels/_flipkernel was built from another version of the C source; using the slower "
+                  "torch sampler (rebuild with: pip install -e .)", RuntimeWarning, stacklevel=2)
     _flipkernel = None
 
 KERNEL: str = "compiled" if _flipkernel is not None else "torch"
@@ -374,6 +384,7 @@ KERNEL: str = "compiled" if _flipkernel is not None else "torch"
 _WORDS_SLACK = 1.0  # scales the words the torch sampler draws at first (tests shrink it to force redraws)
 _PAR_MIN_BLOCKS = 16  # blocks (128 KiB of data each) per thread before the kernel is split across threads
 _pool: Optional[ThreadPoolExecutor] = None
+_pool_lock = threading.Lock()
 
 
 def _draw_key(gen: torch.Generator) -> int:
@@ -417,32 +428,31 @@ def _ranks_torch(n: int, counts: np.ndarray, key: int, b0: int, b1: int, device:
     words = np.maximum(1, np.ceil(_WORDS_SLACK * (draws + 5.0 * np.sqrt(draws) + 8.0) / per_word)).astype(np.int64)
     i64 = dict(dtype=torch.int64, device=device)
     pieces = []
-    todo = np.arange(slots.size)
-    while todo.size:
-        w_n = torch.as_tensor(words[todo], **i64)
-        slot = torch.repeat_interleave(torch.arange(todo.size, **i64), w_n)  # index into todo, per word
-        first = torch.cumsum(w_n, 0) - w_n
-        j = torch.arange(slot.numel(), **i64) - first[slot]
-        blk = torch.as_tensor(blocks[todo], **i64)[slot]
-        w = _mix64_torch(((blk << 32) + j) * _s64(_GAMMA) + _s64(key))
-        L = torch.as_tensor(bits[todo], **i64)[slot]
-        t = torch.arange(int(per_word[todo].max()), **i64)
-        pos = (w[:, None] >> (t[None, :] * L[:, None]).clamp_(max=63)) & ((1 << L) - 1)[:, None]
-        ok = (t[None, :] < torch.as_tensor(per_word[todo], **i64)[slot][:, None]) & \
-            (pos < torch.as_tensor(nb[todo], **i64)[slot][:, None])
-        g = (blk[:, None] * _BLOCK_BITS + pos)[ok]  # draw order (word-major)
-        slot = slot[:, None].expand_as(pos)[ok]
-        order = torch.sort(g, stable=True).indices  # a repeat of a position in draw order sorts after it
-        dup = torch.zeros(g.numel(), dtype=torch.bool, device=device)
-        dup[order[1:]] = g[order[1:]] == g[order[:-1]]
-        g, slot = g[~dup], slot[~dup]
-        got = torch.bincount(slot, minlength=todo.size)
-        rank = torch.arange(g.numel(), **i64) - (torch.cumsum(got, 0) - got)[slot]
-        need = torch.as_tensor(c[todo], **i64)
-        pieces.append(g[(rank < need[slot]) & (got >= need)[slot]])
-        short = (got < need).cpu().numpy()
-        todo, words = todo[short], words.copy()
-        words[todo] *= 2  # too few distinct draws in these blocks (rare): again, with twice the words
+    for group in np.unique(bits):  # blocks drawing as many bits per position (a short last block differs)
+        todo = np.flatnonzero(bits == group)
+        while todo.size:
+            w_n = torch.as_tensor(words[todo], **i64)
+            slot = torch.repeat_interleave(torch.arange(todo.size, **i64), w_n)  # index into todo, per word
+            first = torch.cumsum(w_n, 0) - w_n
+            j = torch.arange(slot.numel(), **i64) - first[slot]
+            blk = torch.as_tensor(blocks[todo], **i64)[slot]
+            w = _mix64_torch(((blk << 32) + j) * _s64(_GAMMA) + _s64(key))
+            shifts = torch.arange(64 // int(group), **i64) * int(group)  # t * L, t < 64 // L
+            pos = (w[:, None] >> shifts[None, :]) & ((1 << int(group)) - 1)  # bits above are masked off
+            ok = pos < torch.as_tensor(nb[todo], **i64)[slot][:, None]
+            g = (blk[:, None] * _BLOCK_BITS + pos)[ok]  # draw order (word-major)
+            slot = slot[:, None].expand_as(pos)[ok]
+            order = torch.sort(g, stable=True).indices  # a repeat of a position in draw order sorts after it
+            dup = torch.zeros(g.numel(), dtype=torch.bool, device=device)
+            dup[order[1:]] = g[order[1:]] == g[order[:-1]]
+            g, slot = g[~dup], slot[~dup]
+            got = torch.bincount(slot, minlength=todo.size)
+            rank = torch.arange(g.numel(), **i64) - (torch.cumsum(got, 0) - got)[slot]
+            need = torch.as_tensor(c[todo], **i64)
+            pieces.append(g[(rank < need[slot]) & (got >= need)[slot]])
+            short = (got < need).cpu().numpy()
+            todo, words = todo[short], words.copy()
+            words[todo] *= 2  # too few distinct draws in these blocks (rare): again, with twice the words
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
     return torch.sort(out).values
 
@@ -472,30 +482,66 @@ def _bernoulli_ranks(n: int, p: float, gen: torch.Generator, device: torch.devic
     return keep.nonzero().squeeze(1).add_(offset)
 
 
+def _written(t: torch.Tensor) -> None:
+    """``t`` was changed through a numpy view: bump its version, as a torch in-place op would, so
+    autograd refuses a backward pass through values saved before the change."""
+    if not t.is_inference():
+        torch.autograd.graph.increment_version(t)
+
+
+def _kernel_pool(workers: int) -> Optional[ThreadPoolExecutor]:
+    """The kernel's helper threads (created on first use; None once the interpreter shuts down)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:
+            if sys.is_finalizing():
+                return None
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inject")
+        return _pool
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist here."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _flip_uniform_kernel(data: torch.Tensor, src: Optional[torch.Tensor], width: int, p: float,
                          gen: torch.Generator) -> InjectionStats:
     """The uniform model on a CPU uint8 view by the compiled kernel: copy from ``src`` (if given)
     and flip, block by block (split across threads for large tensors)."""
     assert _flipkernel is not None
-    global _pool
     dst = data.detach().numpy()
     src_np = src.detach().numpy() if src is not None else None
     n_bits = dst.size * 8
     key = _draw_key(gen)
     counts = _block_counts(n_bits, p, key)
     shift = int(math.log2(width))
+
+    def run(b0: int, b1: int) -> tuple[int, int, int]:
+        return _flipkernel.flip_uniform(dst, src_np, counts, key, b0, b1, shift)
+
     threads = min(torch.get_num_threads(), counts.size // _PAR_MIN_BLOCKS)
-    if threads <= 1:
-        flipped, ones, touched = _flipkernel.flip_uniform(dst, src_np, counts, key, 0, counts.size, shift)
+    pool = _kernel_pool(threads - 1) if threads > 1 else None
+    if pool is None:
+        parts = [run(0, counts.size)]
     else:
-        if _pool is None or _pool._max_workers < threads - 1:
-            _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="inject")
         edges = np.linspace(0, counts.size, threads + 1).astype(np.int64).tolist()
-        rest = [_pool.submit(_flipkernel.flip_uniform, dst, src_np, counts, key, edges[i], edges[i + 1], shift)
-                for i in range(1, threads)]
-        parts = [_flipkernel.flip_uniform(dst, src_np, counts, key, edges[0], edges[1], shift)]  # this thread's share
-        parts += [f.result() for f in rest]
-        flipped, ones, touched = (sum(v) for v in zip(*parts))
+        try:
+            rest = [pool.submit(run, edges[i], edges[i + 1]) for i in range(1, threads)]
+        except RuntimeError:  # the pool shut down (interpreter exit): this thread does it all
+            rest = [None] * (threads - 1)
+        try:
+            parts = [run(edges[0], edges[1])]  # this thread's share
+            parts += [f.result() if f is not None else run(edges[i + 1], edges[i + 2]) for i, f in enumerate(rest)]
+        finally:  # also on an interrupt: no helper may still write once this returns
+            futures_wait([f for f in rest if f is not None])
+    flipped, ones, touched = (sum(v) for v in zip(*parts))
+    _written(data)
     return InjectionStats(bits_total=n_bits, bits_flipped=flipped, flips_0to1=flipped - ones, flips_1to0=ones,
                           elements_total=n_bits // width, elements_touched=touched)
 
@@ -718,7 +764,10 @@ def _mitigate(tensor: torch.Tensor, width: int, mitigation: str, value_range: tu
     if flat.device.type == "cpu" and flat.dtype in _NUMPY_FIX_DTYPES:
         info = torch.finfo(flat.dtype) if flat.dtype.is_floating_point else torch.iinfo(flat.dtype)
         if info.min <= lo <= hi <= info.max:  # bounds the dtype holds (else torch's path and its errors)
-            return _fix_np(flat.detach().numpy(), mitigation, lo, hi)
+            bad = _fix_np(flat.detach().numpy(), mitigation, lo, hi)
+            if bad:
+                _written(flat)
+            return bad
     return _fix(flat, mitigation, lo, hi)[0]
 
 

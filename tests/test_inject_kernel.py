@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
 import sysconfig
 
 import numpy as np
@@ -144,6 +147,10 @@ def test_kernel_rejects_bad_arguments() -> None:
         k.flip_uniform(dst, dst, good, 1, 0, 1, 3)
     with pytest.raises(TypeError, match="int64"):
         k.flip_uniform(dst, None, np.array([3], np.int32), 1, 0, 1, 3)
+    with pytest.raises(TypeError, match="int64"):
+        k.flip_uniform(dst, None, np.array([3.0]), 1, 0, 1, 3)  # float64: also 8 bytes
+    with pytest.raises(TypeError, match="int64"):
+        k.flip_uniform(dst, None, np.array([3], ">i8"), 1, 0, 1, 3)
     with pytest.raises(ValueError, match="holds 2 positions"):
         k.sample_ranks(np.zeros(2, np.int64), good, 1, 800, 0, 1)
     with pytest.raises(BufferError):
@@ -206,3 +213,52 @@ def test_large_copies_streamed_match_the_fallback(monkeypatch: pytest.MonkeyPatc
         assert st == st_slow and torch.equal(bytes_of(fast), bytes_of(slow))
         flipped = int(np.bitwise_count(bytes_of(fast).numpy() ^ bytes_of(x).numpy()).sum())
         assert flipped == st.bits_flipped
+
+
+@needs_kernel
+@pytest.mark.parametrize("model", [Uniform(ber=0.01), BitValue(ber=0.01)], ids=lambda m: m.name)
+def test_in_place_injection_tells_autograd(monkeypatch: pytest.MonkeyPatch, model) -> None:
+    """Values saved for backward and then corrupted in place make backward fail, kernel or not."""
+    for kernel in (inj._flipkernel, None):
+        monkeypatch.setattr(inj, "_flipkernel", kernel)
+        w = torch.randn(50_000, requires_grad=True)
+        loss = (w * w).sum()
+        with torch.no_grad():
+            inj.inject_(w, model, seed=1)
+        with pytest.raises(RuntimeError, match="inplace operation"):
+            loss.backward()
+
+
+FORK_SCRIPT = """
+import os, signal, sys, torch
+import errormodels.inject as inj
+from errormodels.models import Uniform
+x = torch.arange(3_000_000, dtype=torch.int32).to(torch.float32)
+want, st = inj.inject(x, Uniform(ber=1e-3), seed=1)
+if inj._pool is None:
+    print("no helper threads"); sys.exit(0)
+pid = os.fork()
+if pid == 0:
+    code = 4
+    try:
+        signal.alarm(20)
+        got, st2 = inj.inject(x, Uniform(ber=1e-3), seed=1)
+        same = (got.view(torch.int32).numpy() == want.view(torch.int32).numpy()).all()  # numpy: torch's
+        code = 0 if st2 == st and same else 3  # OpenMP ops can hang in a forked child
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+print("child status", status)
+"""
+
+
+@needs_kernel
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kernel_threads_work_in_a_forked_child() -> None:
+    """A child forked after the helper threads started gets its own (the parent's do not exist
+    there). In a fresh interpreter: torch's own OpenMP threads are not fork-safe either, and
+    earlier tests in this process have started them."""
+    out = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"}, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() in ("child status 0", "no helper threads"), out.stdout
