@@ -166,16 +166,15 @@ static int xor_block(uint8_t *dst, const uint8_t *src, const uint64_t *mask, siz
     return streamed;
 }
 
-static void clear_block(uint64_t *map, const uint16_t *chosen, uint32_t c, unsigned shift, size_t words)
+/* Zero the bitmap again: word by word where few positions were set, else all of it. */
+static void clear_block(uint64_t *seen, const uint16_t *chosen, uint32_t c)
 {
-    if (c > words / 4) {
-        memset(map, 0, words * sizeof(uint64_t));
+    if (c > BLOCK_WORDS / 4) {
+        memset(seen, 0, BLOCK_WORDS * sizeof(uint64_t));
         return;
     }
-    for (uint32_t i = 0; i < c; i++) {
-        uint32_t e = (uint32_t)chosen[i] >> shift;
-        map[e >> 6] = 0;
-    }
+    for (uint32_t i = 0; i < c; i++)
+        seen[chosen[i] >> 6] = 0;
 }
 
 /* Whether a buffer format is a native little-endian 64-bit integer ("l"/"q", optionally "@", "=", "<"). */
@@ -331,7 +330,7 @@ static PyObject *flip_uniform(PyObject *self, PyObject *args)
                 touched += first_in_element(seen, pos, elem_shift);
             }
         }
-        clear_block(seen, chosen, c, 0, BLOCK_WORDS);
+        clear_block(seen, chosen, c);
     }
 #if defined(__SSE2__) || defined(_M_X64)
     if (streamed)

@@ -193,19 +193,22 @@ def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
     return (x >> k) & ((1 << (64 - k)) - 1)
 
 
+def _mix64_torch(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's output function on int64 bits (wrapping arithmetic)."""
+    z = z ^ _shr(z, 30)
+    z = z * _s64(0xBF58476D1CE4E5B9)
+    z = z ^ _shr(z, 27)
+    z = z * _s64(0x94D049BB133111EB)
+    return z ^ _shr(z, 31)
+
+
 def weak_mask_torch(seed: int, kind: int, location: torch.Tensor, weak_fraction: float) -> torch.Tensor:
     """:func:`errormodels.models.weak_mask` in torch int64 arithmetic, on ``location``'s device.
 
     Returns the same booleans as the numpy version for the same (non-negative) ids.
     """
     salt = _s64(seed * 0x9E3779B97F4A7C15 + kind * 0xD1B54A32D192ED03)
-    x = location.to(torch.int64) ^ salt
-    x = x ^ _shr(x, 30)
-    x = x * _s64(0xBF58476D1CE4E5B9)
-    x = x ^ _shr(x, 27)
-    x = x * _s64(0x94D049BB133111EB)
-    x = x ^ _shr(x, 31)
-    u = _shr(x, 11)
+    u = _shr(_mix64_torch(location.to(torch.int64) ^ salt), 11)
     return u.to(torch.float64) < weak_fraction * float(1 << 53)
 
 
@@ -382,7 +385,7 @@ KERNEL: str = "compiled" if _flipkernel is not None else "torch"
 """Which block sampler the CPU uses: ``"compiled"`` (the C kernel) or ``"torch"`` (same flips, slower)."""
 
 _WORDS_SLACK = 1.0  # scales the words the torch sampler draws at first (tests shrink it to force redraws)
-_PAR_MIN_BLOCKS = 16  # blocks (128 KiB of data each) per thread before the kernel is split across threads
+_PAR_MIN_BLOCKS = 16  # blocks (8 KiB of data each) per thread before the kernel is split across threads
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_lock = threading.Lock()
 
@@ -401,15 +404,6 @@ def _block_counts(n: int, p: float, key: int) -> np.ndarray:
     if rest:
         counts[full] = rng.binomial(rest, p)
     return counts
-
-
-def _mix64_torch(z: torch.Tensor) -> torch.Tensor:
-    """SplitMix64's output function on int64 bits (wrapping arithmetic)."""
-    z = z ^ _shr(z, 30)
-    z = z * _s64(0xBF58476D1CE4E5B9)
-    z = z ^ _shr(z, 27)
-    z = z * _s64(0x94D049BB133111EB)
-    return z ^ _shr(z, 31)
 
 
 def _ranks_torch(n: int, counts: np.ndarray, key: int, b0: int, b1: int, device: torch.device) -> torch.Tensor:
@@ -605,7 +599,6 @@ class _Flipper:
             total = total - (a[idx] == b).sum()
         self.touched = self.touched + total
 
-
     def stats(self, n_bits: int, width: int, weak_bits: int = 0) -> InjectionStats:
         """What the flips did, for a tensor of ``n_bits`` bits and ``width``-bit elements."""
         ones_flipped, touched = (int(v) for v in torch.stack([self.ones_flipped, self.touched]).tolist())
@@ -664,11 +657,12 @@ def _inject_flat(data: torch.Tensor, width: int, model: ErrorModel, gen: torch.G
     into it, if given: the compiled kernel does both in one pass)."""
     dev = data.device
     n_bits = data.numel() * 8
-    if isinstance(model, Uniform) and 0.0 < model.ber <= 0.5:
-        if dev.type == "cpu" and _flipkernel is not None:
-            return _flip_uniform_kernel(data, src, width, model.ber, gen)
-        if src is not None:
-            data.copy_(src)
+    block_sampled = isinstance(model, Uniform) and 0.0 < model.ber <= 0.5
+    if block_sampled and dev.type == "cpu" and _flipkernel is not None:
+        return _flip_uniform_kernel(data, src, width, model.ber, gen)
+    if src is not None:
+        data.copy_(src)
+    if block_sampled:
         key = _draw_key(gen)
         counts = _block_counts(n_bits, model.ber, key)
         flipper = _Flipper(data, int(math.log2(width)))
@@ -676,8 +670,6 @@ def _inject_flat(data: torch.Tensor, width: int, model: ErrorModel, gen: torch.G
         for b0 in range(0, counts.size, step):
             flipper.flip(_ranks(n_bits, counts, key, b0, min(b0 + step, counts.size), dev))
         return flipper.stats(n_bits, width)
-    if src is not None:
-        data.copy_(src)
     flipper = _Flipper(data, int(math.log2(width)))
     weak: Optional[_WeakSet] = None
     if isinstance(model, Uniform):
