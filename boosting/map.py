@@ -57,7 +57,8 @@ from torch import nn
 
 from errormodels.curves import Curve
 from errormodels.fit import file_sha256
-from errormodels.layout import AddressMap
+from errormodels.layout import AddressMap, LayoutError
+from errormodels.models import ModelError, finite_float, show
 
 __all__ = [
     "FORMAT",
@@ -149,27 +150,31 @@ class Partition:
         return sum(hi - lo + 1 for _, lo, hi in self.segments(geometry))
 
 
+_MAX_INDEX_DIGITS = 12  # a bank or row number longer than this is outside any geometry
+
+
 def _parse_label(label: str, geometry: Geometry) -> tuple[Optional[int], tuple[int, int]]:
+    """Bank and inclusive row range of a partition label (ASCII digits only)."""
     if label == "all":
         return None, (0, geometry.rows - 1)
-    if re.fullmatch(r"chip\d+", label):
-        raise MapError(f"partition {label!r} is a chip (byte lane of every row): chips cannot hold tensors "
+    if re.fullmatch(r"chip[0-9]+", label):
+        raise MapError(f"partition {show(label)} is a chip (byte lane of every row): chips cannot hold tensors "
                        "separately; fit with --partition dimm, bank or rowgroup:N")
-    m = re.fullmatch(r"bank(\d+)", label)
+    m = re.fullmatch(r"bank([0-9]+)", label)
     if m:
-        bank = int(m.group(1))
-        if bank >= geometry.banks:
-            raise MapError(f"partition {label!r} is outside the geometry's {geometry.banks} banks")
-        return bank, (0, geometry.rows - 1)
-    m = re.fullmatch(r"rows(\d+)-(\d+)", label)
+        if len(m.group(1)) > _MAX_INDEX_DIGITS or int(m.group(1)) >= geometry.banks:
+            raise MapError(f"partition {show(label)} is outside the geometry's {geometry.banks} banks")
+        return int(m.group(1)), (0, geometry.rows - 1)
+    m = re.fullmatch(r"rows([0-9]+)-([0-9]+)", label)
     if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
+        if len(m.group(1)) > _MAX_INDEX_DIGITS or int(m.group(1)) >= geometry.rows:
+            raise MapError(f"partition {show(label)} is outside the geometry's {geometry.rows} rows")
+        lo = int(m.group(1))
+        hi = geometry.rows - 1 if len(m.group(2)) > _MAX_INDEX_DIGITS else int(m.group(2))
         if not lo <= hi:
-            raise MapError(f"partition {label!r} has an empty row range")
-        if lo >= geometry.rows:
-            raise MapError(f"partition {label!r} is outside the geometry's {geometry.rows} rows")
+            raise MapError(f"partition {show(label)} has an empty row range")
         return None, (lo, min(hi, geometry.rows - 1))
-    raise MapError(f"unknown partition label {label!r} (all, bank<b>, rows<lo>-<hi>)")
+    raise MapError(f"unknown partition label {show(label)} (all, bank<b>, rows<lo>-<hi>)")
 
 
 def _sort_key(p: Partition) -> tuple:
@@ -177,25 +182,97 @@ def _sort_key(p: Partition) -> tuple:
 
 
 # ----------------------------------------------------------------------------- inputs
+#: Deepest nesting accepted in a model, tolerance or configuration document (the formats need < 10).
+MAX_JSON_DEPTH = 64
+#: Accepted range of each setting in documents: VDD in V, timings in ns (as errormodels.curves.RANGES).
+SETTING_RANGES = {"vdd_v": (0.0, 10.0), "trcd_ns": (0.0, 1e4), "trp_ns": (0.0, 1e4), "temp_c": (-273.15, 1e3)}
+
+
+def _depth_ok(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` (JSON values) nests at most ``limit`` containers deep (iterative: no recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: Any = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 def _read_json(path: PathLike, what: str) -> Any:
+    """Parse a JSON file; MapError (one line) if it is missing, unreadable, not JSON, nested deeper
+    than :data:`MAX_JSON_DEPTH` or holds an integer beyond Python's digit limit."""
     path = Path(path)
-    if not path.is_file():
-        raise MapError(f"{what} file {str(path)!r} does not exist")
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        detail = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise MapError(f"{what} file {show(str(path), 300)} cannot be opened ({detail})") from None
+    if not exists:
+        raise MapError(f"{what} file {show(str(path), 300)} does not exist")
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MapError(f"{path}: not a readable JSON {what} file ({str(exc).splitlines()[0]})") from None
+            doc = json.load(fh)
+    except RecursionError:
+        raise MapError(f"{path}: {what} JSON is nested too deeply") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, int digit limit
+        detail = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                  else str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise MapError(f"{path}: not a readable JSON {what} file ({detail})") from None
+    if not _depth_ok(doc, MAX_JSON_DEPTH):
+        raise MapError(f"{path}: {what} JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+    return doc
+
+
+def _version_ok(doc: Mapping[str, Any], version: int) -> bool:
+    v = doc.get("format_version")
+    return isinstance(v, int) and not isinstance(v, bool) and v == version
+
+
+def _setting_value(value: Any, name: str, where: str) -> float:
+    """A finite number in the setting's range (:data:`SETTING_RANGES`); MapError naming ``where``."""
+    lo, hi = SETTING_RANGES[name]
+    f = finite_float(value)
+    if f is None or not lo <= f <= hi:
+        raise MapError(f"{where} must be a number in [{lo:g}, {hi:g}], got {show(value)}")
+    return f
+
+
+def _check_model_doc(doc: Any, where: str) -> dict[str, Any]:
+    """Format, version and ``source`` of an eden-error-model document (partitions: :func:`partitions_from_model`)."""
+    if not isinstance(doc, Mapping) or doc.get("format") != "eden-error-model":
+        raise MapError(f"{where}: not an eden-error-model file (write one with python -m errormodels.fit)")
+    if not _version_ok(doc, 1):
+        raise MapError(f"{where}: error-model format_version {show(doc.get('format_version'))} is not supported (1)")
+    source = doc.get("source", {})
+    if not isinstance(source, Mapping):
+        raise MapError(f"{where}: source must be an object, got {show(source)}")
+    setting = source.get("setting")
+    if setting is not None:
+        if not isinstance(setting, Mapping):
+            raise MapError(f"{where}: source.setting must be an object, got {show(setting)}")
+        for name, value in setting.items():
+            if name in SETTING_RANGES and value is not None:
+                _setting_value(value, name, f"{where}: source.setting.{name}")
+    return dict(doc)
 
 
 def load_model(path: PathLike) -> dict[str, Any]:
-    """Read a fitted error-model JSON (``python -m errormodels.fit``), checking its format."""
-    doc = _read_json(path, "error-model")
-    if not isinstance(doc, dict) or doc.get("format") != "eden-error-model":
-        raise MapError(f"{path}: not an eden-error-model file (write one with python -m errormodels.fit)")
-    if doc.get("format_version") != 1:
-        raise MapError(f"{path}: error-model format_version {doc.get('format_version')!r} is not supported (1)")
-    return doc
+    """Read a fitted error-model JSON (``python -m errormodels.fit``), checking its format.
+
+    Raises
+    ------
+    MapError
+        Missing or unreadable file, not JSON, another format or version, a malformed ``source``
+        (the partitions and curves are checked by :func:`partitions_from_model`).
+    """
+    return _check_model_doc(_read_json(path, "error-model"), str(path))
 
 
 def partitions_from_model(model: Union[PathLike, Mapping[str, Any]], geometry: Optional[Geometry] = None) -> list[Partition]:
@@ -211,32 +288,65 @@ def partitions_from_model(model: Union[PathLike, Mapping[str, Any]], geometry: O
     Raises
     ------
     MapError
-        Wrong format, chip partitions, unknown labels or unreadable curves.
+        Wrong format, chip partitions, unknown labels, partitions of different kinds or
+        overlapping row groups, or a malformed curve (naming the partition, the curve and the field).
     """
     geometry = geometry or Geometry()
-    doc = load_model(model) if isinstance(model, (str, Path)) else model
-    parts = doc.get("partitions") if isinstance(doc, Mapping) else None
+    if isinstance(model, (str, Path)):
+        doc = load_model(model)
+    else:
+        if not isinstance(model, Mapping):
+            raise MapError(f"error model must be a document, got {show(model)}")
+        doc = model if "format" not in model else _check_model_doc(model, "error model")
+    parts = doc.get("partitions")
     if not isinstance(parts, Mapping) or not parts:
         raise MapError("error model has no partitions")
     out = []
     for label, entry in parts.items():
-        bank, rows = _parse_label(str(label), geometry)
-        try:
-            curves = {name: Curve.from_dict(c) for name, c in dict(entry.get("curves", {})).items()
-                      if name in ("vdd_v", "trcd_ns", "trp_ns")}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise MapError(f"partition {label!r}: unreadable curves ({exc})") from None
-        out.append(Partition(str(label), bank, rows, curves))
-    if any(p.label == "all" for p in out) and len(out) > 1:
-        raise MapError("error model mixes the 'all' partition with others")
+        if not isinstance(label, str):
+            raise MapError(f"partition label {show(label)} is not a string")
+        bank, rows = _parse_label(label, geometry)
+        if not isinstance(entry, Mapping):
+            raise MapError(f"partition {show(label)} must be an object, got {show(entry)}")
+        curves_doc = entry.get("curves", {})
+        if not isinstance(curves_doc, Mapping):
+            raise MapError(f"partition {show(label)}: curves must be an object, got {show(curves_doc)}")
+        curves = {}
+        for name in ("vdd_v", "trcd_ns", "trp_ns"):
+            if name not in curves_doc:
+                continue
+            try:
+                curve = Curve.from_dict(curves_doc[name])
+            except ModelError as exc:
+                raise MapError(f"partition {show(label)}: curves.{name}: {exc}") from None
+            if curve.param != name:
+                raise MapError(f"partition {show(label)}: curves.{name} has param {show(curve.param)}")
+            curves[name] = curve
+        out.append(Partition(label, bank, rows, curves))
+    kinds = {"all" if p.label == "all" else "bank" if p.bank is not None else "rows" for p in out}
+    if len(kinds) > 1:
+        which = "the 'all' partition with others" if "all" in kinds else "bank and row-group partitions"
+        raise MapError(f"error model mixes {which}")
     out.sort(key=_sort_key)
+    groups = sorted((p.rows, p.label) for p in out if p.label.startswith("rows"))
+    for (a, la), (b, lb) in zip(groups, groups[1:]):
+        if b[0] <= a[1]:
+            raise MapError(f"error model partitions {la} and {lb} overlap")
     return out
 
 
 def nominal_of(partitions: Sequence[Partition], setting: Optional[Mapping[str, Any]] = None) -> dict[str, float]:
     """Nominal VDD, tRCD and tRP: the largest measured value of each swept parameter, else the
     value the other curves were held at, else ``setting`` (a model's ``source.setting``), else
-    DDR3L's 1.35 V / 13.75 ns / 13.75 ns."""
+    DDR3L's 1.35 V / 13.75 ns / 13.75 ns.
+
+    Raises
+    ------
+    MapError
+        ``setting`` is not a mapping, or one of its values is not a number in range.
+    """
+    if setting is not None and not isinstance(setting, Mapping):
+        raise MapError(f"source.setting must be an object, got {show(setting)}")
     defaults = {"vdd_v": NOMINAL_VDD_V, "trcd_ns": NOMINAL_TRCD_NS, "trp_ns": NOMINAL_TRP_NS}
     out = {}
     for name, default in defaults.items():
@@ -249,7 +359,7 @@ def nominal_of(partitions: Sequence[Partition], setting: Optional[Mapping[str, A
         elif held:
             out[name] = max(held)
         elif given is not None:
-            out[name] = max(float(given), default)
+            out[name] = max(_setting_value(given, name, f"source.setting.{name}"), default)
         else:
             out[name] = default
     return out
@@ -268,48 +378,84 @@ def load_tolerance(source: Union[PathLike, Mapping[Any, Any]]) -> tuple[dict[Key
         Per-key BERs, or one BER for every tensor.
     fmt : str or None
         The numeric format the tolerance was measured in, if recorded.
+
+    Raises
+    ------
+    MapError
+        A missing or unreadable file, not JSON, another format or version, or a malformed field
+        (one line naming it): a BER that is not a number in (0, 1], a layer that is not a string,
+        a kind other than ``weight`` / ``ifm``, a key given twice, a ``fmt`` that is not a string.
     """
     doc = _read_json(source, "tolerance") if isinstance(source, (str, Path)) else source
     if not isinstance(doc, Mapping):
         raise MapError("tolerance must be a JSON object")
-    fmt = doc.get("fmt") if isinstance(doc.get("fmt"), str) else None
     if doc and all(isinstance(k, tuple) for k in doc):
+        if not all(len(k) == 2 for k in doc):
+            raise MapError("tolerance keys must be (layer, kind) pairs")
         return {(str(k[0]), str(k[1])): _check_ber(v, k) for k, v in doc.items()}, None
+    fmt = doc.get("fmt")
+    if fmt is not None and not isinstance(fmt, str):
+        raise MapError(f"tolerance fmt must be a string, got {show(fmt)}")
     if "format" in doc:
         if doc.get("format") != "eden-tolerance":
-            raise MapError(f"tolerance is a {doc.get('format')!r} document, not eden-tolerance")
-        if doc.get("format_version") != 1:
-            raise MapError(f"tolerance format_version {doc.get('format_version')!r} is not supported (1)")
+            raise MapError(f"tolerance is a {show(doc.get('format'))} document, not eden-tolerance")
+        if not _version_ok(doc, 1):
+            raise MapError(f"tolerance format_version {show(doc.get('format_version'))} is not supported (1)")
         fine = doc.get("fine")
-        if isinstance(fine, Mapping) and fine.get("bers"):
-            return _bers_list(fine["bers"]), fmt
+        if fine is not None and not isinstance(fine, Mapping):
+            raise MapError(f"tolerance fine must be an object or null, got {show(fine)}")
+        if fine is not None and "bers" in fine:
+            bers = _bers_list(fine["bers"], "fine.bers")
+            if bers:
+                return bers, fmt
         coarse = doc.get("coarse")
         if not isinstance(coarse, Mapping) or "ber" not in coarse:
             raise MapError("tolerance document has neither fine BERs nor a coarse BER")
-        if coarse.get("found") is False or not coarse.get("ber"):
+        found = coarse.get("found", True)
+        if not isinstance(found, bool):
+            raise MapError(f"tolerance coarse.found must be true or false, got {show(found)}")
+        ber = coarse["ber"]
+        if not found or (finite_float(ber) == 0.0):
             raise MapError("the network tolerates no bit errors (coarse characterization found none): nothing to map")
-        return _check_ber(coarse["ber"], "coarse"), fmt
+        return _check_ber(ber, "coarse"), fmt
     if "bers" in doc:
-        return _bers_list(doc["bers"]), fmt
+        bers = _bers_list(doc["bers"], "bers")
+        if not bers:
+            raise MapError("tolerance 'bers' is empty")
+        return bers, fmt
     if "ber" in doc:
         return _check_ber(doc["ber"], "ber"), fmt
     raise MapError("tolerance has no 'bers' or 'ber' (expected an eden-tolerance document)")
 
 
+def _text(value: str) -> str:
+    """A name as is when it is short and printable, else shortened and quoted (one-line messages)."""
+    return value if value.isprintable() and len(value) <= 60 else show(value)
+
+
 def _check_ber(value: Any, key: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
-        raise MapError(f"tolerable BER of {key} must be in (0, 1], got {value!r}")
-    return float(value)
+    f = finite_float(value)
+    if f is None or not 0.0 < f <= 1.0:
+        name = key if isinstance(key, str) else "/".join(map(str, key)) if isinstance(key, tuple) else show(key)
+        raise MapError(f"tolerable BER of {name} must be in (0, 1], got {show(value)}")
+    return f
 
 
-def _bers_list(rows: Any) -> dict[Key, float]:
+def _bers_list(rows: Any, where: str = "bers") -> dict[Key, float]:
     if not isinstance(rows, list):
-        raise MapError("tolerance 'bers' must be a list of [layer, kind, ber]")
-    out = {}
-    for row in rows:
+        raise MapError(f"tolerance {where} must be a list of [layer, kind, ber], got {show(rows)}")
+    out: dict[Key, float] = {}
+    for i, row in enumerate(rows):
         if not (isinstance(row, (list, tuple)) and len(row) == 3):
-            raise MapError(f"tolerance entry {row!r} is not [layer, kind, ber]")
-        out[(str(row[0]), str(row[1]))] = _check_ber(row[2], f"{row[0]}/{row[1]}")
+            raise MapError(f"tolerance {where}[{i}] {show(row)} is not [layer, kind, ber]")
+        layer, kind, ber = row
+        if not isinstance(layer, str) or not layer:
+            raise MapError(f"tolerance {where}[{i}]: layer must be a non-empty string, got {show(layer)}")
+        if kind not in KINDS:
+            raise MapError(f"tolerance {where}[{i}]: kind must be one of {', '.join(KINDS)}, got {show(kind)}")
+        if (layer, kind) in out:
+            raise MapError(f"tolerance {where}[{i}]: {show(layer)}/{kind} is given twice")
+        out[(layer, kind)] = _check_ber(ber, f"{_text(layer)}/{kind}")
     return out
 
 
@@ -771,42 +917,143 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _nonneg_int(value: Any, where: str) -> int:
+    if not _int(value) or value < 0:
+        raise MapError(f"{where} must be a non-negative integer, got {show(value)}")
+    return value
+
+
+def _number(value: Any, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
+    f = finite_float(value)
+    if f is None or not lo <= f <= hi:
+        raise MapError(f"{where} must be a finite number in [{lo:g}, {hi:g}], got {show(value)}")
+    return f
+
+
 def _validate(doc: Any, where: str) -> dict[str, Any]:
+    """Check a DRAM configuration document field by field (``docs/dram-config-format.md``)."""
     if not isinstance(doc, Mapping) or doc.get("format") != FORMAT:
         raise MapError(f"{where}: not an {FORMAT} document (write one with python -m boosting.map)")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise MapError(f"{where}: format_version {doc.get('format_version')!r} is not supported ({FORMAT_VERSION})")
+    if not _version_ok(doc, FORMAT_VERSION):
+        raise MapError(f"{where}: format_version {show(doc.get('format_version'))} is not supported ({FORMAT_VERSION})")
     if doc.get("mode") not in MODES or doc.get("granularity") not in GRANULARITIES:
-        raise MapError(f"{where}: mode {doc.get('mode')!r} / granularity {doc.get('granularity')!r} unknown")
+        raise MapError(f"{where}: mode {show(doc.get('mode'))} / granularity {show(doc.get('granularity'))} unknown")
     geo = doc.get("geometry")
     if not isinstance(geo, Mapping) or not all(_int(geo.get(k)) and geo[k] > 0 for k in ("banks", "rows", "row_bytes")):
         raise MapError(f"{where}: geometry needs positive integer banks, rows, row_bytes")
+    try:
+        AddressMap(banks=geo["banks"], rows=geo["rows"], row_bytes=geo["row_bytes"])
+    except LayoutError as exc:
+        raise MapError(f"{where}: geometry: {exc}") from None
+    geometry = Geometry(geo["banks"], geo["rows"], geo["row_bytes"])
+    nominal = doc.get("nominal")
+    if not isinstance(nominal, Mapping):
+        raise MapError(f"{where}: nominal must be an object with vdd_v, trcd_ns, trp_ns")
+    for name in ("vdd_v", "trcd_ns", "trp_ns"):
+        _setting_value(nominal.get(name), name, f"{where}: nominal.{name}")
+    capacity_rows = doc.get("capacity_rows")
+    if capacity_rows is not None and (not _int(capacity_rows) or capacity_rows < 1):
+        raise MapError(f"{where}: capacity_rows must be null or a positive integer, got {show(capacity_rows)}")
+    savings = doc.get("savings")
+    if not isinstance(savings, Mapping):
+        raise MapError(f"{where}: savings must be an object")
+    for name in ("vdd_reduction_v", "trcd_reduction_ns", "trp_reduction_ns"):
+        _number(savings.get(name), f"{where}: savings.{name}", -1e4, 1e4)
     for key in ("partitions", "tensors"):
         if not isinstance(doc.get(key), list):
             raise MapError(f"{where}: {key} must be a list")
-    labels = set()
+    parts: dict[str, Partition] = {}
     for i, p in enumerate(doc["partitions"]):
         if not isinstance(p, Mapping) or any(k not in p for k in _PART_KEYS):
             raise MapError(f"{where}: partition {i} lacks one of {', '.join(_PART_KEYS)}")
-        labels.add(p["label"])
+        label = p["label"]
+        if not isinstance(label, str):
+            raise MapError(f"{where}: partition {i}: label must be a string, got {show(label)}")
+        at = f"{where}: partition {_text(label)}"
+        if label in parts:
+            raise MapError(f"{at} is given twice")
+        bank, rows = _parse_label(label, geometry)
+        if p["bank"] != bank or p["bank"] is True or p["bank"] is False:
+            raise MapError(f"{at}: bank must be {show(bank)}, got {show(p['bank'])}")
+        if not (isinstance(p["rows"], list) and len(p["rows"]) == 2 and all(_int(r) for r in p["rows"])
+                and tuple(p["rows"]) == rows):
+            raise MapError(f"{at}: rows must be [{rows[0]}, {rows[1]}], got {show(p['rows'])}")
+        for name in ("vdd_v", "trcd_ns", "trp_ns"):
+            _setting_value(p[name], name, f"{at}: {name}")
+        _number(p["predicted_ber"], f"{at}: predicted_ber")
+        _nonneg_int(p["capacity_bytes"], f"{at}: capacity_bytes")
+        _nonneg_int(p["used_bytes"], f"{at}: used_bytes")
+        parts[label] = Partition(label, bank, rows)
+    seen: set[Key] = set()
+    spans: list[tuple[int, int, str]] = []
     for i, t in enumerate(doc["tensors"]):
         if not isinstance(t, Mapping) or any(k not in t for k in _TENSOR_KEYS):
             raise MapError(f"{where}: tensor {i} lacks one of {', '.join(_TENSOR_KEYS)}")
-        if t["partition"] not in labels:
-            raise MapError(f"{where}: tensor {t['layer']}/{t['kind']} is in unknown partition {t['partition']!r}")
+        if not isinstance(t["layer"], str) or not t["layer"] or t["kind"] not in KINDS:
+            raise MapError(f"{where}: tensor {i}: layer must be a non-empty string and kind one of "
+                           f"{', '.join(KINDS)}, got {show(t['layer'])}/{show(t['kind'])}")
+        key = (t["layer"], t["kind"])
+        at = f"{where}: tensor {_text(key[0])}/{key[1]}"
+        if key in seen:
+            raise MapError(f"{at} is given twice")
+        seen.add(key)
+        if not isinstance(t["partition"], str) or t["partition"] not in parts:
+            raise MapError(f"{at} is in unknown partition {show(t['partition'])}")
+        n_bytes = _nonneg_int(t["n_bytes"], f"{at}: n_bytes")
+        _check_ber(t["tolerable_ber"], key)
+        _number(t["predicted_ber"], f"{at}: predicted_ber")
+        if "n_rows" in t:
+            if not _int(t["n_rows"]) or t["n_rows"] < 1:
+                raise MapError(f"{at}: n_rows must be a positive integer, got {show(t['n_rows'])}")
+        if t.get("margin") is not None:
+            _number(t["margin"], f"{at}: margin")
         if not (_int(t["bank"]) and 0 <= t["bank"] < geo["banks"] and _int(t["row"]) and 0 <= t["row"] < geo["rows"]
                 and _int(t["offset_bytes"]) and t["offset_bytes"] >= 0):
-            raise MapError(f"{where}: tensor {t['layer']}/{t['kind']} has an address outside the geometry")
+            raise MapError(f"{at} has an address outside the geometry")
+        part = parts[t["partition"]]
+        if part.label != "all" and ((part.bank is not None and t["bank"] != part.bank)
+                                    or not part.rows[0] <= t["row"] <= part.rows[1]):
+            raise MapError(f"{at}: bank {t['bank']} row {t['row']} is outside its partition {part.label}")
+        capacity = geo["banks"] * geo["rows"] * geo["row_bytes"]
+        if n_bytes > capacity or t["offset_bytes"] > capacity:
+            raise MapError(f"{at}: {show(n_bytes)} bytes at offset {show(t['offset_bytes'])} do not fit the "
+                           f"DIMM's {capacity} bytes")
+        try:
+            amap = AddressMap(banks=geo["banks"], rows=geo["rows"], row_bytes=geo["row_bytes"], bank=t["bank"],
+                              row=t["row"], interleave="row", offset_bytes=t["offset_bytes"])
+            amap.check_fits(n_bytes)
+        except LayoutError as exc:
+            raise MapError(f"{at}: {exc}") from None
+        first, last = amap.start_address, amap.start_address + max(n_bytes, 1) - 1
+        rows_taken = last // geo["row_bytes"] - first // geo["row_bytes"] + 1
+        if "n_rows" in t and t["n_rows"] != rows_taken:
+            raise MapError(f"{at}: n_rows must be {rows_taken} for {n_bytes} bytes, got {show(t['n_rows'])}")
+        end_bank, end_row = divmod(last // geo["row_bytes"], geo["rows"])
+        if doc["granularity"] == "fine" and part.label != "all" and (end_bank != t["bank"] or end_row > part.rows[1]):
+            raise MapError(f"{at}: its {rows_taken} rows from bank {t['bank']} row {t['row']} leave its "
+                           f"partition {part.label}")
+        spans.append((first, last, f"{_text(key[0])}/{key[1]}"))
+    spans.sort()
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        if start <= end:
+            raise MapError(f"{where}: tensors {a} and {b} overlap")
     return dict(doc)
 
 
 def load_config(path: PathLike) -> dict[str, Any]:
-    """Read and validate a DRAM configuration written by :func:`save_config` / the CLI."""
+    """Read and validate a DRAM configuration written by :func:`save_config` / the CLI.
+
+    Raises
+    ------
+    MapError
+        A missing or unreadable file, not JSON, another format or version, or any field of the
+        wrong type or out of range (one line naming it; ``docs/dram-config-format.md``).
+    """
     return _validate(_read_json(path, "DRAM configuration"), str(path))
 
 
 def placements(config: Union[PathLike, Mapping[str, Any]]) -> dict[Key, AddressMap]:
-    """``{(layer, kind): AddressMap}`` of every tensor of a configuration (row interleaving)."""
+    """``{(layer, kind): AddressMap}`` of every tensor of a configuration (row interleaving); MapError if malformed."""
     doc = load_config(config) if isinstance(config, (str, Path)) else _validate(config, "configuration")
     geo = doc["geometry"]
     return {(t["layer"], t["kind"]): AddressMap(banks=geo["banks"], rows=geo["rows"], row_bytes=geo["row_bytes"],

@@ -177,12 +177,18 @@ def error_model_from(arg: str, params: Optional[Mapping[str, Any]] = None,
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+    except RecursionError:
+        raise TrainError(f"cannot read fitted model {str(path)!r}: JSON nests too deeply") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, int digit limit
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else text
         raise TrainError(f"cannot read fitted model {str(path)!r}: {detail}") from None
     if not isinstance(doc, dict) or doc.get("format") != "eden-error-model" or not isinstance(doc.get("partitions"), dict):
         raise TrainError(f"{path}: not an eden-error-model JSON (write one with python -m errormodels.fit)")
     parts: dict[str, Any] = doc["partitions"]
+    for label, part in parts.items():
+        if not isinstance(part, dict):
+            raise TrainError(f"{path}: partition {label!r} is not an object")
     if partition is None:
         if "all" in parts:
             partition = "all"
@@ -193,7 +199,7 @@ def error_model_from(arg: str, params: Optional[Mapping[str, Any]] = None,
             partition = chosen[0]
     if partition not in parts:
         raise TrainError(f"{path}: unknown partition {partition!r}; known: {', '.join(parts) or 'none'}")
-    selected = parts[partition].get("selected")
+    selected = parts[partition].get("selected")  # checked further by model_from_dict
     if not isinstance(selected, dict):
         raise TrainError(f"{path}: partition {partition!r} has no selected model")
     return model_from_dict({**selected, **params})

@@ -17,21 +17,26 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import beta
 
 from errormodels.fit import FitError, partition_rows
+from errormodels.models import ModelError, finite_float, show
 from profiler.storage import BerMap
 
-__all__ = ["Curve", "ber_table", "curves_for", "PARAMS", "NOMINAL"]
+__all__ = ["Curve", "ber_table", "curves_for", "PARAMS", "NOMINAL", "RANGES"]
 
 PARAMS = ("vdd_v", "trcd_ns", "trp_ns", "temp_c")
 NOMINAL = {"trcd_ns": 13.75, "trp_ns": 13.75}
 # +1: BER falls as the parameter grows (VDD, timings); -1: it grows (temperature).
 _DIRECTION = {"vdd_v": 1, "trcd_ns": 1, "trp_ns": 1, "temp_c": -1}
+#: Accepted range of each parameter in curve documents: VDD in V, timings in ns, temperature in °C.
+RANGES = {"vdd_v": (0.0, 10.0), "trcd_ns": (0.0, 1e4), "trp_ns": (0.0, 1e4), "temp_c": (-273.15, 1e3)}
+# Relative rise of the fit between neighbours tolerated as rounding (10**isotonic is monotone to a few ulp).
+_MONOTONE_SLACK = 1e-9
 
 
 def _interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -123,13 +128,87 @@ class Curve:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Curve":
-        """Rebuild from :meth:`to_dict`."""
-        return cls(
-            data["param"],
-            data["fixed"],
-            *(np.asarray(data[k], dtype=float) for k in ("x", "flips", "bits", "ci95_lo", "ci95_hi", "fit")),
-        )
+    def from_dict(cls, data: Any) -> "Curve":
+        """Rebuild from :meth:`to_dict` (e.g. a fitted model's ``curves.<param>``), validating every field.
+
+        Checked: ``param`` is one of :data:`PARAMS`; ``fixed`` maps the other parameters to a
+        number in their range or null; ``x``, ``flips``, ``bits``, ``ci95_lo``, ``ci95_hi``, ``fit``
+        (and ``ber`` where present) are equally long, non-empty lists of finite numbers; ``x``
+        strictly increasing and in the parameter's range (:data:`RANGES`); ``0 <= flips <= bits``;
+        BERs, interval bounds and the fit in [0, 1] with ``ci95_lo <= ci95_hi``; the fit monotone
+        in the parameter's direction (non-increasing in VDD, tRCD, tRP; non-decreasing in
+        temperature).
+
+        Raises
+        ------
+        ModelError
+            The first field that fails, in a one-line message naming it.
+        """
+        if not isinstance(data, Mapping):
+            raise ModelError(f"a curve must be a JSON object, got {show(data)}")
+        param = data.get("param")
+        if not isinstance(param, str) or param not in PARAMS:
+            raise ModelError(f"curve param must be one of {', '.join(PARAMS)}, got {show(param)}")
+        where = f"curve {param}"
+        fixed = data.get("fixed", {})
+        if not isinstance(fixed, Mapping):
+            raise ModelError(f"{where}: fixed must be an object, got {show(fixed)}")
+        fixed_out: dict[str, float | None] = {}
+        for key, value in fixed.items():
+            if not isinstance(key, str) or key not in PARAMS or key == param:
+                raise ModelError(f"{where}: fixed has key {show(key)}; allowed: the other parameters of {PARAMS}")
+            if value is None:
+                fixed_out[key] = None
+                continue
+            lo, hi = RANGES[key]
+            f = finite_float(value)
+            if f is None or not lo <= f <= hi:
+                raise ModelError(f"{where}: fixed.{key} must be null or a number in [{lo:g}, {hi:g}], got {show(value)}")
+            fixed_out[key] = f
+        arrays = {}
+        for key in ("x", "flips", "bits", "ber", "ci95_lo", "ci95_hi", "fit"):
+            if key == "ber" and key not in data:
+                continue
+            arrays[key] = _numbers(data.get(key), f"{where}: {key}", len(arrays["x"]) if arrays else None)
+        x, flips, bits, lo95, hi95, fit = (arrays[k] for k in ("x", "flips", "bits", "ci95_lo", "ci95_hi", "fit"))
+        lo, hi = RANGES[param]
+        if np.any(x < lo) or np.any(x > hi):
+            raise ModelError(f"{where}: x must lie in [{lo:g}, {hi:g}]")
+        if np.any(np.diff(x) <= 0):
+            raise ModelError(f"{where}: x must be strictly increasing")
+        if np.any(flips < 0) or np.any(flips > bits):
+            raise ModelError(f"{where}: flips must be in [0, bits] at every x")
+        for key in ("ber", "ci95_lo", "ci95_hi", "fit"):
+            if key in arrays and (np.any(arrays[key] < 0) or np.any(arrays[key] > 1)):
+                raise ModelError(f"{where}: {key} must be in [0, 1]")
+        if np.any(lo95 > hi95):
+            raise ModelError(f"{where}: ci95_lo must not exceed ci95_hi")
+        step = np.diff(fit) * _DIRECTION[param]  # must not rise in the direction of milder settings
+        if np.any(step > _MONOTONE_SLACK * np.maximum(fit[:-1], fit[1:])):
+            raise ModelError(f"{where}: fit must be monotone (BER "
+                             + ("non-increasing" if _DIRECTION[param] > 0 else "non-decreasing") + f" in {param})")
+        return cls(param, fixed_out, x, flips, bits, lo95, hi95, fit)
+
+
+def _numbers(value: Any, where: str, length: int | None) -> np.ndarray:
+    """A non-empty list of finite numbers (not bools) as float64, of ``length`` if given; ModelError otherwise."""
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iuf":
+        items = value.tolist()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise ModelError(f"{where} must be a list of numbers, got {show(value)}")
+    if not items:
+        raise ModelError(f"{where} is empty")
+    out = np.empty(len(items), float)
+    for i, item in enumerate(items):
+        f = finite_float(item)
+        if f is None:
+            raise ModelError(f"{where}[{i}] must be a finite number, got {show(item)}")
+        out[i] = f
+    if length is not None and len(out) != length:
+        raise ModelError(f"{where} has {len(out)} values, x has {length}")
+    return out
 
 
 def _reference(settings: list[tuple], index: int, nominal_vdd: float | None) -> float | None:

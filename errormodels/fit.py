@@ -21,14 +21,15 @@ the bitline in the adjacent row) to a correlated model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 import os
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from errormodels.models import Bitline, BitValue, ErrorModel, Uniform, Wordline
-from profiler.patterns import PatternError, parse_pattern
+from profiler.patterns import Pattern, PatternError, parse_pattern
 from profiler.storage import BerMap, PointData
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Candidate",
     "Selection",
     "FitError",
+    "FitWarning",
     "observe",
     "fit_all",
     "select",
@@ -50,6 +52,15 @@ _EPS = 1e-300
 
 class FitError(ValueError):
     """The data cannot be fitted (no points, no bits, unknown partition)."""
+
+
+class FitWarning(UserWarning):
+    """A fit had to assume something the map does not record (e.g. the bits a pattern wrote)."""
+
+
+def _ascii_digits(text: str) -> bool:
+    """True for a non-empty run of ASCII digits only (``str.isdigit`` also accepts '²')."""
+    return bool(text) and text.isascii() and text.isdigit()
 
 
 @dataclass
@@ -101,19 +112,40 @@ def partition_rows(partition: str, bank: int, row: int) -> str:
     if partition == "bank":
         return f"bank{bank}"
     if partition.startswith("rowgroup:"):
-        size = int(partition.split(":", 1)[1])
+        size_text = partition.split(":", 1)[1]
+        if not _ascii_digits(size_text) or int(size_text) < 1:
+            raise FitError(f"partition {partition!r}: rowgroup:N needs a positive N")
+        size = int(size_text)
         start = row // size * size
         return f"rows{start}-{start + size - 1}"
     raise FitError(f"unknown partition {partition!r} (dimm, bank, rowgroup:N, chip)")
 
 
-def _ones_per_row(point: PointData, definitions: dict[str, str], row_bytes: int) -> np.ndarray | None:
-    """Bits holding 1 in each tested row, from the pattern definition (None if it cannot be rebuilt)."""
+def _pattern_of(point: PointData, definitions: dict[str, str]) -> Pattern | None:
+    """The pattern a point wrote, rebuilt from ``patterns_json`` (None, with a :class:`FitWarning`, if it
+    cannot be: an unknown name, or a ``file:`` pattern whose file is missing or has changed)."""
     name = str(point.attrs.get("pattern"))
+    definition = definitions.get(name, name)
+    text, _, digest = definition.partition(" sha256=")
     try:
-        pattern = parse_pattern(definitions.get(name, name).split(" sha256=")[0])
-    except PatternError:
-        return None
+        pattern = parse_pattern(text)
+    except (PatternError, OSError, ValueError) as exc:
+        problem = str(exc)
+    else:
+        recorded = digest.strip()
+        rebuilt = pattern.definition.partition(" sha256=")[2]
+        if not recorded or recorded == rebuilt:
+            return pattern
+        problem = f"the file of pattern {name!r} has changed since the sweep (SHA-256 differs)"
+    warnings.warn(FitWarning(f"point {point.key}: cannot rebuild the data written ({problem}); "
+                             "the bit-value model assumes half the tested bits held 1"), stacklevel=3)
+    return None
+
+
+def _ones_per_row(point: PointData, pattern: Pattern | None, row_bytes: int) -> np.ndarray:
+    """Bits holding 1 in each tested row (half the row when the pattern cannot be rebuilt)."""
+    if pattern is None:
+        return np.full(len(point.rows), row_bytes * 4, np.int64)
     out = np.empty(len(point.rows), np.int64)
     for i, (bank, row) in enumerate(point.rows):
         out[i] = int(np.bitwise_count(pattern.data(int(bank), int(row), i, row_bytes)).sum())
@@ -130,22 +162,24 @@ def observe(
     ``partition`` is ``dimm``, ``bank``, ``rowgroup:N`` or ``chip`` (the 8 byte lanes of
     the 64-bit bus: byte ``j`` of a row belongs to chip ``j % 8``).
     """
-    row_bytes = int(ber_map.geometry.get("row_bytes", 8192))
-    definitions = ber_map.meta.get("patterns", {})
+    row_bytes = int(ber_map.geometry["row_bytes"])  # required and checked by BerMap
+    definitions = ber_map.meta["patterns"]
     chips = partition == "chip"
     if not chips and partition != "dimm" and partition != "bank" and not partition.startswith("rowgroup:"):
         raise FitError(f"unknown partition {partition!r} (dimm, bank, rowgroup:N, chip)")
     if partition.startswith("rowgroup:"):
         size_text = partition.split(":", 1)[1]
-        if not size_text.isdigit() or int(size_text) < 1:
+        if not _ascii_digits(size_text) or int(size_text) < 1:
             raise FitError(f"partition {partition!r}: rowgroup:N needs a positive N")
     out: dict[str, Observations] = {}
+    patterns: dict[str, Pattern | None] = {}
     test_id = 0
     for key in keys:
         point = ber_map.point(key)
-        ones = _ones_per_row(point, definitions, row_bytes)
-        if ones is None:
-            ones = np.full(len(point.rows), row_bytes * 4, np.int64)  # unknown pattern: half ones
+        name = str(point.attrs.get("pattern"))
+        if name not in patterns:
+            patterns[name] = _pattern_of(point, definitions)
+        ones = _ones_per_row(point, patterns[name], row_bytes)
         errors = point.errors
         truncated = bool(point.attrs.get("errors_truncated", False))
         if chips:
@@ -545,10 +579,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--out", default="model.json", help="output JSON (default model.json)")
     args = parser.parse_args(argv)
     try:
-        doc = fit_map(args.map, args.partition, args.criterion, args.seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FitWarning)
+            doc = fit_map(args.map, args.partition, args.criterion, args.seed)
     except (MapError, FitError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for item in caught:
+        print(f"warning: {item.message}", file=sys.stderr)
     _print_report(doc)
     with open(args.out, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1, default=float)

@@ -27,8 +27,9 @@ weak locations again, as it would on the DIMM.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar
+import numbers
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -47,12 +48,51 @@ __all__ = [
 
 
 class ModelError(ValueError):
-    """An unknown model name or a parameter outside its range."""
+    """An unknown model name, a parameter of the wrong type or outside its range, or a malformed
+    model or curve document; always a one-line message naming the field."""
 
 
-def _check(name: str, value: float, lo: float, hi: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not lo <= value <= hi:
-        raise ModelError(f"{name} must be in [{lo:g}, {hi:g}], got {value!r}")
+#: Largest model seed (weak locations hash the seed to 64 bits).
+MAX_SEED = 2**64 - 1
+#: Largest ``group_bits`` of the wordline model (a whole row of a large DIMM is 2**16 bits).
+MAX_GROUP_BITS = 2**32
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a one-line message: shortened, and safe for integers of any size.
+
+    (``repr`` of an integer above Python's digit limit raises ``ValueError``.)
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_number(value: Any) -> bool:
+    """True for an int or float that is not a bool (numpy floats count; strings, None do not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finite_float(value: Any) -> float | None:
+    """``float(value)`` for a finite number (not a bool), else None (also for ints too large for a float)."""
+    if not is_number(value):
+        return None
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _check(name: str, value: Any, lo: float, hi: float) -> None:
+    f = finite_float(value)
+    if f is None or not lo <= f <= hi:
+        raise ModelError(f"{name} must be in [{lo:g}, {hi:g}], got {show(value)}")
 
 
 @dataclass(frozen=True)
@@ -66,8 +106,8 @@ class ErrorModel:
 
     def __post_init__(self) -> None:
         _check("ber", self.ber, 0.0, 1.0)
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ModelError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ModelError(f"seed must be an integer in [0, 2**64 - 1], got {show(self.seed)}")
 
     @property
     def n_params(self) -> int:
@@ -149,8 +189,9 @@ class Wordline(_Clustered):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.group_bits, int) or self.group_bits < 1 or self.group_bits & (self.group_bits - 1):
-            raise ModelError(f"group_bits must be a power of two >= 1, got {self.group_bits!r}")
+        g = self.group_bits
+        if not isinstance(g, int) or isinstance(g, bool) or not 1 <= g <= MAX_GROUP_BITS or g & (g - 1):
+            raise ModelError(f"group_bits must be a power of two in [1, 2**32], got {show(g)}")
 
 
 @dataclass(frozen=True)
@@ -203,29 +244,74 @@ MODELS: dict[str, type[ErrorModel]] = {
 _BY_NUMBER = {cls.number: cls for cls in MODELS.values()}
 
 
+_KNOWN = "known: 0 uniform, 1 wordline, 2 bitline, 3 bit-value"
+
+
+def _model_class(name: Any) -> type[ErrorModel]:
+    """The model class of a name or number (ASCII digits only: ``"²"`` is not 2)."""
+    cls = None
+    if isinstance(name, numbers.Integral) and not isinstance(name, (bool, np.bool_)):
+        cls = _BY_NUMBER.get(int(name))
+    elif isinstance(name, str):
+        key = name.strip().lower()
+        cls = MODELS.get(key)
+        if cls is None and key.isascii() and key.isdigit() and len(key) <= 3:
+            cls = _BY_NUMBER.get(int(key))
+    if cls is None:
+        raise ModelError(f"unknown error model {show(name)}; {_KNOWN}")
+    return cls
+
+
 def get_model(name: str | int, **params: Any) -> ErrorModel:
     """Build a model by name (``uniform``, ``wordline``, ``bitline``, ``bit-value``) or number 0-3.
+
+    Parameters
+    ----------
+    name : str or int
+        Model name (case-insensitive), or its number as an int or a string of ASCII digits.
+    **params
+        Constructor arguments: ``ber``, ``seed`` and the model's shape parameters.
 
     Raises
     ------
     ModelError
-        For an unknown name or parameter, or a parameter out of range.
+        For an unknown name (the message lists the known ones) or parameter, a parameter of the
+        wrong type (bools are not numbers, ints must be ints) or out of range.
     """
-    cls = _BY_NUMBER.get(name) if isinstance(name, int) else MODELS.get(str(name).strip().lower())
-    if cls is None and isinstance(name, str) and name.strip().isdigit():
-        cls = _BY_NUMBER.get(int(name))
-    if cls is None:
-        raise ModelError(f"unknown error model {name!r}; known: 0 uniform, 1 wordline, 2 bitline, 3 bit-value")
+    cls = _model_class(name)
+    known = {f.name for f in fields(cls)}
+    for key in params:
+        if key not in known:
+            raise ModelError(f"error model {cls.name}: unknown parameter {show(key)}; "
+                             f"known: {', '.join(sorted(known))}")
     try:
         return cls(**params)
     except TypeError as exc:
-        raise ModelError(f"error model {cls.name}: {exc}") from None
+        raise ModelError(f"error model {cls.name}: {str(exc).splitlines()[0]}") from None
 
 
-def model_from_dict(data: dict[str, Any]) -> ErrorModel:
-    """Rebuild a model from :meth:`ErrorModel.to_dict` output."""
+def model_from_dict(data: Any) -> ErrorModel:
+    """Rebuild a model from :meth:`ErrorModel.to_dict` output (e.g. a fitted model's ``selected``).
+
+    ``model`` (name) or ``number`` identifies it (both: they must agree); every other key is a
+    parameter, checked as by :func:`get_model`.
+
+    Raises
+    ------
+    ModelError
+        Not a dict, no or an unknown model, ``model`` and ``number`` disagreeing, or a bad parameter.
+    """
+    if not isinstance(data, Mapping):
+        raise ModelError(f"an error model must be a JSON object, got {show(data)}")
+    if "model" not in data and "number" not in data:
+        raise ModelError("error model has neither 'model' nor 'number'")
+    cls = _model_class(data["model"] if "model" in data else data["number"])
+    if "model" in data and "number" in data:
+        number = data["number"]
+        if not isinstance(number, int) or isinstance(number, bool) or number != cls.number:
+            raise ModelError(f"error model {cls.name}: number must be {cls.number}, got {show(number)}")
     params = {k: v for k, v in data.items() if k not in ("model", "number")}
-    return get_model(data.get("model", data.get("number")), **params)
+    return get_model(cls.name, **params)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ __all__ = [
     "FrameError",
     "encode_frame",
     "FrameDecoder",
+    "FRAME_TIMEOUT_S",
     "crc16",
     "crc32",
 ]
@@ -43,6 +44,9 @@ _HEADER = struct.Struct("<2sBBHI")  # sync, version, type, seq, length
 HEADER_SIZE = _HEADER.size + 2  # + header CRC-16
 TRAILER_SIZE = 4
 MAX_PAYLOAD = 1 << 20
+#: A receiver drops a partly received frame once no byte of it has arrived for this long
+#: (seconds).  docs/wire-protocol.md section 5 makes this a MUST for firmware.
+FRAME_TIMEOUT_S = 0.25
 
 
 class FrameError(ValueError):
@@ -135,6 +139,23 @@ class FrameDecoder:
         if length > MAX_PAYLOAD:
             return 1
         return max(1, HEADER_SIZE + length + TRAILER_SIZE - len(self._buf))
+
+    def partial(self) -> bool:
+        """True if the buffer starts a frame (a SYNC) that is not complete yet."""
+        return len(self._buf) > 0 and self._buf[:1] == SYNC[:1]
+
+    def drop_partial(self) -> int:
+        """Give up on the incomplete frame at the head of the buffer; return the bytes dropped.
+
+        Only its first byte is dropped, as for a corrupt frame: bytes buffered after it may
+        hold the start of a good frame (for example a retransmission), which the next
+        :meth:`next_frame` still finds.
+        """
+        if not self._buf:
+            return 0
+        self.skipped_bytes += 1
+        del self._buf[:1]
+        return 1
 
     def next_frame(self) -> Frame | None:
         """Return the next good frame, or None if no complete frame is buffered yet."""

@@ -17,6 +17,7 @@ its default settings).  A ``spy+`` prefix (``spy+socket://...``,
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import urllib.parse
@@ -37,6 +38,16 @@ __all__ = [
     "open_transport",
     "describe_frame",
 ]
+
+
+#: The reply type each request is answered with (besides ERROR and NAK).
+_REPLY_TYPE = {
+    MsgType.HELLO: MsgType.INFO,
+    MsgType.PROGRAM: MsgType.RESULT,
+    MsgType.RESET: MsgType.ACK,
+    MsgType.STATUS: MsgType.STATUS_REPLY,
+    MsgType.SEED: MsgType.ACK,
+}
 
 
 class LinkError(IOError):
@@ -171,13 +182,16 @@ class Link:
         spy: Callable[[str], None] | TextIO | None = None,
         name: str = "tester",
     ) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
+            timeout_s > 0 and math.isfinite(timeout_s)
+        ):
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 1000:
+            raise ValueError(f"retries must be an integer 0..1000, got {retries!r}")
         self._port = transport
         self._decoder = FrameDecoder()
         self._seq = 0
+        self._damaged_seq = 0  # SEQ of a damaged reply not yet acted on (0: none)
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.name = name
@@ -230,7 +244,13 @@ class Link:
         self.stats.bytes_sent += len(frame_bytes)
 
     def _receive(self, deadline: float) -> Frame | None:
-        """Return the next good frame before ``deadline`` (monotonic seconds), or None."""
+        """Return the next good frame before ``deadline`` (monotonic seconds), or None.
+
+        A damaged frame (intact header, bad CRC-32) carrying the outstanding SEQ is returned
+        as a NAK, but only when no intact frame was decoded in the same pass: an intact
+        reply always wins over a damaged copy of it (for example a duplicate that lost
+        bytes).  When an intact frame comes first, the NAK is kept and returned next.
+        """
         decoder = self._decoder
         while True:
             corrupt_before = decoder.corrupt
@@ -238,10 +258,13 @@ class Link:
             if decoder.corrupt != corrupt_before:
                 self.stats.corrupt_frames += decoder.corrupt - corrupt_before
                 if decoder.last_corrupt is not None and decoder.last_corrupt.seq == self._seq:
-                    return Frame(MsgType.NAK, self._seq)  # our reply was damaged: ask again now
+                    self._damaged_seq = self._seq
             if frame is not None:
                 self._log("<<", frame)
                 return frame
+            if self._damaged_seq == self._seq and self._seq:
+                self._damaged_seq = 0
+                return Frame(MsgType.NAK, self._seq, b"damaged")  # our reply was damaged: ask again now
             if time.monotonic() >= deadline:
                 return None
             try:
@@ -276,33 +299,56 @@ class Link:
             No valid reply after ``1 + retries`` attempts.
         """
         wait_s = self.timeout_s if timeout_s is None else float(timeout_s)
+        if not (wait_s > 0 and math.isfinite(wait_s)):
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         seq = self._next_seq()
         frame_bytes = encode_frame(int(msg_type), seq, payload)
         sent = Frame(int(msg_type), seq, payload)
         self.stats.requests += 1
-        for attempt in range(self.retries + 1):
+        expected = _REPLY_TYPE.get(int(msg_type))
+        self._damaged_seq = 0
+        waits: list[str] = []  # what each attempt ended with, for the error message
+        attempts = self.retries + 1
+        for attempt in range(attempts):
             if attempt:
                 self.stats.retransmissions += 1
+                # An incomplete frame at the head of the buffer belongs to an answer we have
+                # given up on; left there, it would swallow the reply to this retransmission.
+                if self._decoder.partial():
+                    self._decoder.drop_partial()
             self._send(frame_bytes, sent)
-            deadline = time.monotonic() + wait_s
+            started = time.monotonic()
+            deadline = started + wait_s
+            last_attempt = attempt == attempts - 1
+            outcome = ""
             while True:
                 reply = self._receive(deadline)
                 if reply is None:
                     self.stats.timeouts += 1
+                    outcome = outcome or "no reply"
                     break
-                if reply.seq != seq or reply.type < 0x80:
-                    # A reply to an earlier request, or not a reply at all (an echo on loop://).
+                if reply.seq != seq or reply.type < 0x80 or (
+                    expected is not None and reply.type not in (expected, MsgType.NAK, MsgType.ERROR)
+                ):
+                    # A reply to an earlier request (an earlier host's on a shared line may carry
+                    # the same SEQ, but not the type this request is answered with), or not a
+                    # reply at all (an echo on loop://).
                     self.stats.stale_frames += 1
                     continue
                 if reply.type == MsgType.NAK:
                     self.stats.naks += 1
+                    outcome = "damaged reply" if reply.payload == b"damaged" else "NAK"
+                    if last_attempt:
+                        # Nothing left to retransmit: an intact copy may still arrive in time.
+                        continue
                     break
                 if reply.type == MsgType.ERROR:
                     raise RemoteError(*decode_error(reply.payload))
                 return reply
+            waits.append(f"{outcome} in {time.monotonic() - started:.2f} s")
         raise LinkTimeoutError(
-            f"no valid reply from {self.name} to {describe_frame(sent)} after "
-            f"{self.retries + 1} attempts of {wait_s:g} s"
+            f"no valid reply from {self.name} to {describe_frame(sent)} after {attempts} attempts "
+            f"({', '.join(waits)}; up to {wait_s:g} s each)"
         )
 
     def drain(self, quiet_s: float = 0.05, max_s: float = 2.0) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import struct
 from typing import Any, Sequence
 
@@ -75,6 +76,8 @@ class ErrorCode(enum.IntEnum):
     BAD_WRITE_DATA = 9
     ADDRESS_RANGE = 10
     NO_POWER = 11
+    BUSY = 12
+    STORE_FULL = 13
     INTERNAL = 99
 
 
@@ -151,12 +154,37 @@ def encode_json(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"JSON number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(f"JSON payload holds {name}, which is not a JSON number")
+
+
 def decode_json(payload: bytes) -> dict[str, Any]:
-    """Decode an INFO or STATUS payload."""
+    """Decode an INFO or STATUS payload.
+
+    Raises
+    ------
+    ProtocolError
+        If the payload is not UTF-8 JSON holding an object, nests too deeply, holds
+        ``NaN``/``Infinity`` or a number too large for a float or too long for an int.
+    """
     try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"JSON payload is not valid: {exc}") from None
+        obj = json.loads(
+            bytes(payload).decode("utf-8"), parse_float=_finite_float, parse_constant=_no_constant
+        )
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise ProtocolError("JSON payload nests too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, int digit limit
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ProtocolError(f"JSON payload is not valid: {reason}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("JSON payload is not an object")
     return obj

@@ -90,10 +90,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from boosting.map import MapError
     from boosting.networks import NetworkError
     from boosting.train import TrainError
+    from errormodels.fit import FitError
+    from errormodels.models import ModelError
+    from profiler.storage import MapError as BerMapError
 
     try:
         run_flow(opts, redo=[s for s in args.redo.split(",") if s], stop_after=args.stop_after)
-    except (FlowError, MapError, CharacterizeError, CheckpointError, DatasetError, NetworkError, TrainError) as exc:
+    except (FlowError, MapError, BerMapError, FitError, ModelError, CharacterizeError, CheckpointError,
+            DatasetError, NetworkError, TrainError) as exc:
         if not getattr(exc, "reported", False):
             print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -172,8 +172,11 @@ def read_json(path: Path, what: str = "file") -> Any:
             return json.load(fh)
     except FileNotFoundError:
         raise FlowError(f"{what} {str(path)!r} is missing (rerun the stage that writes it)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FlowError(f"{what} {str(path)!r} is unreadable: {exc}") from None
+    except RecursionError:
+        raise FlowError(f"{what} {str(path)!r} is unreadable: JSON nests too deeply") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, int digit limit
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FlowError(f"{what} {str(path)!r} is unreadable: {reason}") from None
 
 
 # ----------------------------------------------------------------------- stage state

@@ -10,6 +10,13 @@ from typing import Any, Callable, Optional
 
 from pipeline.flow import FlowError, FlowOptions, read_json, write_json
 
+
+def load_config(path: Path) -> dict[str, Any]:
+    """The DRAM configuration, fully validated (``boosting.map.MapError`` on any malformed field)."""
+    from boosting.map import load_config as _load
+
+    return _load(path)
+
 Log = Callable[[str], None]
 
 NOMINAL_TRCD_NS = 13.75
@@ -237,7 +244,7 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
     from firmware_bridge.link import LinkError
     from softmc_host.session import TesterError
 
-    config = read_json(out / "dram-config.json", "DRAM configuration")
+    config = load_config(out / "dram-config.json")
     nf = load_network(out / "network.pt")
     net = nf.net.eval()
     train = nf.load_split("train", root=opts.data_dir)
@@ -367,7 +374,7 @@ def stage_energy(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
     from boosting.checkpoint import load_network
     from pipeline.energy import DdrTiming, energy_report
 
-    config = read_json(out / "dram-config.json", "DRAM configuration")
+    config = load_config(out / "dram-config.json")
     val = read_json(out / "validate.json", "validation")
     nf = load_network(out / "network.pt")
     sizes = _sizes(nf.net, opts, 1)

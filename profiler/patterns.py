@@ -32,11 +32,20 @@ import numpy as np
 
 __all__ = ["Pattern", "PatternError", "parse_pattern", "PATTERN_NAMES"]
 
+#: Largest seed of a ``random:SEED`` pattern (the generator is keyed with 64 bits).
+MAX_RANDOM_SEED = (1 << 64) - 1
+
 PATTERN_NAMES = ("all-0", "all-1", "0xNN", "checkerboard", "rowstripe", "random[:SEED]", "file:PATH")
 
 
 class PatternError(ValueError):
     """An unknown or malformed pattern name, or an unreadable pattern file."""
+
+
+def _show(text: object, limit: int = 80) -> str:
+    """``repr(text)`` cut to one short line."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[: limit - 20]}...{shown[-12:]} ({len(shown)} chars)"
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,14 @@ def _random(seed: int) -> Callable[[int, int, int, int], np.ndarray]:
 
 def _file(path: Path) -> tuple[Callable[[int, int, int, int], np.ndarray], str]:
     try:
-        content = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+        special = path.exists() and not path.is_file()  # a directory, a device (/dev/zero never ends), a FIFO
+        content = None if special else np.frombuffer(path.read_bytes(), dtype=np.uint8)
     except OSError as exc:
-        raise PatternError(f"cannot read pattern file {str(path)!r}: {exc.strerror or exc}") from None
+        raise PatternError(f"cannot read pattern file {_show(str(path))}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # an embedded NUL in the path
+        raise PatternError(f"cannot read pattern file {_show(str(path))}: {exc}") from None
+    if content is None:
+        raise PatternError(f"cannot read pattern file {_show(str(path))}: not a regular file")
     if content.size == 0:
         raise PatternError(f"pattern file {str(path)!r} is empty")
     digest = hashlib.sha256(content.tobytes()).hexdigest()
@@ -95,6 +109,8 @@ def parse_pattern(text: str, default_seed: int = 0) -> Pattern:
     PatternError
         With the known names, for an unknown or malformed name.
     """
+    if not isinstance(text, str):
+        raise PatternError(f"a data pattern is a name, got {_show(text)}")
     name = text.strip()
     lower = name.lower()
     if lower in ("all-0", "all0", "zeros"):
@@ -109,13 +125,16 @@ def parse_pattern(text: str, default_seed: int = 0) -> Pattern:
     if lower == "rowstripe":
         return Pattern("rowstripe", "rowstripe", _alternating(0xFF, 0x00))
     if lower == "random" or lower.startswith("random:"):
-        seed_text = name.partition(":")[2] or str(default_seed)
-        if not seed_text.isdigit():
-            raise PatternError(f"pattern {name!r}: the seed must be a non-negative integer")
-        seed = int(seed_text)
+        seed_text = name.partition(":")[2]
+        # ASCII digits only (str.isdigit() also takes "²"), at most 64 bits
+        if seed_text and (not re.fullmatch(r"[0-9]{1,20}", seed_text) or int(seed_text) > MAX_RANDOM_SEED):
+            raise PatternError(f"pattern {_show(name)}: the seed must be an integer in 0..2**64-1")
+        seed = int(seed_text) if seed_text else default_seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_RANDOM_SEED:
+            raise PatternError(f"pattern {_show(name)}: the default seed must be an integer in 0..2**64-1, got {seed!r}")
         return Pattern(f"random:{seed}", f"random:{seed}", _random(seed))
     if lower.startswith("file:"):
         path = Path(name[5:])
         fill, digest = _file(path)
         return Pattern(f"file:{path.name}", f"file:{path} sha256={digest}", fill)
-    raise PatternError(f"unknown data pattern {name!r}; known: {', '.join(PATTERN_NAMES)}")
+    raise PatternError(f"unknown data pattern {_show(name)}; known: {', '.join(PATTERN_NAMES)}")

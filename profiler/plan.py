@@ -10,12 +10,18 @@ Value lists are written ``1.35,1.3,1.25`` or ``start:stop:step`` (``stop``
 included when it falls on the grid): ``1.35:1.05:-0.05``, or a mix of both:
 ``1.35,1.2:1.0:-0.025``.  Rows are ``all``,
 ranges ``0:1024`` or ``0:32768:64`` (stop excluded, like Python), lists
-``1,5,9``, or a seeded sample ``sample:256``.
+``1,5,9``, or a seeded sample ``sample:256``.  Numbers are ASCII only.
+
+A plan is counted before it is built: one of more than :data:`MAX_PLAN_POINTS`
+points (or a setting of more than :data:`MAX_VALUES_PER_SETTING` values) is
+refused with a one-line :class:`PlanError`, so a typo such as a step of 1e-12
+fails at once instead of filling the memory.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from profiler.patterns import Pattern, PatternError, parse_pattern
+from softmc_host import isa
 from softmc_host.tomlfile import read_toml
 
 
@@ -33,97 +40,236 @@ __all__ = [
     "parse_values",
     "parse_rows",
     "parse_int_list",
+    "plan_size",
+    "ascii_float",
+    "ascii_int",
     "build_plan",
+    "validate_config",
     "load_config",
     "NOMINAL_TRCD_NS",
     "NOMINAL_TRP_NS",
     "NOMINAL_TRAS_NS",
+    "MAX_PLAN_POINTS",
+    "MAX_VALUES_PER_SETTING",
+    "MAX_SEED",
 ]
 
 NOMINAL_TRCD_NS = 13.75
 NOMINAL_TRP_NS = 13.75
 NOMINAL_TRAS_NS = 35.0
 
+#: Most points a plan may have (``--max-points`` raises it). 100 000 points are about 30 MB of
+#: plan and days of measuring; a bigger plan is almost always a typo (a step of 1e-12).
+MAX_PLAN_POINTS = 100_000
+#: Most values one swept setting (``vdd_v``, ``trcd_ns``, ``trp_ns``, ``temp_c``) may list.
+MAX_VALUES_PER_SETTING = 10_000
+#: Largest seed (row sampling, random patterns, read noise): 64 bits.
+MAX_SEED = (1 << 64) - 1
+#: Largest ``max_error_positions`` (it must fit an HDF5 int64 attribute).
+MAX_ERROR_POSITIONS = (1 << 63) - 1
+#: Accepted ranges of the swept settings (the bench's own limits are checked as well).
+VDD_RANGE_V = (0.0, 5.0)  # lower bound excluded
+TEMP_RANGE_C = (-55.0, 150.0)
+TIMING_MAX_NS = 1000.0
+TRAS_MAX_NS = 10000.0
+
+# Numbers in settings are ASCII only: str.isdigit(), int() and float() also take other scripts'
+# digits (``²``, ``٣``), underscores and blanks.
+_MAX_NUMBER_CHARS = 40
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INT_RE = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F]+|[0-9]+)")
+
 
 class PlanError(ValueError):
     """A sweep configuration or plan is invalid (the message names the setting)."""
 
 
-def parse_values(text: str | float | Sequence[float], name: str, unit: str) -> list[float]:
-    """Parse ``a,b,c``, ``start:stop:step`` or a comma mix of both (or a number / list from TOML)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return [float(text)]
-    if isinstance(text, (list, tuple)):
-        try:
-            return [float(v) for v in text]
-        except (TypeError, ValueError):
-            raise PlanError(f"{name} must be numbers in {unit}, got {text!r}") from None
-    text = str(text).strip()
-    values = []
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened to one readable line (huge numbers and strings are cut)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<{'-' if value < 0 else ''}{value.bit_length()}-bit integer>"
     try:
-        for item in (part.strip() for part in text.split(",")):
-            if not item:
-                continue
-            if ":" not in item:
-                values.append(float(item))
-                continue
-            parts = [float(p) for p in item.split(":")]
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, step = parts
-            if step == 0 or (stop - start) * step < 0:
-                raise PlanError(f"{name} range {item!r}: the step must go from start towards stop")
-            count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - repr of a foreign object; never let it hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 20]}...{text[-12:]} ({len(text)} chars)"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def ascii_float(text: str) -> float:
+    """Parse an ASCII decimal number (``1.35``, ``-5``, ``1e-3``); ValueError for anything else.
+
+    ``float()`` alone would also take other scripts' digits, ``1_0``, blanks, ``nan`` and ``inf``.
+    """
+    if not isinstance(text, str) or len(text) > _MAX_NUMBER_CHARS or not _FLOAT_RE.fullmatch(text):
+        raise ValueError(f"not a decimal number: {_show(text)}")
+    return float(text)
+
+
+def ascii_int(text: str) -> int:
+    """Parse an ASCII decimal or ``0x`` hexadecimal integer of at most 40 characters; ValueError otherwise."""
+    if not isinstance(text, str) or len(text) > _MAX_NUMBER_CHARS or not _INT_RE.fullmatch(text):
+        raise ValueError(f"not an integer: {_show(text)}")
+    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+    return sign * (int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 10))
+
+
+def _finite(value: Any, name: str, unit: str) -> float:
+    """A TOML/Python number as a finite float, or PlanError naming ``name``."""
+    if not _is_number(value):
+        raise PlanError(f"{name} must be numbers in {unit}, got {_show(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise PlanError(f"{name} has a value that is not finite: {_show(value)}")
+    return number
+
+
+def _range_count(start: float, stop: float, step: float, name: str, item: str, max_count: int) -> int:
+    """Values of ``start:stop:step`` (stop included when on the grid), counted before any is made."""
+    if step == 0 or (stop - start) * step < 0:
+        raise PlanError(f"{name} range {_show(item)}: the step must go from start towards stop")
+    steps = (stop - start) / step
+    if not math.isfinite(steps) or steps + 1 > max_count:
+        many = (
+            "too many" if not math.isfinite(steps)
+            else f"{int(math.floor(steps + 1e-9)) + 1:,}" if steps < 1e15 else f"about {steps + 1:.3g}"
+        )
+        raise PlanError(f"{name} range {_show(item)} has {many} values; a setting takes at most {max_count:,}")
+    return int(math.floor(steps + 1e-9)) + 1
+
+
+def parse_values(
+    text: str | float | Sequence[float], name: str, unit: str, max_count: int = MAX_VALUES_PER_SETTING
+) -> list[float]:
+    """Parse ``a,b,c``, ``start:stop:step`` or a comma mix of both (or a number / list from TOML).
+
+    Numbers are ASCII decimal and finite.  A range is counted before it is expanded, so a
+    range of too many values (``0:1:1e-12``) is refused at once.
+
+    Raises
+    ------
+    PlanError
+        Naming ``name``: a malformed or non-finite value, a range whose step does not go
+        towards its stop, more than ``max_count`` values, or nothing at all.
+    """
+    if _is_number(text):
+        return [_finite(text, name, unit)]
+    if isinstance(text, (list, tuple)):
+        if len(text) > max_count:
+            raise PlanError(f"{name} lists {len(text):,} values; a setting takes at most {max_count:,}")
+        values = [_finite(v, name, unit) for v in text]
+        if not values:
+            raise PlanError(f"{name} is empty")
+        return values
+    if not isinstance(text, str):
+        raise PlanError(f"{name} must be a number, a list of numbers or a string of values in {unit}, got {_show(text)}")
+    text = text.strip()
+    values: list[float] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            parts = [ascii_float(p.strip()) for p in item.split(":")]
+        except ValueError:
+            parts = []
+        if not parts or len(parts) not in (1, 3):
+            raise PlanError(
+                f"{name} must be a comma list of values and start:stop:step ranges in {unit}, got {_show(text)}"
+            )
+        if any(not math.isfinite(p) for p in parts):
+            raise PlanError(f"{name} has a value that is not finite: {_show(item)}")
+        if len(parts) == 1:
+            count = 1
+        else:
+            count = _range_count(*parts, name, item, max_count)
+        if len(values) + count > max_count:
+            raise PlanError(f"{name} has more than {max_count:,} values; a setting takes at most {max_count:,}")
+        if len(parts) == 1:
+            values.append(parts[0])
+        else:
+            start, _, step = parts
             values.extend(round(start + i * step, 9) for i in range(count))
-    except PlanError:
-        raise
-    except ValueError:
-        raise PlanError(
-            f"{name} must be a comma list of values and start:stop:step ranges in {unit}, got {text!r}"
-        ) from None
     if not values:
         raise PlanError(f"{name} is empty")
     if any(not math.isfinite(v) for v in values):
-        raise PlanError(f"{name} has a value that is not finite: {text!r}")
+        raise PlanError(f"{name} has a value that is not finite: {_show(text)}")
+    return values
+
+
+def _selection(text: Any, name: str, lo: int, hi: int) -> range | list[int]:
+    """``all``, ``a,b``, ``start:stop[:step]``, an int or a list of ints, checked within [lo, hi), not expanded."""
+    if _is_int(text):
+        values: range | list[int] = [text]
+    elif isinstance(text, (list, tuple)):
+        if not all(_is_int(v) for v in text):
+            raise PlanError(f"{name} must be a list of integers, got {_show(text)}")
+        values = list(text)
+    elif isinstance(text, str):
+        lowered = text.strip().lower()
+        try:
+            if lowered == "all":
+                values = range(lo, hi)
+            elif ":" in lowered:
+                parts = [ascii_int(p.strip()) for p in lowered.split(":")]
+                if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] <= 0):
+                    raise ValueError
+                values = range(*parts)
+            else:
+                values = [ascii_int(v.strip()) for v in lowered.split(",") if v.strip()]
+        except ValueError:
+            raise PlanError(f"{name} must be all, a comma list or start:stop[:step], got {_show(text)}") from None
+    else:
+        raise PlanError(f"{name} must be a selection string or a list of integers, got {_show(text)}")
+    if not values:
+        raise PlanError(f"{name} selects nothing")
+    if isinstance(values, range):  # ascending: check the ends, name the first value outside
+        if values[0] < lo:
+            raise PlanError(f"{name} {_show(values[0])} outside {lo}..{hi - 1}")
+        if values[-1] >= hi:
+            first = values[0] + -(-(hi - values[0]) // values.step) * values.step
+            raise PlanError(f"{name} {_show(first)} outside {lo}..{hi - 1}")
+        return values
+    bad = [v for v in values if not lo <= v < hi]
+    if bad:
+        raise PlanError(f"{name} {_show(bad[0])} outside {lo}..{hi - 1}")
     return values
 
 
 def parse_int_list(text: str | int | Sequence[int], name: str, lo: int, hi: int) -> list[int]:
-    """Parse ``all``, ``a,b``, ``start:stop[:step]`` into integers within [lo, hi)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        values = [text]
-    elif isinstance(text, (list, tuple)):
-        values = [int(v) for v in text]
-    else:
-        text = str(text).strip().lower()
-        try:
-            if text == "all":
-                values = list(range(lo, hi))
-            elif ":" in text:
-                parts = [int(p) for p in text.split(":")]
-                if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] <= 0):
-                    raise ValueError
-                values = list(range(*parts))
-            else:
-                values = [int(v, 0) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise PlanError(f"{name} must be all, a comma list or start:stop[:step], got {text!r}") from None
-    if not values:
-        raise PlanError(f"{name} selects nothing")
-    bad = [v for v in values if not lo <= v < hi]
-    if bad:
-        raise PlanError(f"{name} {bad[0]} outside {lo}..{hi - 1}")
-    return sorted(set(values))
+    """Parse ``all``, ``a,b``, ``start:stop[:step]`` into integers within [lo, hi).
+
+    Numbers are ASCII decimal or ``0x`` hex.  Ranges are checked against the bounds before
+    they are expanded.
+    """
+    return sorted(set(_selection(text, name, lo, hi)))
+
+
+def _sample_count(text: Any, n_rows: int) -> int | None:
+    """N of ``sample:N`` (checked 1 <= N <= n_rows), or None when ``text`` is not a sample."""
+    if not (isinstance(text, str) and text.strip().lower().startswith("sample:")):
+        return None
+    count_text = text.split(":", 1)[1].strip()
+    if not re.fullmatch(r"[0-9]{1,12}", count_text) or not 0 < int(count_text) <= n_rows:
+        raise PlanError(f"rows sample:N needs 1 <= N <= {n_rows}, got {_show(text)}")
+    return int(count_text)
 
 
 def parse_rows(text: str | int | Sequence[int], n_rows: int, seed: int) -> list[int]:
     """Rows: like :func:`parse_int_list`, plus ``sample:N`` (N rows drawn without replacement, seeded)."""
-    if isinstance(text, str) and text.strip().lower().startswith("sample:"):
-        count_text = text.split(":", 1)[1]
-        if not count_text.isdigit() or not 0 < int(count_text) <= n_rows:
-            raise PlanError(f"rows sample:N needs 1 <= N <= {n_rows}, got {text!r}")
+    count = _sample_count(text, n_rows)  # type: ignore[arg-type]
+    if count is not None:
         rng = np.random.default_rng([seed, 0x5A3])
-        return sorted(int(r) for r in rng.choice(n_rows, int(count_text), replace=False))
+        return sorted(int(r) for r in rng.choice(n_rows, count, replace=False))
     return parse_int_list(text, "rows", 0, n_rows)
 
 
@@ -183,75 +329,152 @@ class SweepConfig:
 
 
 _CONFIG_KEYS = {f.name for f in fields(SweepConfig)}
+# The swept settings and their units.
+_SWEPT = {"vdd_v": "V", "trcd_ns": "ns", "trp_ns": "ns", "temp_c": "C"}
+
+
+def _key_list(keys: set[str]) -> str:
+    return ", ".join(k if k.isidentifier() else _show(k) for k in sorted(keys))
 
 
 def load_config(path: str | Path, base: SweepConfig | None = None) -> SweepConfig:
-    """Read a sweep TOML file (keys as in :class:`SweepConfig`, optionally under ``[sweep]``)."""
+    """Read a sweep TOML file (keys as in :class:`SweepConfig`, optionally all under ``[sweep]``).
+
+    Every value is checked (:func:`validate_config`): types, finite numbers, ranges.
+
+    Raises
+    ------
+    PlanError
+        A one-line message naming the file and the key: an unreadable file, invalid TOML,
+        an unknown key, or a value of the wrong type or out of range.
+    """
     path = Path(path)
     table = read_toml(path, "sweep config", PlanError)
-    table = table.get("sweep", table)
+    if "sweep" in table:
+        if not isinstance(table["sweep"], dict):
+            raise PlanError(f"{path}: sweep must be a [sweep] table of settings, got {_show(table['sweep'])}")
+        outside = set(table) - {"sweep"}
+        if outside:
+            raise PlanError(f"{path}: key(s) {_key_list(outside)} outside [sweep] (put every setting under [sweep])")
+        table = table["sweep"]
     unknown = set(table) - _CONFIG_KEYS
     if unknown:
-        raise PlanError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(_CONFIG_KEYS))})")
-    config = base or SweepConfig()
+        raise PlanError(f"{path}: unknown key(s) {_key_list(unknown)} (known: {', '.join(sorted(_CONFIG_KEYS))})")
     values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key in ("vdd_v", "trcd_ns", "trp_ns", "temp_c"):
-            values[key] = parse_values(value, key, key.rsplit("_", 1)[1])
-        elif key == "patterns":
-            values[key] = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else value
-        else:
-            values[key] = value
     try:
-        return replace(config, **values)
-    except TypeError as exc:
+        for key, value in table.items():
+            if key in _SWEPT:
+                values[key] = parse_values(value, key, _SWEPT[key])
+            elif key == "patterns":
+                values[key] = [value] if isinstance(value, str) else list(value) if isinstance(value, list) else value
+            else:
+                values[key] = value
+        config = replace(base or SweepConfig(), **values)
+        validate_config(config)
+    except PlanError as exc:
         raise PlanError(f"{path}: {exc}") from None
+    return config
 
 
-def _check_types(config: SweepConfig) -> None:
-    """One-line errors for settings of the wrong type (from a TOML file, typically)."""
+def validate_config(config: SweepConfig) -> None:
+    """Check every setting of a configuration: types, finite numbers and ranges.
 
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+    Ranges: ``vdd_v`` in (0, 5] V, ``temp_c`` in [-55, 150] C, ``trcd_ns``/``trp_ns`` in
+    (0, 1000] ns, ``tras_ns`` in (0, 10000] ns, ``reps`` >= 1, ``seed`` in 0..2**64-1,
+    ``max_error_positions`` in 0..2**63-1, at most :data:`MAX_VALUES_PER_SETTING` values per
+    swept setting; ``banks``/``rows`` within what the ISA can address (the bench's geometry
+    is checked again when it is known).  The bench's supply and thermal limits are checked
+    separately (:func:`profiler.engine.check_plan`).
 
-    def is_number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
+    Raises
+    ------
+    PlanError
+        A one-line message naming the setting and the value.
+    """
     for name in ("reps", "seed", "max_error_positions"):
-        if not is_int(getattr(config, name)):
-            raise PlanError(f"{name} must be an integer, got {getattr(config, name)!r}")
+        if not _is_int(getattr(config, name)):
+            raise PlanError(f"{name} must be an integer, got {_show(getattr(config, name))}")
+    if config.reps < 1:
+        raise PlanError(f"reps must be at least 1, got {_show(config.reps)}")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise PlanError(f"seed must be a non-negative integer of at most 64 bits, got {_show(config.seed)}")
+    if not 0 <= config.max_error_positions <= MAX_ERROR_POSITIONS:
+        raise PlanError(f"max_error_positions must be in 0..2**63-1, got {_show(config.max_error_positions)}")
     for name in ("bench", "out"):
-        if not isinstance(getattr(config, name), str) or not getattr(config, name):
-            raise PlanError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")
-    if not is_number(config.tras_ns):
-        raise PlanError(f"tras_ns must be a number of ns, got {config.tras_ns!r}")
-    for name in ("vdd_v", "trcd_ns", "trp_ns", "temp_c"):
+        value = getattr(config, name)
+        if not isinstance(value, str) or not value or "\x00" in value:
+            raise PlanError(f"{name} must be a non-empty string, got {_show(value)}")
+    if not _is_number(config.tras_ns):
+        raise PlanError(f"tras_ns must be a number of ns, got {_show(config.tras_ns)}")
+    if not 0 < config.tras_ns <= TRAS_MAX_NS:
+        raise PlanError(f"tras_ns {_show(config.tras_ns)} outside (0, {TRAS_MAX_NS:g}] ns")
+    bounds = {
+        "vdd_v": (VDD_RANGE_V[0], VDD_RANGE_V[1], False),
+        "temp_c": (TEMP_RANGE_C[0], TEMP_RANGE_C[1], True),
+        "trcd_ns": (0.0, TIMING_MAX_NS, False),
+        "trp_ns": (0.0, TIMING_MAX_NS, False),
+    }
+    for name, unit in _SWEPT.items():
         values = getattr(config, name)
-        if values is not None and (not isinstance(values, list) or not all(is_number(v) for v in values)):
-            raise PlanError(f"{name} must be a list of numbers, got {values!r}")
+        optional = name in ("vdd_v", "temp_c")
+        if values is None and optional:
+            continue
+        if not isinstance(values, list) or not all(_is_number(v) for v in values) or (not values and not optional):
+            raise PlanError(f"{name} must be a list of numbers in {unit}, got {_show(values)}")
+        if len(values) > MAX_VALUES_PER_SETTING:
+            raise PlanError(f"{name} lists {len(values):,} values; a setting takes at most {MAX_VALUES_PER_SETTING:,}")
+        lo, hi, closed = bounds[name]
+        for value in values:
+            if not (lo <= value <= hi if closed else lo < value <= hi):
+                interval = f"[{lo:g}, {hi:g}]" if closed else f"({lo:g}, {hi:g}]"
+                raise PlanError(f"{name} {_show(value)} outside {interval} {unit}")
     if not isinstance(config.patterns, list) or not config.patterns or not all(isinstance(p, str) for p in config.patterns):
-        raise PlanError(f"patterns must be a list of pattern names, got {config.patterns!r}")
+        raise PlanError(f"patterns must be a list of pattern names, got {_show(config.patterns)}")
     for name in ("banks", "rows"):
         value = getattr(config, name)
-        if not (isinstance(value, str) or (isinstance(value, list) and all(is_int(v) for v in value))):
-            raise PlanError(f"{name} must be a selection string or a list of integers, got {value!r}")
+        if not (isinstance(value, str) or (isinstance(value, list) and all(_is_int(v) for v in value))):
+            raise PlanError(f"{name} must be a selection string or a list of integers, got {_show(value)}")
+    _selection(config.banks, "banks", 0, isa.N_BANKS)
+    if _sample_count(config.rows, isa.N_ROWS) is None:
+        _selection(config.rows, "rows", 0, isa.N_ROWS)
 
 
-def build_plan(config: SweepConfig) -> list[Point]:
-    """Expand a configuration into its ordered points (no bench needed)."""
-    _check_types(config)
-    if config.reps < 1:
-        raise PlanError(f"reps must be at least 1, got {config.reps}")
-    if config.seed < 0:
-        raise PlanError(f"seed must be a non-negative integer, got {config.seed}")
-    if config.max_error_positions < 0:
-        raise PlanError(f"max_error_positions must be >= 0, got {config.max_error_positions}")
-    for name in ("trcd_ns", "trp_ns"):
-        for value in getattr(config, name):
-            if not 0 < value <= 1000:
-                raise PlanError(f"{name} {value} outside (0, 1000] ns")
-    if not 0 < config.tras_ns <= 10000:
-        raise PlanError(f"tras_ns {config.tras_ns} outside (0, 10000] ns")
+def plan_size(config: SweepConfig) -> int:
+    """Number of points :func:`build_plan` would make, counted without making them.
+
+    ``config`` must be valid (:func:`validate_config`).
+    """
+    return (
+        len(config.temp_c or [None])
+        * len(config.vdd_v or [None])
+        * len(config.trcd_ns)
+        * len(config.trp_ns)
+        * len(config.patterns)
+        * config.reps
+    )
+
+
+def build_plan(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> list[Point]:
+    """Expand a configuration into its ordered points (no bench needed).
+
+    The points are counted first; a plan of more than ``max_points`` points is refused
+    before any is made.
+
+    Raises
+    ------
+    PlanError
+        An invalid setting (:func:`validate_config`), an unknown pattern, a duplicate
+        setting, or more than ``max_points`` points.
+    """
+    validate_config(config)
+    if not _is_int(max_points) or max_points < 1:
+        raise PlanError(f"the point limit (--max-points) must be a positive integer, got {_show(max_points)}")
+    count = plan_size(config)
+    if count > max_points:
+        raise PlanError(
+            f"the plan has {count:,} points, more than the limit of {max_points:,} "
+            "(MAX_PLAN_POINTS; --max-points N raises it)"
+        )
     patterns = config.resolved_patterns()
     temps: list[float | None] = list(config.temp_c) if config.temp_c else [None]
     vdds: list[float | None] = list(config.vdd_v) if config.vdd_v else [None]

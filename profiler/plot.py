@@ -31,8 +31,9 @@ the map's directory); the command prints the path of every file it writes:
     0 written, so the split depends on the data patterns as well as on the DIMM.
 
 Exit status: 0 when the plots are written; 2 for bad input (a missing file, a file
-that is not a BER map, an unknown ``--point``, a map with no finished points),
-reported as one line on standard error.
+that is not a BER map, a malformed or damaged map -- any :class:`~profiler.storage.MapError`,
+``docs/ber-map-format.md`` section 2.4 --, an unknown ``--point``, a map with no finished
+points), reported as one line on standard error.
 
 The plotting functions draw on :class:`matplotlib.figure.Figure` objects with the
 Agg canvas and keep no state between calls; only :func:`main` selects the Agg
@@ -49,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import h5py
 import numpy as np
 
 from profiler.plan import NOMINAL_TRCD_NS, NOMINAL_TRP_NS
@@ -197,37 +197,26 @@ def read_point_rows(ber_map: BerMap) -> list[PointRows]:
     Raises
     ------
     MapError
-        The file cannot be read, lacks the ``/points`` group, or a point lacks a dataset.
+        The file cannot be read, or a point is malformed (a missing or wrongly typed member,
+        counts out of range: ``docs/ber-map-format.md``).
     """
-    try:
-        with h5py.File(ber_map.path, "r", locking=False) as fh:
-            if not isinstance(fh.get("points"), h5py.Group):
-                raise MapError(f"{ber_map.path} is not a complete BER map (no /points group)")
-        keys = ber_map.keys()
-        out = []
-        with h5py.File(ber_map.path, "r", locking=False) as fh:
-            for key in keys:
-                group = fh["points"][key]
-                missing = [n for n in ("rows", "bits_tested", "flips_0to1", "flips_1to0") if n not in group]
-                if missing:
-                    raise MapError(f"{ber_map.path}: point {key} lacks the dataset {missing[0]}")
-                settings: dict[str, Any] = {name: _setting(group.attrs.get(name)) for name in SWEPT_PARAMS}
-                pattern = group.attrs.get("pattern", "")
-                settings["pattern"] = pattern.decode() if isinstance(pattern, bytes) else str(pattern)
-                settings["rep"] = int(group.attrs.get("rep", 0))
-                out.append(
-                    PointRows(
-                        key=key,
-                        settings=settings,
-                        rows=np.asarray(group["rows"][()], dtype=np.int64).reshape(-1, 2),
-                        bits_tested=np.asarray(group["bits_tested"][()], dtype=np.int64),
-                        flips_0to1=np.asarray(group["flips_0to1"][()], dtype=np.int64),
-                        flips_1to0=np.asarray(group["flips_1to0"][()], dtype=np.int64),
-                    )
-                )
-        return out
-    except OSError as exc:
-        raise MapError(f"cannot read BER map {ber_map.path}: {str(exc).splitlines()[0]}") from None
+    out = []
+    for key in ber_map.keys():
+        point = ber_map.point(key, positions=False)  # every count checked (MapError otherwise)
+        settings: dict[str, Any] = {name: _setting(point.attrs.get(name)) for name in SWEPT_PARAMS}
+        settings["pattern"] = str(point.attrs["pattern"])
+        settings["rep"] = int(point.attrs["rep"])
+        out.append(
+            PointRows(
+                key=key,
+                settings=settings,
+                rows=point.rows.astype(np.int64),
+                bits_tested=point.bits_tested.astype(np.int64),
+                flips_0to1=point.flips_0to1.astype(np.int64),
+                flips_1to0=point.flips_1to0.astype(np.int64),
+            )
+        )
+    return out
 
 
 # Grouping ------------------------------------------------------------------------------------

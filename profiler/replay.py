@@ -33,9 +33,9 @@ from typing import Callable
 import numpy as np
 
 from firmware_bridge.emulator.dimm import EmulatedDimm, Geometry, RowAccess
-from profiler.storage import BerMap
+from profiler.storage import BerMap, MapError
 
-__all__ = ["ReplayDimm", "ReplayError", "replay_path"]
+__all__ = ["ReplayDimm", "ReplayError", "check_replay_map", "replay_path"]
 
 _TOLERANCE = {"vdd_v": 0.002, "trcd_ns": 0.01, "trp_ns": 0.01, "temp_c": 0.5}
 _SCALE = {"vdd_v": 0.010, "trcd_ns": 0.5, "trp_ns": 0.5, "temp_c": 5.0}
@@ -57,8 +57,8 @@ def _cell_uniform(seed: int, bank: int, row: int, bits: np.ndarray) -> np.ndarra
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-class ReplayError(ValueError):
-    """A replay address or map that cannot be served."""
+class ReplayError(MapError):
+    """A replay address or map that cannot be served (a :class:`~profiler.storage.MapError`)."""
 
 
 def replay_path(url: str) -> Path:
@@ -69,6 +69,42 @@ def replay_path(url: str) -> Path:
     if not path.is_file():
         raise ReplayError(f"replay map {str(path)!r} does not exist")
     return path
+
+
+def _replayable(ber_map: BerMap) -> list[dict]:
+    """Check all of a map for replay (every point read and checked, whole 64-byte bursts per row,
+    at least one point) and return its summary; ReplayError (a MapError) otherwise."""
+    geo = ber_map.geometry  # banks, rows, row_bytes: required and checked by BerMap
+    if int(geo["row_bytes"]) % 64:
+        raise ReplayError(f"{ber_map.path}: geometry_json: a replayed DIMM needs row_bytes in whole "
+                          f"64-byte bursts, got {geo['row_bytes']}")
+    try:
+        ber_map.check()  # now, so that a malformed map fails here rather than while serving a read
+        summary = ber_map.summary()
+    except ReplayError:
+        raise
+    except MapError as exc:
+        raise ReplayError(str(exc)) from None
+    if not summary:
+        raise ReplayError(f"{ber_map.path} holds no measured points")
+    return summary
+
+
+def check_replay_map(path: str | Path) -> BerMap:
+    """Open a map and check that a replay bench can serve it, before any bench process starts.
+
+    Raises
+    ------
+    ReplayError
+        A :class:`~profiler.storage.MapError`: the map is malformed (``docs/ber-map-format.md``,
+        section 2.4), holds no points, or its rows are not whole 64-byte bursts.
+    """
+    try:
+        ber_map = BerMap(path)
+    except MapError as exc:
+        raise ReplayError(str(exc)) from None
+    _replayable(ber_map)
+    return ber_map
 
 
 @dataclass
@@ -105,17 +141,17 @@ class ReplayDimm(EmulatedDimm):
         tck_ns: float,
         seed: int = 0,
     ) -> None:
+        summary = _replayable(ber_map)
         geo = ber_map.geometry
-        try:
-            geometry = Geometry(banks=int(geo["banks"]), rows=int(geo["rows"]), columns=int(geo["row_bytes"]) // 8)
-        except (KeyError, TypeError, ValueError):
-            raise ReplayError(f"{ber_map.path} has no DIMM geometry in its metadata") from None
+        geometry = Geometry(banks=int(geo["banks"]), rows=int(geo["rows"]), columns=int(geo["row_bytes"]) // 8)
+        if not math.isfinite(float(tck_ns)) or float(tck_ns) <= 0:
+            raise ReplayError(f"tester clock tck_ns must be a positive number, got {tck_ns!r}")
         super().__init__(geometry, seed)
         self.map = ber_map
         self.environment = environment
         self.tck_ns = float(tck_ns)
         settings: dict[tuple, _Setting] = {}
-        for row in ber_map.summary():
+        for row in summary:
             # Timings as the DIMM saw them (rounded up to whole tester cycles).
             source = {"trcd_ns": "effective_trcd_ns", "trp_ns": "effective_trp_ns"}
             values = {
@@ -129,8 +165,6 @@ class ReplayDimm(EmulatedDimm):
             setting.keys.append(row["key"])
             setting.flips += row["flips_0to1"] + row["flips_1to0"]
             setting.bits += row["bits"]
-        if not settings:
-            raise ReplayError(f"{ber_map.path} holds no measured points")
         self.settings = list(settings.values())
         # A timing longer than every recorded one is as mild as the longest recorded.
         self._longest = {

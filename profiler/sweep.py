@@ -24,10 +24,13 @@ from typing import Any, Sequence
 from softmc_host import __version__
 
 from profiler.plan import (
+    MAX_PLAN_POINTS,
     NOMINAL_TRCD_NS,
     NOMINAL_TRP_NS,
     PlanError,
     SweepConfig,
+    ascii_float,
+    ascii_int,
     build_plan,
     load_config,
     parse_int_list,
@@ -40,6 +43,22 @@ ML605_BANKS = 8
 ML605_ROWS = 32768
 ROW_BYTES = 8192
 ASSUMED_LINK_MB_S = 8.0
+
+
+def _int_arg(text: str) -> int:
+    """An argparse type: an ASCII decimal integer (``int()`` would also take ``٣`` and ``1_000``)."""
+    try:
+        return ascii_int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a decimal integer: {text[:40]!r}") from None
+
+
+def _float_arg(text: str) -> float:
+    """An argparse type: an ASCII decimal number."""
+    try:
+        return ascii_float(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a decimal number: {text[:40]!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,15 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vdd", help="supply voltages in V: a,b,c, start:stop:step, or a comma mix (default: leave VDD as it is)")
     p.add_argument("--trcd", help="tRCD values in ns (default 13.75, the DDR3 datasheet value)")
     p.add_argument("--trp", help="tRP values in ns (default 13.75)")
-    p.add_argument("--tras", type=float, help="tRAS in ns (default 35)")
+    p.add_argument("--tras", type=_float_arg, help="tRAS in ns (default 35)")
     p.add_argument("--temp", help="DIMM temperatures in C (default: leave as it is)")
     p.add_argument("--banks", help="banks: all, 0,3,7 or 0:4 (default all)")
     p.add_argument("--rows", help="rows per bank: all, 0:1024, 0:32768:64, 1,5,9, or sample:N (seeded; default sample:64)")
     p.add_argument("--patterns", help="comma list: all-0, all-1, 0xNN, checkerboard, rowstripe, random[:SEED], file:PATH")
-    p.add_argument("--reps", type=int, help="repetitions of every point (default 1)")
-    p.add_argument("--seed", type=int, help="seed of row sampling, random patterns and emulated read noise (default 0)")
-    p.add_argument("--max-errors", type=int, help="error positions stored per point (default 1000000)")
+    p.add_argument("--reps", type=_int_arg, help="repetitions of every point (default 1)")
+    p.add_argument("--seed", type=_int_arg, help="seed of row sampling, random patterns and emulated read noise (default 0)")
+    p.add_argument("--max-errors", type=_int_arg, help="error positions stored per point (default 1000000)")
     p.add_argument("--out", help="output BER map, HDF5 (default sweep.h5)")
+    p.add_argument(
+        "--max-points",
+        type=_int_arg,
+        default=MAX_PLAN_POINTS,
+        help=f"refuse a plan of more points than this (default {MAX_PLAN_POINTS:,}); it is counted before it is built",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan, point count and estimated duration; touch nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -120,9 +145,9 @@ def _fmt_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def dry_run(config: SweepConfig) -> int:
+def dry_run(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> int:
     """Print the plan without touching anything."""
-    plan = build_plan(config)
+    plan = build_plan(config, max_points)
     rows = resolve_rows(config, ML605_BANKS, ML605_ROWS)
     per_point_bytes = 2 * len(rows) * ROW_BYTES
     reduced = [p for p in plan if p.trcd_ns < NOMINAL_TRCD_NS or p.trp_ns < NOMINAL_TRP_NS]
@@ -137,7 +162,8 @@ def dry_run(config: SweepConfig) -> int:
         ("tRP", config.trp_ns, "ns"),
         ("temp", config.temp_c, "C"),
     ):
-        print(f"{name:<9}: {', '.join(f'{v:g}' for v in values) + ' ' + unit if values else 'unchanged'}")
+        shown = ", ".join(f"{v:g}" for v in (values or [])[:12]) + (f", ... ({len(values)} values)" if values and len(values) > 12 else "")
+        print(f"{name:<9}: {shown + ' ' + unit if values else 'unchanged'}")
     print(f"patterns : {', '.join(p.definition for p in config.resolved_patterns())}; reps {config.reps}")
     print(f"points   : {len(plan)}")
     print(f"estimate : {_fmt_duration(seconds)} (at {ASSUMED_LINK_MB_S:g} MB/s through the link, "
@@ -206,9 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-        plan = build_plan(config)
+        plan = build_plan(config, args.max_points)
         if args.dry_run:
-            return dry_run(config)
+            return dry_run(config, args.max_points)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

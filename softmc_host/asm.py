@@ -58,14 +58,33 @@ class AsmError(ValueError):
 
 
 # Decimal (leading zeros allowed) or 0x hex, nothing else; a minus sign is accepted so
-# that a negative value is reported by the field's range check.
+# that a negative value is reported by the field's range check.  ASCII only.
 _NUMBER = re.compile(r"-?(?:[0-9]+|0[xX][0-9a-fA-F]+)")
+_HEX_WORD = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
+# No field is wider than 28 bits: a number of more significant digits than this is out of
+# range whatever the field, and is reported without converting it (Python refuses to
+# convert decimal strings of more than 4300 digits).
+_MAX_DIGITS = 20
+_ASCII_BLANKS = " \t\r\n\v\f"
+_BLANKS = re.compile(r"[ \t\r\n\v\f]+")
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``repr(text)`` cut to a readable length, for messages."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[: limit - 14]}...{shown[-8:]} ({len(text)} chars)"
 
 
 def _number(token: str, what: str) -> int:
     if not _NUMBER.fullmatch(token):
-        raise IsaError(f"{what} {token!r} is not a decimal or 0x-hex number")
-    return int(token, 16 if "x" in token.lower() else 10)
+        raise IsaError(f"{what} {_short(token)} is not a decimal or 0x-hex number")
+    hexadecimal = "x" in token.lower()
+    digits = (token.lstrip("-")[2:] if hexadecimal else token.lstrip("-")).lstrip("0") or "0"
+    if len(digits) > _MAX_DIGITS:
+        raise IsaError(f"{what} {_short(token)} out of range (a number of {len(digits)} digits)")
+    # convert without the leading zeros: Python counts them towards its 4300-digit limit
+    value = int(digits, 16 if hexadecimal else 10)
+    return -value if token.startswith("-") else value
 
 
 def _flag(tokens: Sequence[str], word: str, what: str) -> bool:
@@ -73,14 +92,14 @@ def _flag(tokens: Sequence[str], word: str, what: str) -> bool:
         return False
     if len(tokens) == 1 and tokens[0] == word:
         return True
-    raise IsaError(f"unexpected {' '.join(tokens)!r} after {what} (only {word} is allowed)")
+    raise IsaError(f"unexpected {_short(' '.join(tokens))} after {what} (only {word} is allowed)")
 
 
 def _busdir(args: Sequence[str]) -> Instruction:
     try:
         return SetBusDir(BusDirection[args[0]])
     except KeyError:
-        raise IsaError(f"BUSDIR takes READ or WRITE, got {args[0]!r}") from None
+        raise IsaError(f"BUSDIR takes READ or WRITE, got {_short(args[0])}") from None
 
 
 # mnemonic -> (minimum argument count, maximum argument count, builder)
@@ -121,14 +140,19 @@ def parse_line(line: str) -> Instruction | None:
     Raises
     ------
     IsaError
-        If the mnemonic is unknown, the argument count is wrong or a field is out of range.
+        If the mnemonic is unknown, the argument count is wrong or a field is out of range
+        (mnemonics, numbers and flags are ASCII; other text may appear only in comments).
     """
-    tokens = line.split("#", 1)[0].upper().split()
+    # Tokens are separated by ASCII blanks only, and only ASCII tokens are upper-cased:
+    # str.upper() would turn "0x\ufb00" into "0XFF" and "\u017fET_TREFI" into "SET_TREFI",
+    # so a non-ASCII token stays as it is and fails as an unknown mnemonic, number or flag.
+    code = line.split("#", 1)[0]
+    tokens = [t.upper() if t.isascii() else t for t in _BLANKS.split(code.strip(_ASCII_BLANKS)) if t]
     if not tokens:
         return None
     mnemonic, args = tokens[0], tokens[1:]
     if mnemonic not in _SYNTAX:
-        raise IsaError(f"unknown instruction {mnemonic!r}")
+        raise IsaError(f"unknown instruction {_short(mnemonic)}")
     lo, hi, build = _SYNTAX[mnemonic]
     if not lo <= len(args) <= hi:
         want = str(lo) if lo == hi else f"{lo} to {hi}"
@@ -150,16 +174,22 @@ def assemble(lines: Iterable[str]) -> list[Instruction]:
 
 
 def disassemble(lines: Iterable[str]) -> list[Instruction]:
-    """Decode lines of hex words (``0x`` prefix optional) into instructions; blank and ``#`` lines are skipped."""
+    """Decode lines of hex words (``0x`` prefix optional) into instructions; blank and ``#`` lines are skipped.
+
+    A word is ASCII hex digits only (no sign, ``_`` or other scripts' digits); one of more
+    than 8 significant digits is not a 32-bit word.
+    """
     program: list[Instruction] = []
     for lineno, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
-        try:
-            word = int(text, 16) if not text.lower().startswith("0x") else int(text, 0)
-        except ValueError:
-            raise AsmError(lineno, f"{text!r} is not a hexadecimal instruction word") from None
+        match = _HEX_WORD.fullmatch(text)
+        if match is None:
+            raise AsmError(lineno, f"{_short(text)} is not a hexadecimal instruction word")
+        if len(match.group(1).lstrip("0")) > 8:
+            raise AsmError(lineno, f"{_short(text)} is not a 32-bit instruction word (more than 8 hex digits)")
+        word = int(match.group(1), 16)
         try:
             program.append(decode(word))
         except IsaError as exc:
@@ -179,13 +209,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = "<stdin>" if args.file == "-" else args.file
     try:
         if args.file == "-":
-            lines = sys.stdin.read().splitlines()
+            text = sys.stdin.read()
         else:
             with open(args.file, encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
+                text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         print(f"error: cannot read {name}: {exc}", file=sys.stderr)
         return 2
+    # Physical lines (universal newlines are already applied): str.splitlines() would also
+    # split at form feeds and other separators and so misnumber the lines after them.
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     try:
         program = disassemble(lines) if args.disasm else assemble(lines)
     except AsmError as exc:

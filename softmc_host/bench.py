@@ -27,20 +27,24 @@ from firmware_bridge.emulator import EmulatorError, EmulatorProcess, spawn
 from firmware_bridge.emulator.bench import BenchSpecError, is_emulated_address, parse_emu_url
 from firmware_bridge.emulator.profiles import get_profile
 from firmware_bridge.link import LinkError
+from softmc_host._compat import add_note
 from softmc_host.instruments import (
     BenchSupply,
     InstrumentError,
     SupplyLimits,
     ThermalController,
     ThermalLimits,
+    _check_number,
 )
 from softmc_host.session import TesterSession
 from softmc_host.tomlfile import read_toml
 
 
-__all__ = ["Bench", "BenchConfig", "BenchError", "load_bench_file", "EMULATED_RESOURCE"]
+__all__ = ["Bench", "BenchConfig", "BenchError", "load_bench_file", "bench_config_from_table", "EMULATED_RESOURCE"]
 
 EMULATED_RESOURCE = "emu"
+#: Range of ``[tester] timeout_s`` (and :attr:`BenchConfig.tester_timeout_s`), in s: (lowest, excluded?, highest).
+TESTER_TIMEOUT_RANGE_S = (0.0, True, 3600.0)
 
 
 class BenchError(ValueError):
@@ -60,32 +64,62 @@ class BenchConfig:
     visa_library: str = "@py"
     source: str = ""
 
+    def __post_init__(self) -> None:
+        for name in ("tester_url", "visa_library", "source"):
+            if not isinstance(getattr(self, name), str):
+                raise BenchError(f"bench config: {name} must be a string, got {type(getattr(self, name)).__name__}")
+        lo, lo_open, hi = TESTER_TIMEOUT_RANGE_S
+        timeout_s = _check_number("tester timeout_s", self.tester_timeout_s, lo=lo, lo_open=lo_open, hi=hi, unit="s",
+                                  error=BenchError)
+        object.__setattr__(self, "tester_timeout_s", timeout_s)
+        for name, kind in (("supply_limits", SupplyLimits), ("thermal_limits", ThermalLimits)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise BenchError(f"bench config: {name} must be a {kind.__name__} or None, got {type(value).__name__}")
+        for name in ("supply_resource", "thermal_resource"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise BenchError(f"bench config: {name} must be a string or None, got {type(value).__name__}")
+
 
 def _emulated_defaults(url: str) -> BenchConfig:
-    spec = parse_emu_url(url)
+    """The bench config of ``Bench.open("emu://...")``; :class:`BenchSpecError` for a bad address."""
+    try:
+        spec = parse_emu_url(url)
+    except BenchSpecError:
+        raise
+    except (ValueError, TypeError) as exc:  # e.g. urllib's "Invalid IPv6 URL" for emu://[B
+        raise BenchSpecError(f"malformed emulated-bench address {url!r}: {exc}") from None
     nominal = spec.resolved_profile().vdd_nominal_v
     if spec.replay is not None:  # the recorded bench's nominal voltage, as the emulator uses it
-        from profiler.storage import BerMap, MapError
+        from profiler.replay import check_replay_map
+        from profiler.storage import MapError
 
         try:
-            nominal = float(BerMap(spec.replay).meta.get("bench", {}).get("supply", {}).get("nominal_v", nominal))
+            nominal = float(check_replay_map(spec.replay).meta.get("bench", {}).get("supply", {}).get("nominal_v", nominal))
         except MapError as exc:
             raise BenchSpecError(str(exc)) from None
-    return BenchConfig(
-        tester_url=url,
-        supply_resource=EMULATED_RESOURCE,
-        supply_limits=SupplyLimits(
-            nominal_v=nominal,
-            min_v=round(nominal - 0.40, 3),
-            max_v=round(nominal + 0.05, 3),
-            max_step_v=0.05,
-            max_slew_v_per_s=50.0,
-            current_limit_a=2.0,
-        ),
-        thermal_resource=EMULATED_RESOURCE,
-        thermal_limits=ThermalLimits(min_c=0.0, max_c=95.0, band_c=0.5),
-        source=url,
-    )
+        except (AttributeError, TypeError, ValueError) as exc:  # metadata of the wrong shape
+            raise BenchSpecError(f"replay map {spec.replay!r}: unreadable bench.supply.nominal_v ({exc})") from None
+    try:
+        nominal = _check_number("nominal_v", nominal, lo=0.45, hi=100.0, unit="V", error=BenchSpecError)
+        return BenchConfig(
+            tester_url=url,
+            supply_resource=EMULATED_RESOURCE,
+            supply_limits=SupplyLimits(
+                nominal_v=nominal,
+                min_v=round(nominal - 0.40, 3),
+                max_v=round(nominal + 0.05, 3),
+                max_step_v=0.05,
+                max_slew_v_per_s=50.0,
+                current_limit_a=2.0,
+            ),
+            thermal_resource=EMULATED_RESOURCE,
+            thermal_limits=ThermalLimits(min_c=0.0, max_c=95.0, band_c=0.5),
+            source=url,
+        )
+    except (ValueError, BenchError) as exc:
+        raise BenchSpecError(f"emulated bench {url!r}: {exc}") from None
 
 
 def _section(table: dict[str, Any], name: str, where: str) -> dict[str, Any] | None:
@@ -101,42 +135,86 @@ def _build(cls: type, values: dict[str, Any], where: str, skip: tuple[str, ...] 
     known = {f.name for f in fields(cls)}
     unknown = set(values) - known - set(skip)
     if unknown:
-        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        raise BenchError(f"{where}: unknown key(s) {_names(unknown)} (known: {', '.join(sorted(known))})")
     try:
         return cls(**{k: v for k, v in values.items() if k in known})
     except (TypeError, ValueError) as exc:
-        raise BenchError(f"{where}: {exc}") from None
+        raise BenchError(f"{where}: {_one_line(str(exc))}") from None
+
+
+def _names(keys: Any) -> str:
+    """Key names for a message: sorted, shown as repr where they are not plain words, cut when many."""
+    shown = sorted(k if isinstance(k, str) and k.isascii() and k.replace("_", "").isalnum() else repr(k)[:40] for k in keys)
+    return ", ".join(shown[:10]) + (f" and {len(shown) - 10} more" if len(shown) > 10 else "")
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _string(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str | None:
+    value = table.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise BenchError(f"{where}: {key} must be a string, got {type(value).__name__}")
+    return value
 
 
 def load_bench_file(path: str | Path) -> BenchConfig:
-    """Read and check a bench file.
+    """Read and check a bench file (``docs/bench-file.md``).
 
     Raises
     ------
     BenchError
-        With a one-line message for a missing file, bad TOML, a missing or unknown
-        key, or a limit that does not make sense.
+        The only error it raises: a one-line message naming the file (and the key) for a
+        missing or unreadable file, bad TOML, a missing, unknown or wrongly typed key, a
+        number that is not finite or outside its documented range, a limit that does not
+        make sense, or a bad ``emu://`` address.
     """
     path = Path(path)
-    where = str(path)
     table = read_toml(path, "bench file", BenchError)
+    return bench_config_from_table(table, str(path))
+
+
+def bench_config_from_table(table: dict[str, Any], where: str = "bench file") -> BenchConfig:
+    """Check a parsed bench file (the table ``tomllib`` returns) and build its :class:`BenchConfig`.
+
+    Parameters
+    ----------
+    table : dict
+        The parsed TOML document.
+    where : str
+        What to name in messages (the file's path).
+
+    Raises
+    ------
+    BenchError
+        As :func:`load_bench_file`.
+    """
+    if not isinstance(table, dict):
+        raise BenchError(f"{where}: a bench file must be a TOML table, got {type(table).__name__}")
     unknown = set(table) - {"tester", "supply", "thermal", "visa_library", "name", "notes"}
     if unknown:
-        raise BenchError(f"{where}: unknown section(s) {', '.join(sorted(unknown))} (tester, supply, thermal)")
+        raise BenchError(f"{where}: unknown section(s) {_names(unknown)} (tester, supply, thermal)")
+    for key in ("name", "notes"):
+        _string(table, key, where)
+    visa_library = _string(table, "visa_library", where, "@py")
     tester = _section(table, "tester", where)
     if tester is None or not isinstance(tester.get("url"), str):
         raise BenchError(f"{where}: [tester] url = \"...\" is required")
     url = tester["url"]
-    timeout_s = tester.get("timeout_s", 5.0)
     if set(tester) - {"url", "timeout_s"}:
-        raise BenchError(f"{where}: unknown key(s) in [tester]: {', '.join(sorted(set(tester) - {'url', 'timeout_s'}))}")
-    if not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
-        raise BenchError(f"{where}: [tester] timeout_s must be a positive number of seconds")
+        raise BenchError(f"{where}: unknown key(s) in [tester]: {_names(set(tester) - {'url', 'timeout_s'})}")
+    lo, lo_open, hi = TESTER_TIMEOUT_RANGE_S
+    try:
+        timeout_s = _check_number("timeout_s", tester.get("timeout_s", 5.0), lo=lo, lo_open=lo_open, hi=hi, unit="s")
+    except ValueError as exc:
+        raise BenchError(f"{where}: [tester] {exc}") from None
     emulated = is_emulated_address(url)
     try:
         base = _emulated_defaults(url) if emulated else BenchConfig(tester_url=url)
-    except BenchSpecError as exc:
-        raise BenchError(f"{where}: {exc}") from None
+    except (BenchSpecError, ValueError) as exc:
+        raise BenchError(f"{where}: {_one_line(str(exc))}") from None
     supply = _section(table, "supply", where)
     thermal = _section(table, "thermal", where)
     supply_resource = supply_limits = thermal_resource = thermal_limits = None
@@ -163,12 +241,12 @@ def load_bench_file(path: str | Path) -> BenchConfig:
             raise BenchError(f"{where}: [{name}] resource \"{EMULATED_RESOURCE}\" needs an emu:// tester url")
     return BenchConfig(
         tester_url=url,
-        tester_timeout_s=float(timeout_s),
+        tester_timeout_s=timeout_s,
         supply_resource=supply_resource,
         supply_limits=supply_limits,
         thermal_resource=thermal_resource,
         thermal_limits=thermal_limits,
-        visa_library=str(table.get("visa_library", "@py")),
+        visa_library="@py" if visa_library is None else visa_library,
         source=where,
     )
 
@@ -240,7 +318,7 @@ class Bench:
                 name = resource(config.thermal_resource, emulator.thermal_resource if emulator else None)
                 thermal = ThermalController.open(name, config.thermal_limits, rm_spec=config.visa_library)  # type: ignore[arg-type]
                 opened.append(thermal)
-        except (LinkError, InstrumentError, EmulatorError, BenchSpecError, OSError, ValueError) as exc:
+        except BaseException as exc:  # also Ctrl-C: close what was opened, then let it through
             for thing in reversed(opened):
                 try:
                     thing.close()
@@ -248,7 +326,9 @@ class Bench:
                     pass
             if emulator is not None:
                 emulator.close()
-            raise BenchError(f"cannot open bench {config.source or config.tester_url}: {exc}") from None
+            if isinstance(exc, (LinkError, InstrumentError, EmulatorError, BenchSpecError, OSError, ValueError)):
+                raise BenchError(f"cannot open bench {config.source or config.tester_url}: {_one_line(str(exc))}") from None
+            raise
         return cls(config, tester, supply, thermal, emulator)
 
     # Settings --------------------------------------------------------------------------------
@@ -294,7 +374,11 @@ class Bench:
     # Closing -----------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Restore nominal VDD, reset the tester, close everything (each step even if another fails)."""
+        """Restore nominal VDD, reset the tester, close everything (each step even if another fails).
+
+        A ``KeyboardInterrupt`` in one step does not skip the others either: it is raised
+        once every step has run (before any ordinary error).
+        """
         errors: list[BaseException] = []
         for step in (
             (self.supply.close if self.supply is not None else None),
@@ -306,8 +390,11 @@ class Bench:
                 continue
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001 - keep closing the rest
+            except BaseException as exc:  # noqa: BLE001 - keep closing the rest
                 errors.append(exc)
+        interrupts = [e for e in errors if not isinstance(e, Exception)]
+        if interrupts:
+            raise interrupts[0]
         if errors:
             raise errors[0]
 
@@ -321,4 +408,4 @@ class Bench:
             if exc_type is None:
                 raise
             if isinstance(exc, BaseException):  # keep the original error, but say what else failed
-                exc.add_note(f"while closing the bench: {close_error}")
+                add_note(exc, f"while closing the bench: {_one_line(str(close_error))}")

@@ -23,18 +23,37 @@ supply ``*IDN?``, ``*CLS``, ``SYST:ERR?``, ``VOLT <v>``/``VOLT?``,
 ``STAT:QUES:COND?``; thermal controller ``TEMP:SET <c>``/``TEMP:SET?``,
 ``MEAS:TEMP?``, ``OUTP 1|0``/``OUTP?``.  Set points are written with 0.1 mV and
 1 mC resolution.
+
+Every numeric argument (set points, limits, timeouts, poll intervals) must be a real
+number that is finite as a float and not a bool; anything else (NaN, inf, ``10**400``,
+``"1.2"``, ``True``, ``None``) raises :class:`InstrumentValueError` (or its subclasses
+:class:`SupplyLimitError` / :class:`ThermalLimitError`) before any byte is sent.
+
+Resynchronisation: a query whose reply was not read (an interrupt such as Ctrl-C inside
+the blocking read, a timeout, a failed write) or whose reply does not fit the question
+leaves the session *out of step*: the reply may still arrive and would be taken as the
+answer to the next question.  The next exchange therefore first resynchronises: VISA
+device clear (where the interface has one), reading and discarding whatever input is
+pending, then ``*CLS``, ``*IDN?`` (must match the identity read at open), ``*OPC?``
+(must be ``1``) and ``SYST:ERR?`` (must be ``0``), up to three tries.  Only then does
+``close()`` ramp the supply back to nominal.  If the session cannot be resynchronised,
+:class:`InstrumentError` says so.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from softmc_host._compat import add_note
+
 __all__ = [
     "InstrumentError",
+    "InstrumentValueError",
     "SupplyLimitError",
     "ThermalLimitError",
     "MessageResource",
@@ -43,6 +62,8 @@ __all__ = [
     "ThermalLimits",
     "ThermalController",
     "VOLTAGE_RESOLUTION_V",
+    "SUPPLY_LIMIT_RANGES",
+    "THERMAL_LIMIT_RANGES",
     "ramp_set_points",
 ]
 
@@ -60,11 +81,15 @@ class InstrumentError(RuntimeError):
     """An instrument reported an error, did not answer, or did not reach a requested state."""
 
 
-class SupplyLimitError(InstrumentError, ValueError):
+class InstrumentValueError(InstrumentError, ValueError):
+    """A driver was given a bad value (not a finite number, wrong type, out of range); nothing was sent."""
+
+
+class SupplyLimitError(InstrumentValueError):
     """A supply voltage outside the configured limits was requested (nothing was sent)."""
 
 
-class ThermalLimitError(InstrumentError, ValueError):
+class ThermalLimitError(InstrumentValueError):
     """A temperature set point outside the configured limits was requested (nothing was sent)."""
 
 
@@ -78,8 +103,40 @@ class MessageResource(Protocol):
     def close(self) -> Any: ...
 
 
+def _as_finite_float(value: object) -> float | None:
+    """``value`` as a float if it is a real number (not a bool) that is finite as a float, else None.
+
+    Never raises: ``10**400`` (OverflowError in ``float``), NaN, inf, strings, ``None`` and
+    bools (including ``numpy.bool_``, which is not a ``numbers.Real``) all give None.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_bool(value: object) -> bool:
+    """True for ``bool`` and numpy's boolean scalar (named ``bool_`` before numpy 2, ``bool`` since)."""
+    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"))
+
+
 def _is_finite_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return _as_finite_float(value) is not None
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """A short one-line repr of a value for error messages (huge integers and long texts are cut)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails is still a bad value
+        text = f"<{type(value).__name__} object>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fmt(value: float) -> str:
@@ -87,10 +144,66 @@ def _fmt(value: float) -> str:
     return repr(float(value))
 
 
-def _finite(name: str, value: float) -> float:
-    if not _is_finite_number(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+def _finite(name: str, value: object) -> float:
+    number = _as_finite_float(value)
+    if number is None:
+        kind = "a boolean" if _is_bool(value) else _show(value)
+        raise ValueError(f"{name} must be a finite number, got {kind}")
+    return number
+
+
+def _check_number(
+    name: str,
+    value: object,
+    *,
+    lo: float,
+    hi: float,
+    lo_open: bool = False,
+    unit: str = "",
+    error: type[Exception] = InstrumentValueError,
+) -> float:
+    """``value`` as a float if it is a finite number in ``lo..hi`` (``lo`` excluded with ``lo_open``).
+
+    Raises ``error`` (an :class:`InstrumentValueError` by default) with a one-line message otherwise.
+    """
+    try:
+        number = _finite(name, value)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+    if number < lo or (lo_open and number == lo) or number > hi:
+        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        raise error(f"{name} must be {low} and <= {hi:g}{(' ' + unit) if unit else ''}, got {number:g}")
+    return number
+
+
+def _check_bool(name: str, value: object, error: type[Exception] = InstrumentValueError) -> bool:
+    """``value`` as a bool if it is one (``bool``, ``numpy.bool_``, or the integers 0 and 1)."""
+    if _is_bool(value):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise error(f"{name} must be True or False, got {_show(value)}")
+
+
+#: The range of every :class:`SupplyLimits` field: name -> (lowest, lowest excluded, highest, unit).
+#: Documented in ``docs/bench-file.md``; the relations between fields are checked as well.
+SUPPLY_LIMIT_RANGES: dict[str, tuple[float, bool, float, str]] = {
+    "nominal_v": (0.0, False, 100.0, "V"),
+    "min_v": (0.0, False, 100.0, "V"),
+    "max_v": (0.0, False, 100.0, "V"),
+    "max_step_v": (VOLTAGE_RESOLUTION_V, False, 100.0, "V"),
+    "max_slew_v_per_s": (0.0, True, 1e6, "V/s"),
+    "current_limit_a": (0.0, True, 1000.0, "A"),
+    "settle_tol_v": (0.0, True, 100.0, "V"),
+    "settle_timeout_s": (0.0, False, 3600.0, "s"),
+}
+
+#: The range of every :class:`ThermalLimits` field, as :data:`SUPPLY_LIMIT_RANGES`.
+THERMAL_LIMIT_RANGES: dict[str, tuple[float, bool, float, str]] = {
+    "min_c": (-273.15, False, 1000.0, "C"),
+    "max_c": (-273.15, False, 1000.0, "C"),
+    "band_c": (0.0, True, 1000.0, "C"),
+}
 
 
 @dataclass(frozen=True)
@@ -127,7 +240,7 @@ class SupplyLimits:
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
-            _finite(name, getattr(self, name))
+            object.__setattr__(self, name, _finite(name, getattr(self, name)))
         if self.min_v < 0:
             raise ValueError(f"min_v must not be negative, got {self.min_v} V")
         if not self.min_v <= self.max_v:
@@ -141,6 +254,8 @@ class SupplyLimits:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.settle_timeout_s < 0:
             raise ValueError(f"settle_timeout_s must not be negative, got {self.settle_timeout_s} s")
+        for name, (lo, lo_open, hi, unit) in SUPPLY_LIMIT_RANGES.items():
+            _check_number(name, getattr(self, name), lo=lo, hi=hi, lo_open=lo_open, unit=unit, error=ValueError)
 
     def check(self, vdd_v: float) -> float:
         """Return ``vdd_v`` as a float if it is within ``[min_v, max_v]``.
@@ -151,7 +266,7 @@ class SupplyLimits:
             The value is outside the limits or not a finite number.
         """
         if not _is_finite_number(vdd_v):
-            raise SupplyLimitError(f"supply voltage {vdd_v!r} is not a finite number of volts")
+            raise SupplyLimitError(f"supply voltage {_show(vdd_v)} is not a finite number of volts")
         if not self.min_v <= vdd_v <= self.max_v:
             raise SupplyLimitError(
                 f"supply voltage {_fmt(vdd_v)} V outside the configured limits {_fmt(self.min_v)}..{_fmt(self.max_v)} V"
@@ -159,23 +274,92 @@ class SupplyLimits:
         return float(vdd_v)
 
 
+#: A SCPI decimal reply (NR1, NR2 or NR3), ASCII only: ``1``, ``-0.5``, ``+1.350000``, ``9.91E+37``.
+_SCPI_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?", re.ASCII)
+#: A ``SYST:ERR?`` reply: ``<code>,"<message>"`` (the message is kept as sent).
+_SCPI_ERROR = re.compile(r"([+-]?[0-9]{1,6})\s*(?:,(.*))?", re.ASCII | re.DOTALL)
+#: Longest reply the parsers look at; instruments answer these queries in a few dozen bytes.
+_MAX_REPLY_CHARS = 256
+_SCPI_WHITESPACE = " \t\r\n"
+
+
+def _reply_text(reply: object, what: str) -> str:
+    if not isinstance(reply, str):
+        raise InstrumentError(f"{what}: expected a text reply, got {_show(reply)}")
+    text = reply.strip(_SCPI_WHITESPACE)
+    if len(text) > _MAX_REPLY_CHARS:
+        raise InstrumentError(f"{what}: reply of {len(text)} characters is too long ({_show(text)})")
+    return text
+
+
 def _parse_float(reply: str, what: str) -> float:
-    try:
-        value = float(reply.strip())
-    except ValueError:
-        raise InstrumentError(f"{what}: expected a number, got {reply!r}") from None
+    """Parse a SCPI numeric reply (ASCII digits only); SCPI's NaN ``9.91E37`` is refused.
+
+    Raises
+    ------
+    InstrumentError
+        The reply is not one finite decimal number.
+    """
+    text = _reply_text(reply, what)
+    if _SCPI_NUMBER.fullmatch(text) is None:
+        raise InstrumentError(f"{what}: expected a number, got {_show(reply)}")
+    value = float(text)
     if not math.isfinite(value) or abs(value) >= 9.9e37:  # SCPI's NaN is 9.91E37
-        raise InstrumentError(f"{what}: instrument returned no valid value ({reply.strip()!r})")
+        raise InstrumentError(f"{what}: instrument returned no valid value ({_show(text)})")
     return value
 
 
 def _parse_bool(reply: str, what: str) -> bool:
-    word = reply.strip().upper()
-    if word in ("1", "ON"):
-        return True
-    if word in ("0", "OFF"):
-        return False
-    raise InstrumentError(f"{what}: expected 1/0, got {reply!r}")
+    """Parse a SCPI boolean reply: ``1``/``ON`` or ``0``/``OFF`` (ASCII, any case).
+
+    Raises
+    ------
+    InstrumentError
+        Anything else.
+    """
+    word = _reply_text(reply, what)
+    if word.isascii():
+        word = word.upper()
+        if word in ("1", "ON"):
+            return True
+        if word in ("0", "OFF"):
+            return False
+    raise InstrumentError(f"{what}: expected 1/0, got {_show(reply)}")
+
+
+def _parse_register(reply: str, what: str) -> int:
+    """Parse a SCPI status register reply: an integer 0..65535 (``+2``, ``2``, ``2.0``).
+
+    Raises
+    ------
+    InstrumentError
+        Not a number, not an integer, or out of range.
+    """
+    value = _parse_float(reply, what)
+    if not value.is_integer() or not 0 <= value <= 0xFFFF:
+        raise InstrumentError(f"{what}: expected a register value 0..65535, got {_show(reply)}")
+    return int(value)
+
+
+def _parse_error_reply(reply: str, what: str) -> tuple[int, str]:
+    """Parse a ``SYST:ERR?`` reply ``<code>,"<message>"`` into ``(code, message)``.
+
+    Raises
+    ------
+    InstrumentError
+        The reply does not start with an ASCII integer code.
+    """
+    text = _reply_text(reply, what)
+    match = _SCPI_ERROR.fullmatch(text)
+    if match is None:
+        raise InstrumentError(f"{what}: unreadable reply {_show(reply)}")
+    return int(match.group(1)), (match.group(2) or "").strip(_SCPI_WHITESPACE)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (VISA errors span several)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 
@@ -196,10 +380,19 @@ def ramp_set_points(start_v: float, target_v: float, max_step_v: float) -> list[
     -------
     list of float
         The points after ``start_v`` (empty when there is nothing to change).
+
+    Raises
+    ------
+    InstrumentValueError
+        A value that is not a finite number, a voltage outside 0..100 V, or a
+        ``max_step_v`` outside 0.0001..100 V.
     """
+    start_v = _check_number("start_v", start_v, lo=0.0, hi=100.0, unit="V")
+    target_v = _check_number("target_v", target_v, lo=0.0, hi=100.0, unit="V")
+    max_step_v = _check_number("max_step_v", max_step_v, lo=0.0, hi=100.0, unit="V")
     max_q = int(math.floor(max_step_v * _V_QUANTA_PER_V + 1e-6))
     if max_q < 1:
-        raise ValueError(f"max_step_v must be at least {VOLTAGE_RESOLUTION_V} V, got {max_step_v!r}")
+        raise InstrumentValueError(f"max_step_v must be at least {VOLTAGE_RESOLUTION_V} V, got {max_step_v!r}")
     start_q = round(start_v * _V_QUANTA_PER_V)
     delta_q = round(target_v * _V_QUANTA_PER_V) - start_q
     n = -(-abs(delta_q) // max_q)  # ceil
@@ -209,13 +402,26 @@ def ramp_set_points(start_v: float, target_v: float, max_step_v: float) -> list[
 
 
 class _ScpiDriver:
-    """Plumbing shared by the drivers: queries with error wrapping, SYST:ERR? checks."""
+    """Plumbing shared by the drivers: queries with error wrapping, SYST:ERR? checks, resynchronisation.
+
+    Every exchange marks the session out of step before it starts and in step once the
+    reply has been read and fits the question, so an exchange cut short by anything (a
+    ``KeyboardInterrupt`` inside the blocking read, a timeout, a garbled reply) leaves
+    it out of step, and the next exchange calls :meth:`_resync` first.
+    """
 
     kind = "instrument"
+    #: Rounds of clear, drain and verify before :meth:`_resync` gives up.
+    RESYNC_ATTEMPTS = 3
+    #: Read timeout while draining stale input, in ms: input that stays away this long is gone.
+    DRAIN_TIMEOUT_MS = 50
+    #: Most stale lines read while draining (an instrument that never stops talking is broken).
+    MAX_DRAIN_READS = 256
 
     def __init__(self, resource: MessageResource, *, clear_errors: bool) -> None:
         self.resource = resource
         self._closed = False
+        self._in_sync = True
         self.idn = self._query("*IDN?").strip()
         if clear_errors:
             self._write("*CLS")
@@ -223,39 +429,139 @@ class _ScpiDriver:
             self._check_errors("at open")
 
     @staticmethod
-    def _open_resource(resource_name: str, rm_spec: str, timeout_ms: int) -> Any:
+    def _open_resource(resource_name: str, rm_spec: str, timeout_ms: float) -> Any:
         # PyVISA keeps ONE ResourceManager per VISA library and hands it to every
         # ResourceManager(spec) call; closing it would close every resource opened
         # through it (the other instruments' too), so it is left open here.
         import pyvisa
 
+        if not isinstance(resource_name, str) or not isinstance(rm_spec, str):
+            raise InstrumentValueError(
+                f"VISA resource name and library spec must be strings, got {_show(resource_name)} and {_show(rm_spec)}"
+            )
+        timeout_ms = _check_number("timeout_ms", timeout_ms, lo=0.0, lo_open=True, hi=3.6e6, unit="ms")
         rm = pyvisa.ResourceManager(rm_spec)
         return rm.open_resource(resource_name, read_termination="\n", write_termination="\n", timeout=timeout_ms)
 
+    @property
+    def in_sync(self) -> bool:
+        """False after an exchange was cut short or answered out of turn, until :meth:`_resync` succeeds."""
+        return self._in_sync
+
     def _query(self, command: str) -> str:
+        """Send one query and return its reply line; resynchronise first if the session is out of step."""
+        self._ensure_in_sync()
+        self._in_sync = False  # until the reply has been read: an interrupt leaves it unread
         try:
-            return self.resource.query(command)
+            reply = self.resource.query(command)
         except InstrumentError:
             raise
         except Exception as exc:  # pyvisa.errors.VisaIOError (timeout, connection lost) and the like
-            raise InstrumentError(f"{self.kind}: no valid reply to {command!r}: {exc}") from exc
+            raise InstrumentError(f"{self.kind}: no valid reply to {command!r}: {_one_line(exc)}") from exc
+        if not isinstance(reply, str):
+            raise InstrumentError(f"{self.kind}: no valid reply to {command!r}: got {_show(reply)}")
+        self._in_sync = True
+        return reply
+
+    def _ask(self, command: str, parse: Callable[[str, str], Any]) -> Any:
+        """Query and parse; a reply that does not parse may be an earlier one, so it marks the session out of step."""
+        reply = self._query(command)
+        try:
+            return parse(reply, f"{self.kind} {command}")
+        except InstrumentError:
+            self._in_sync = False
+            raise
 
     def _write(self, command: str) -> None:
+        self._ensure_in_sync()
+        self._in_sync = False  # a write cut short may leave part of a line at the instrument
         try:
             self.resource.write(command)
         except Exception as exc:
-            raise InstrumentError(f"{self.kind}: could not send {command!r}: {exc}") from exc
+            raise InstrumentError(f"{self.kind}: could not send {command!r}: {_one_line(exc)}") from exc
+        self._in_sync = True
         self._check_errors(f"after {command!r}")
 
     def _check_errors(self, when: str) -> None:
-        reply = self._query("SYST:ERR?").strip()
-        code_text = reply.split(",", 1)[0].strip()
-        try:
-            code = int(code_text)
-        except ValueError:
-            raise InstrumentError(f"{self.kind}: unreadable SYST:ERR? reply {reply!r} {when}") from None
+        code, message = self._ask("SYST:ERR?", _parse_error_reply)
         if code != 0:
-            raise InstrumentError(f"{self.kind} reported error {reply} {when}")
+            message = " ".join(message.split())
+            message = message if len(message) <= 120 else message[:117] + "..."
+            raise InstrumentError(f"{self.kind} reported error {code},{message} {when}")
+
+    # --- resynchronisation
+
+    def _ensure_in_sync(self) -> None:
+        if self._closed:
+            raise InstrumentError(f"{self.kind} is closed")
+        if not self._in_sync:
+            self._resync()
+
+    def _discard_input(self) -> None:
+        """VISA device clear where the interface supports it, then read and drop pending input."""
+        clear = getattr(self.resource, "clear", None)
+        if callable(clear):
+            try:
+                clear()
+            except Exception:  # noqa: BLE001 - not every interface has a device clear; draining follows
+                pass
+        read_raw = getattr(self.resource, "read_raw", None)
+        if not callable(read_raw):
+            return
+        try:
+            saved_ms = self.resource.timeout  # type: ignore[attr-defined]
+            self.resource.timeout = self.DRAIN_TIMEOUT_MS  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - no settable timeout: do not risk a long blocking read
+            return
+        try:
+            for _ in range(self.MAX_DRAIN_READS):
+                try:
+                    read_raw()
+                except Exception:  # noqa: BLE001 - the timeout that says nothing more is pending
+                    break
+        finally:
+            try:
+                self.resource.timeout = saved_ms  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _resync(self) -> None:
+        """Bring an out-of-step session back in step (see the module docstring).
+
+        Raises
+        ------
+        InstrumentError
+            The session is still out of step after :attr:`RESYNC_ATTEMPTS` rounds.
+        """
+        expected_idn = getattr(self, "idn", None)
+        problem = "no reply"
+        for _ in range(self.RESYNC_ATTEMPTS):
+            self._discard_input()
+            try:
+                # *CLS first: if part of an earlier line is still at the instrument,
+                # the '*' makes the joined line invalid instead of completing a command
+                self.resource.write("*CLS")
+                idn = self.resource.query("*IDN?")
+                opc = self.resource.query("*OPC?")
+                err = self.resource.query("SYST:ERR?")
+            except Exception as exc:  # noqa: BLE001 - try again; a KeyboardInterrupt propagates
+                problem = f"{type(exc).__name__}: {_one_line(exc)}"
+                continue
+            idn_text = idn.strip() if isinstance(idn, str) else None
+            try:
+                in_step = (idn_text == expected_idn if expected_idn else bool(idn_text)) and (
+                    _reply_text(opc, "*OPC?") == "1" and _parse_error_reply(err, "SYST:ERR?")[0] == 0
+                )
+            except InstrumentError:
+                in_step = False
+            if in_step:
+                self._in_sync = True
+                return
+            problem = "replies " + ", ".join(_show(r) for r in (idn, opc, err))
+        raise InstrumentError(
+            f"{self.kind}: session out of step after an interrupted or failed exchange and could not be "
+            f"resynchronised in {self.RESYNC_ATTEMPTS} tries ({problem})"
+        )
 
     def _close_resource(self) -> None:
         if self._closed:
@@ -307,10 +613,12 @@ class BenchSupply(_ScpiDriver):
         settle_poll_s: float = 0.01,
         clear_errors: bool = False,
     ) -> None:
+        if not isinstance(limits, SupplyLimits):
+            raise InstrumentValueError(f"limits must be a SupplyLimits, got {type(limits).__name__}")
         self.limits = limits
         self._sleep = sleep
         self._clock = clock
-        self.settle_poll_s = settle_poll_s
+        self.settle_poll_s = _check_number("settle_poll_s", settle_poll_s, lo=0.0, lo_open=True, hi=3600.0, unit="s")
         self._last_v: float | None = None
         self._output_on: bool | None = None
         super().__init__(resource, clear_errors=clear_errors)
@@ -359,7 +667,7 @@ class BenchSupply(_ScpiDriver):
 
     def _write_voltage(self, vdd_v: float) -> None:
         """Send one ``VOLT`` set point after checking the range and the step (the safety guard)."""
-        text = f"{vdd_v:.{_V_DIGITS}f}"
+        text = f"{self.limits.check(vdd_v):.{_V_DIGITS}f}"
         sent_v = float(text)
         self.limits.check(sent_v)
         if self._last_v is None:
@@ -376,7 +684,7 @@ class BenchSupply(_ScpiDriver):
     # --- reading
 
     def _read_set_point(self) -> float:
-        value = _parse_float(self._query("VOLT?"), "supply VOLT?")
+        value = self._ask("VOLT?", _parse_float)
         # remember it on the write grid: ramp steps are measured from here
         self._last_v = round(value * _V_QUANTA_PER_V) / _V_QUANTA_PER_V
         return value
@@ -389,12 +697,12 @@ class BenchSupply(_ScpiDriver):
     @property
     def measured_voltage_v(self) -> float:
         """The output voltage the supply measures, in V."""
-        return _parse_float(self._query("MEAS:VOLT?"), "supply MEAS:VOLT?")
+        return self._ask("MEAS:VOLT?", _parse_float)
 
     @property
     def measured_current_a(self) -> float:
         """The output current the supply measures, in A."""
-        return _parse_float(self._query("MEAS:CURR?"), "supply MEAS:CURR?")
+        return self._ask("MEAS:CURR?", _parse_float)
 
     @property
     def measured_power_w(self) -> float:
@@ -404,23 +712,24 @@ class BenchSupply(_ScpiDriver):
     @property
     def current_limit_a(self) -> float:
         """The current limit programmed in the supply, in A (set from the limits at open)."""
-        return _parse_float(self._query("CURR?"), "supply CURR?")
+        return self._ask("CURR?", _parse_float)
 
     @property
     def current_limited(self) -> bool:
         """Whether the supply is limiting its current now (``STAT:QUES:COND?`` bit 1)."""
-        return bool(int(_parse_float(self._query("STAT:QUES:COND?"), "supply STAT:QUES:COND?")) & 0x2)
+        return bool(self._ask("STAT:QUES:COND?", _parse_register) & 0x2)
 
     @property
     def output_enabled(self) -> bool:
         """Whether the output is on (``OUTP?``); setting it sends ``OUTP 1`` / ``OUTP 0``."""
-        return _parse_bool(self._query("OUTP?"), "supply OUTP?")
+        return self._ask("OUTP?", _parse_bool)
 
     @output_enabled.setter
     def output_enabled(self, enabled: bool) -> None:
+        on = _check_bool("supply output_enabled", enabled)
         self._output_on = None  # unknown if the write fails
-        self._write("OUTP 1" if enabled else "OUTP 0")
-        self._output_on = bool(enabled)
+        self._write("OUTP 1" if on else "OUTP 0")
+        self._output_on = on
 
     # --- setting
 
@@ -441,11 +750,14 @@ class BenchSupply(_ScpiDriver):
         Raises
         ------
         SupplyLimitError
-            ``vdd_v`` is outside the limits (nothing is sent), or the present set
-            point is (someone changed it behind this driver's back).
+            ``vdd_v`` is outside the limits or not a finite number (NaN, inf,
+            ``10**400``, a string, a bool, None: nothing is sent), or the present set
+            point is outside the limits (someone changed it behind this driver's back).
         InstrumentError
-            The supply reports an error after a write, or the output does not
-            settle within ``limits.settle_tol_v`` in ``limits.settle_timeout_s``.
+            The supply reports an error after a write, a reply does not parse, the
+            session cannot be resynchronised after an earlier interrupted exchange,
+            or the output does not settle within ``limits.settle_tol_v`` in
+            ``limits.settle_timeout_s``.
         """
         target_v = self.limits.check(vdd_v)
         quantised_v = round(target_v * _V_QUANTA_PER_V) / _V_QUANTA_PER_V
@@ -462,6 +774,8 @@ class BenchSupply(_ScpiDriver):
             self._write_voltage(step_v)
             self._sleep(abs(step_v - previous_v) / self.limits.max_slew_v_per_s)
             previous_v = step_v
+        if self._output_on is None:  # an interrupted OUTP write: ask rather than guess
+            self._output_on = self.output_enabled
         if self._output_on is False:
             return quantised_v
         return self._wait_settled(quantised_v)
@@ -504,7 +818,9 @@ class BenchSupply(_ScpiDriver):
         try:
             self.close()
         except Exception as restore_exc:  # keep the original exception; say what else failed
-            exc.add_note(f"while restoring the nominal supply voltage: {type(restore_exc).__name__}: {restore_exc}")
+            add_note(
+                exc, f"while restoring the nominal supply voltage: {type(restore_exc).__name__}: {_one_line(restore_exc)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -525,16 +841,18 @@ class ThermalLimits:
 
     def __post_init__(self) -> None:
         for name in ("min_c", "max_c", "band_c"):
-            _finite(name, getattr(self, name))
+            object.__setattr__(self, name, _finite(name, getattr(self, name)))
         if not self.min_c <= self.max_c:
             raise ValueError(f"min_c ({self.min_c} C) must not exceed max_c ({self.max_c} C)")
         if self.band_c <= 0:
             raise ValueError(f"band_c must be positive, got {self.band_c} C")
+        for name, (lo, lo_open, hi, unit) in THERMAL_LIMIT_RANGES.items():
+            _check_number(name, getattr(self, name), lo=lo, hi=hi, lo_open=lo_open, unit=unit, error=ValueError)
 
     def check(self, temp_c: float) -> float:
         """Return ``temp_c`` as a float if it is within ``[min_c, max_c]``, else raise :class:`ThermalLimitError`."""
         if not _is_finite_number(temp_c):
-            raise ThermalLimitError(f"temperature set point {temp_c!r} is not a finite number of degC")
+            raise ThermalLimitError(f"temperature set point {_show(temp_c)} is not a finite number of degC")
         if not self.min_c <= temp_c <= self.max_c:
             raise ThermalLimitError(
                 f"temperature set point {_fmt(temp_c)} C outside the configured limits {_fmt(self.min_c)}..{_fmt(self.max_c)} C"
@@ -572,6 +890,8 @@ class ThermalController(_ScpiDriver):
         clock: Clock = time.monotonic,
         clear_errors: bool = False,
     ) -> None:
+        if not isinstance(limits, ThermalLimits):
+            raise InstrumentValueError(f"limits must be a ThermalLimits, got {type(limits).__name__}")
         self.limits = limits
         self._sleep = sleep
         self._clock = clock
@@ -598,7 +918,7 @@ class ThermalController(_ScpiDriver):
     @property
     def set_point_c(self) -> float:
         """Temperature set point in degC, within ``[limits.min_c, limits.max_c]``; checked before sending."""
-        return _parse_float(self._query("TEMP:SET?"), "thermal TEMP:SET?")
+        return self._ask("TEMP:SET?", _parse_float)
 
     @set_point_c.setter
     def set_point_c(self, temp_c: float) -> None:
@@ -608,16 +928,17 @@ class ThermalController(_ScpiDriver):
     @property
     def temperature_c(self) -> float:
         """Measured DIMM temperature in degC."""
-        return _parse_float(self._query("MEAS:TEMP?"), "thermal MEAS:TEMP?")
+        return self._ask("MEAS:TEMP?", _parse_float)
 
     @property
     def output_enabled(self) -> bool:
         """Whether temperature regulation is on (``OUTP?``); setting it sends ``OUTP 1`` / ``OUTP 0``."""
-        return _parse_bool(self._query("OUTP?"), "thermal OUTP?")
+        return self._ask("OUTP?", _parse_bool)
 
     @output_enabled.setter
     def output_enabled(self, enabled: bool) -> None:
-        self._write("OUTP 1" if enabled else "OUTP 0")
+        on = _check_bool("thermal output_enabled", enabled)
+        self._write("OUTP 1" if on else "OUTP 0")
 
     def wait_stable(
         self,
@@ -651,12 +972,18 @@ class ThermalController(_ScpiDriver):
 
         Raises
         ------
+        InstrumentValueError
+            A value that is not a finite number or out of range (``band_c`` in (0, 1000] C,
+            ``hold_s`` in [0, 86400] s, ``timeout_s`` in [0, 1e6] s, ``poll_s`` in (0, 3600] s),
+            before anything is sent.
         InstrumentError
             Timeout (the message gives the last reading).
         """
         band_c = self.limits.band_c if band_c is None else band_c
-        if not band_c > 0 or not hold_s >= 0 or not timeout_s >= 0 or not poll_s > 0:
-            raise ValueError("band_c and poll_s must be positive, hold_s and timeout_s non-negative")
+        band_c = _check_number("band_c", band_c, lo=0.0, lo_open=True, hi=1000.0, unit="C")
+        hold_s = _check_number("hold_s", hold_s, lo=0.0, hi=86400.0, unit="s")
+        timeout_s = _check_number("timeout_s", timeout_s, lo=0.0, hi=1e6, unit="s")
+        poll_s = _check_number("poll_s", poll_s, lo=0.0, lo_open=True, hi=3600.0, unit="s")
         clock = clock or self._clock
         sleep = sleep or self._sleep
         set_point_c = self.set_point_c

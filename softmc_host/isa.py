@@ -12,7 +12,7 @@ Word format (32 bits; the host sends each word in the low half of a 64-bit slot)
     WR keeps data bits [1:0] in A[15:14]; RD/WR set A12 (BC_n = 1, burst of 8);
     A10 is auto-precharge on RD/WR and all-bank on PRE; A[9:0] is the column.
 
-    SET_BUS_DIR [1:0]: 00 READ, 10 WRITE.  SET_TREFI/SET_TRFC value in [27:0].
+    SET_BUS_DIR [1:0] (binary): 0b00 READ, 0b10 WRITE (value 2).  SET_TREFI/SET_TRFC value in [27:0].
     WAIT cycles in [9:0], 1..1023.  WBUF write-data table index in [12:0].
 
 Every field is range-checked when an instruction is built, and :func:`decode`
@@ -91,11 +91,25 @@ class BusDirection(enum.IntEnum):
     WRITE = 0b10
 
 
+def _show(value: object) -> str:
+    """``repr(value)`` for a message: one short line, even for a 5000-digit integer.
+
+    (``repr`` of an int above Python's int-string conversion limit raises ValueError.)
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"{'-' if value < 0 else ''}<{value.bit_length()}-bit integer>"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a foreign object's repr must not hide the real error
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]}"
+
+
 def _check(name: str, value: int, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise IsaError(f"{name} must be an integer, got {value!r}")
+        raise IsaError(f"{name} must be an integer, got {_show(value)}")
     if not lo <= value <= hi:
-        raise IsaError(f"{name} {value} out of range {lo}..{hi}")
+        raise IsaError(f"{name} {_show(value)} out of range {lo}..{hi}")
 
 
 def _ddr(cmd: int, bank: int = 0, addr: int = 0, data_hi: int = 0) -> int:
@@ -274,11 +288,11 @@ class SetBusDir(_Base):
 
     def __post_init__(self) -> None:
         if isinstance(self.direction, bool):
-            raise IsaError(f"bus direction must be READ or WRITE, got {self.direction!r}")
+            raise IsaError(f"bus direction must be READ or WRITE, got {_show(self.direction)}")
         try:
             object.__setattr__(self, "direction", BusDirection(self.direction))
-        except ValueError:
-            raise IsaError(f"bus direction must be READ or WRITE, got {self.direction!r}") from None
+        except (ValueError, TypeError):
+            raise IsaError(f"bus direction must be READ or WRITE, got {_show(self.direction)}") from None
 
     def encode(self) -> int:
         return (_OP_BUSDIR << 28) | int(self.direction)
@@ -420,7 +434,7 @@ def decode(word: int) -> Instruction:
         (unknown opcode, reserved bits set, field out of range).
     """
     if isinstance(word, bool) or not isinstance(word, int) or not 0 <= word <= 0xFFFFFFFF:
-        raise IsaError(f"instruction word must be a 32-bit unsigned integer, got {word!r}")
+        raise IsaError(f"instruction word must be a 32-bit unsigned integer, got {_show(word)}")
     if word & _DDR_BIT:
         return _decode_ddr(word)
     op = word >> 28

@@ -38,6 +38,8 @@ __all__ = [
 ROW_BYTES = 8192
 _WBUF_OPCODE = isa.WBuf(0).encode() >> 28
 BURSTS_PER_ROW = ROW_BYTES // BURST_BYTES
+#: Longest wait one program can hold: every slot a WAIT of 1023 cycles.
+MAX_WAIT_SLOTS_CYCLES = MAX_PROGRAM_SLOTS * isa.MAX_WAIT_CYCLES
 
 
 class ProgramError(ValueError):
@@ -154,9 +156,24 @@ class Program:
 
 @functools.lru_cache(maxsize=4096)
 def wait_words(cycles: int) -> tuple[int, ...]:
-    """Words of a wait of ``cycles`` cycles: WAITs of at most 1023 (none for 0)."""
+    """Words of a wait of ``cycles`` cycles: WAITs of at most 1023 (none for 0).
+
+    Raises
+    ------
+    ProgramError
+        For a non-integer or negative count, or a wait longer than a whole program of WAITs
+        (8192 x 1023 cycles) could hold; such a wait is refused before any word is made.
+    """
+    if isinstance(cycles, bool) or not isinstance(cycles, (int, np.integer)):
+        raise ProgramError(f"a wait is a whole number of cycles, got {type(cycles).__name__}")
+    cycles = int(cycles)
     if cycles < 0:
-        raise ProgramError(f"cannot wait a negative number of cycles ({cycles})")
+        raise ProgramError(f"cannot wait a negative number of cycles ({cycles if cycles > -10**18 else 'huge'})")
+    if cycles > MAX_WAIT_SLOTS_CYCLES:
+        raise ProgramError(
+            f"a wait of {cycles if cycles < 10**18 else 'more than 10**18'} cycles does not fit in one program "
+            f"(at most {MAX_WAIT_SLOTS_CYCLES:,} cycles: {MAX_PROGRAM_SLOTS} WAITs of {isa.MAX_WAIT_CYCLES})"
+        )
     full, rest = divmod(cycles, isa.MAX_WAIT_CYCLES)
     return (isa.Wait(isa.MAX_WAIT_CYCLES).encode(),) * full + ((isa.Wait(rest).encode(),) if rest else ())
 

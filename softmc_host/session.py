@@ -36,6 +36,23 @@ class TesterError(RuntimeError):
     """The tester returned something inconsistent with the program it was sent."""
 
 
+_INFO_REQUIRED = ("tck_ps", "banks", "rows", "columns")
+#: INFO integers the host uses: (lowest, highest, default when absent; None: required).
+_INFO_INTS: dict[str, tuple[int, int, int | None]] = {
+    "tck_ps": (1, 1_000_000, None),  # 1 ps .. 1 us
+    "banks": (1, 64, None),
+    "rows": (1, 1 << 24, None),
+    "columns": (1, 1 << 16, None),
+    "bus_bytes": (1, 64, 8),
+    "max_program": (2, 1 << 16, 8192),
+}
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class TesterSession:
     """Host-side driver of one tester.
 
@@ -56,16 +73,27 @@ class TesterSession:
             self.info: dict[str, Any] = decode_json(link.request(MsgType.HELLO).payload)
         except ProtocolError as exc:
             raise TesterError(f"tester at {link.name} sent a malformed INFO reply: {exc}") from None
-        try:
-            self.tck_ns = float(self.info["tck_ps"]) / 1000.0
-            self.banks = int(self.info["banks"])
-            self.rows = int(self.info["rows"])
-            self.columns = int(self.info["columns"])
-            self.bus_bytes = int(self.info.get("bus_bytes", 8))
-            self.max_program = int(self.info.get("max_program", 8192))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TesterError(f"tester at {link.name} sent an INFO reply without {exc}") from None
-        self.features = set(self.info.get("features", ()))
+        info = self.info
+        where = f"tester at {link.name} sent an INFO reply"
+        for key in _INFO_REQUIRED:
+            if key not in info:
+                raise TesterError(f"{where} without {key!r}")
+        values = {}
+        for key, (low, high, default) in _INFO_INTS.items():
+            value = info.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise TesterError(f"{where} with {key}={_short(value)}: expected an integer {low}..{high}")
+            values[key] = value
+        features = info.get("features", [])
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise TesterError(f"{where} with features={_short(features)}: expected a list of strings")
+        self.tck_ns = values["tck_ps"] / 1000.0
+        self.banks = values["banks"]
+        self.rows = values["rows"]
+        self.columns = values["columns"]
+        self.bus_bytes = values["bus_bytes"]
+        self.max_program = values["max_program"]
+        self.features = set(features)
         self.timing = timing
         self._emulator: Any = None  # an emulated bench this session started, closed with it
 
@@ -272,7 +300,10 @@ class TesterSession:
 
     def status(self) -> dict[str, Any]:
         """The firmware's STATUS object (clock, open rows, the last program's tightest timings)."""
-        return decode_json(self.link.request(MsgType.STATUS).payload)
+        try:
+            return decode_json(self.link.request(MsgType.STATUS).payload)
+        except ProtocolError as exc:
+            raise TesterError(f"tester at {self.link.name} sent a malformed STATUS reply: {exc}") from None
 
     def seed_noise(self, seed: int) -> bool:
         """Restart an emulated DIMM's read-noise stream (returns False on testers without it)."""

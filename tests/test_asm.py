@@ -414,3 +414,71 @@ def test_cli_missing_file(tmp_path):
     assert len(lines) == 1
     assert str(missing) in lines[0]
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# Hostile input: huge numbers, non-ASCII text, lax hex (issue 12)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, source, fragment",
+    [
+        ((), "ACT 1 2\nWAIT " + "9" * 5000 + "\n", "wait cycles"),
+        ((), "WAIT 0x" + "F" * 5000 + "\n", "wait cycles"),
+        ((), "ACT 0 -" + "7" * 5000 + "\n", "row"),
+        (("--disasm",), "0x81191234\n" + "9" * 5000 + "\n", "32-bit"),
+        (("--disasm",), "0x" + "F" * 5000 + "\n", "32-bit"),
+    ],
+    ids=["decimal", "hex", "negative", "disasm-decimal-digits", "disasm-hex"],
+)
+def test_cli_5000_digit_number_is_one_line_and_exit_2(args, source, fragment):
+    result = run_cli(*args, "-", stdin=source)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 200, result.stderr[:300]
+    lineno = source.count("\n")
+    assert lines[0].startswith(f"<stdin>:{lineno}: ") and fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [("WAIT 0x\ufb00", "wait cycles"), ("\u017fET_TREFI 5", "unknown instruction"), ("WAIT 1\u00b2", "wait cycles"),
+     ("BUSDIR WR\u0131TE", "BUSDIR takes"), ("RD 0 0 \u0251p", "only AP"), ("WAIT\u00a05", "unknown instruction")],
+)
+def test_non_ascii_outside_a_comment_is_refused(line, fragment):
+    # str.upper() turns U+FB00 into "FF", U+017F into "S" and U+0131 into "I"; U+00A0 is a blank
+    # to str.split():
+    # such text must not assemble.
+    with pytest.raises(IsaError, match=fragment):
+        parse_line(line)
+
+
+def test_non_ascii_in_a_comment_is_fine():
+    assert parse_line("WAIT 5  # \u00b2 \ufb00 caf\u00e9") == Wait(5)
+
+
+@pytest.mark.parametrize("text", ["1_0", "+10", "\u0663", "0x1_0", "0x\uff11", "-1"])
+def test_disassembler_takes_only_ascii_hex_words(text):
+    with pytest.raises(AsmError, match="not a hexadecimal instruction word"):
+        disassemble([text])
+
+
+def test_disassembler_takes_a_64_bit_slot_with_a_zero_high_half():
+    assert disassemble(["0x0000000081191234", "0000000000000000"]) == [Act(1, 0x1234), End()]
+
+
+def test_cli_numbers_physical_lines_even_after_a_form_feed():
+    # str.splitlines() also splits at \x0c, so the text after it became a line of its own.
+    result = run_cli("-", stdin="WAIT 1  # page\x0cbreak\nFOO\n")
+    assert result.returncode == 2
+    assert result.stderr.startswith("<stdin>:2: ") and "FOO" in result.stderr
+
+
+def test_leading_zeros_do_not_count_towards_the_digit_limit():
+    # Python's int() counts leading zeros towards its 4300-digit limit; the assembler must not fail on them.
+    assert parse_line("WAIT " + "0" * 5000 + "7") == Wait(7)
+    assert parse_line("WAIT 0x" + "0" * 5000 + "A") == Wait(10)
+    with pytest.raises(IsaError, match="bank -1 out of range"):
+        parse_line("PRE -" + "0" * 5000 + "1")

@@ -172,3 +172,154 @@ def test_tester_session_and_demo_accept_emu_urls() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "0 bit errors" in proc.stdout
+
+
+# --------------------------------------------------------------------------- numbers in bench files (issue #12, item 5)
+
+TESTER = "[tester]\nurl = 'socket://127.0.0.1:1'\n"
+EMU_TESTER = "[tester]\nurl = 'emu://B?seed=1'\n"
+HUGE_INT = "9" * 400
+BAD_NUMBER_TEXTS = ["nan", "+inf", "-inf", "true", "'5'", "1e400", HUGE_INT, "9" * 5000, "1979-05-27", "[1]", "{x = 1}"]
+
+
+@pytest.mark.parametrize("value", BAD_NUMBER_TEXTS + ["0", "-1", "1e9"])
+def test_tester_timeout_must_be_a_finite_number_in_range(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "bench.toml"
+    path.write_text(TESTER + f"timeout_s = {value}\n")
+    with pytest.raises(BenchError) as info:
+        load_bench_file(path)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400
+    assert "timeout_s" in message or "not valid TOML" in message  # 5000 digits: Python's own int limit
+
+
+def test_bench_open_with_a_nan_timeout_fails_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "bench.toml"
+    path.write_text(TESTER + "timeout_s = nan\n")
+    with pytest.raises(BenchError, match=r"\[tester\] timeout_s must be a finite number, got nan$"):
+        Bench.open(path)
+    with pytest.raises(BenchError, match="tester timeout_s must be"):
+        BenchConfig(tester_url="socket://127.0.0.1:1", tester_timeout_s=float("nan"))
+
+
+SUPPLY_KEYS = ["nominal_v", "min_v", "max_v", "max_step_v", "max_slew_v_per_s", "current_limit_a", "settle_tol_v",
+               "settle_timeout_s"]
+
+
+@pytest.mark.parametrize("key", SUPPLY_KEYS + ["min_c", "max_c", "band_c"])
+@pytest.mark.parametrize("value", BAD_NUMBER_TEXTS[:-4] + ["1e300", "-1e300"])
+def test_every_limit_in_a_bench_file_is_checked(tmp_path: Path, key: str, value: str) -> None:
+    section = "[thermal]\nresource = 'emu'\nmin_c = 0.0\nmax_c = 50.0\n" if key.endswith("_c") else "[supply]\nresource = 'emu'\n"
+    path = tmp_path / "bench.toml"
+    path.write_text(EMU_TESTER + section + f"{key} = {value}\n")
+    with pytest.raises(BenchError) as info:
+        load_bench_file(path)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400
+    if "not valid TOML" not in message:
+        assert key in message and ("[supply]: " in message or "[thermal]: " in message), message
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("visa_library = 3\n" + TESTER, "visa_library must be a string, got int"),
+        ("name = true\n" + TESTER, "name must be a string, got bool"),
+        ("[tester]\nurl = 'emu://[B'\n", "malformed emulated-bench address"),
+        ("[tester]\nurl = 'emu://B?seed=x'\n", "seed='x'"),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ],
+)
+def test_more_bad_bench_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bench.toml"
+    path.write_text(text)
+    with pytest.raises(BenchError) as info:
+        load_bench_file(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert type(info.value) is BenchError
+
+
+def test_bench_file_numbers_keep_working(tmp_path: Path) -> None:
+    path = tmp_path / "bench.toml"
+    path.write_text(TESTER + "timeout_s = 2\n[thermal]\nresource = 'ASRL1::INSTR'\nmin_c = -10\nmax_c = 85\n")
+    config = load_bench_file(path)
+    assert config.tester_timeout_s == 2.0 and config.thermal_limits == ThermalLimits(min_c=-10.0, max_c=85.0)
+
+
+# --------------------------------------------------------------------------- interrupts through the bench
+
+
+def test_ctrl_c_inside_a_supply_query_still_restores_nominal(emulator: EmulatorProcess) -> None:
+    with pytest.raises(KeyboardInterrupt, match="Ctrl-C"):
+        with Bench.open(config_for(emulator)) as bench:
+            bench.set_vdd(1.2)
+            resource = bench.supply.resource
+            reads = []
+
+            def read(*args: object, **kwargs: object) -> str:  # Ctrl-C in the 3rd reply of the next ramp
+                reads.append(1)
+                if len(reads) == 3:
+                    raise KeyboardInterrupt("Ctrl-C")
+                return type(resource).read(resource, *args, **kwargs)
+
+            resource.read = read
+            bench.set_vdd(1.0)
+    assert supply_set_point(emulator) == pytest.approx(1.35)
+
+
+def test_failed_close_keeps_the_original_error_on_python_310(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from softmc_host import _compat
+
+    monkeypatch.setattr(_compat, "HAS_NATIVE_ADD_NOTE", False)  # as on Python 3.10: no BaseException.add_note
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+
+    class BrokenTester:
+        def close(self) -> None:
+            raise OSError("port vanished")
+
+    bench = Bench(BenchConfig(tester_url="socket://x:1"), BrokenTester(), None, None, None)  # type: ignore[arg-type]
+    with pytest.raises(KeyError, match="original") as info:
+        with bench:
+            raise KeyError("original")
+    assert info.value.__notes__ == ["while closing the bench: port vanished"]
+
+
+def test_ctrl_c_while_opening_closes_what_was_opened(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    import softmc_host.bench as bench_module
+
+    opened: list[object] = []
+    real_open = bench_module.BenchSupply.open
+
+    def supply_open(*args: object, **kwargs: object) -> object:
+        opened.append(real_open(*args, **kwargs))  # type: ignore[arg-type]
+        return opened[-1]
+
+    def thermal_open(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt("Ctrl-C while opening")
+
+    monkeypatch.setattr(bench_module.BenchSupply, "open", supply_open)
+    monkeypatch.setattr(bench_module.ThermalController, "open", thermal_open)
+    with pytest.raises(KeyboardInterrupt):
+        Bench.open(config_for(emulator))
+    assert len(opened) == 1 and opened[0]._closed  # type: ignore[attr-defined]
+
+
+def test_close_runs_every_step_even_after_a_ctrl_c() -> None:
+    closed: list[str] = []
+
+    class Part:
+        def __init__(self, name: str, fail: BaseException | None = None) -> None:
+            self.name, self.fail = name, fail
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.fail is not None:
+                raise self.fail
+
+    bench = Bench(BenchConfig(tester_url="socket://x:1"), Part("tester", OSError("gone")),  # type: ignore[arg-type]
+                  Part("supply", KeyboardInterrupt("again")), Part("thermal"), Part("emulator"))  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt, match="again"):
+        bench.close()
+    assert closed == ["supply", "thermal", "tester", "emulator"]

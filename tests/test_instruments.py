@@ -528,3 +528,271 @@ def test_numpy_scalars_are_accepted_and_thermal_limits_validated(
         ThermalLimits(min_c=0.0, max_c=40.0, band_c=0.0)
     with pytest.raises(ThermalLimitError, match=r"^temperature set point 96\.0 C outside the configured limits 20\.0\.\.95\.0 C$"):
         ThermalLimits(20.0, 95.0).check(96)
+
+
+# --------------------------------------------------------------------------- bad numbers (issue #12, item 2)
+
+from decimal import Decimal  # noqa: E402
+from fractions import Fraction  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from softmc_host.instruments import InstrumentValueError  # noqa: E402
+
+#: Values that are not finite numbers: every numeric input must refuse them before sending.
+NOT_NUMBERS = [
+    float("nan"), float("inf"), float("-inf"), 10**400, -(10**400), 10**5000, Fraction(10**400, 3),
+    "1.2", "nan", b"1.2", True, False, np.bool_(True), None, [1.2], 1.2j, Decimal("1.2"), np.float64("nan"),
+]
+
+
+def bad_id(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"{'-' if value < 0 else ''}int_of_{value.bit_length()}_bits"
+    return f"{type(value).__name__}_{str(value)[:16]}"
+
+
+class LocalResource:
+    """A message resource that hands every message straight to an emulated instrument, recording it."""
+
+    def __init__(self, instrument: Any) -> None:
+        self.instrument = instrument
+        self.traffic: list[str] = []
+
+    def write(self, message: str) -> None:
+        self.traffic.append(message)
+        self.instrument.handle_line(message)
+
+    def query(self, message: str) -> str:
+        self.traffic.append(message)
+        reply = self.instrument.handle_line(message)
+        if reply is None:
+            raise pyvisa.errors.VisaIOError(pyvisa.constants.StatusCode.error_timeout)
+        return reply
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def local_psu() -> tuple[BenchSupply, LocalResource]:
+    res = LocalResource(EmulatedSupply(nominal_v=1.35))
+    fake = FakeTime()
+    return BenchSupply(res, FAST, sleep=fake.sleep, clock=fake.clock), res
+
+
+@pytest.fixture
+def local_tec() -> tuple[ThermalController, LocalResource]:
+    res = LocalResource(EmulatedThermal(initial_c=25.0, tau_s=0.01, noise_c=0.0))
+    fake = FakeTime()
+    return ThermalController(res, ThermalLimits(0.0, 95.0), sleep=fake.sleep, clock=fake.clock), res
+
+
+def assert_one_line(exc: BaseException) -> None:
+    text = str(exc)
+    assert "\n" not in text and 0 < len(text) < 300, text
+
+
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=bad_id)
+def test_every_supply_number_refuses_non_numbers_before_sending(
+    local_psu: tuple[BenchSupply, LocalResource], bad: object
+) -> None:
+    psu, res = local_psu
+    res.traffic.clear()
+    for action in (
+        lambda: psu.set_voltage(bad),
+        lambda: psu._write_voltage(bad),
+        lambda: setattr(psu, "output_enabled", bad if not isinstance(bad, (bool, np.bool_)) else "on"),
+    ):
+        with pytest.raises(InstrumentValueError) as info:
+            action()
+        assert isinstance(info.value, ValueError)
+        assert_one_line(info.value)
+    with pytest.raises(SupplyLimitError):
+        psu.set_voltage(bad)
+    assert res.traffic == []
+    assert res.instrument.voltage_set_v == 1.35
+
+
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=bad_id)
+def test_every_thermal_number_refuses_non_numbers_before_sending(
+    local_tec: tuple[ThermalController, LocalResource], bad: object
+) -> None:
+    tec, res = local_tec
+    res.traffic.clear()
+    with pytest.raises(ThermalLimitError) as info:
+        tec.set_point_c = bad
+    assert_one_line(info.value)
+    for name in ("band_c", "hold_s", "timeout_s", "poll_s"):
+        if name == "band_c" and bad is None:
+            continue  # None means the limits' band
+        with pytest.raises(InstrumentValueError, match=f"^{name} must be") as info:
+            tec.wait_stable(**{name: bad})
+        assert_one_line(info.value)
+    if not isinstance(bad, (bool, np.bool_)):
+        with pytest.raises(InstrumentValueError, match="output_enabled must be True or False"):
+            tec.output_enabled = bad
+    assert res.traffic == []
+
+
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=bad_id)
+def test_limits_ramps_and_driver_options_refuse_non_numbers(bad: object) -> None:
+    base = dict(nominal_v=1.35, min_v=1.0, max_v=1.4, max_step_v=0.05, max_slew_v_per_s=1.0, current_limit_a=1.0)
+    for name in (*base, "settle_tol_v", "settle_timeout_s"):
+        with pytest.raises(ValueError, match=f"^{name} must be a finite number, got ") as info:
+            SupplyLimits(**{**base, name: bad})
+        assert_one_line(info.value)
+    for name in ("min_c", "max_c", "band_c"):
+        with pytest.raises(ValueError, match=f"^{name} must be a finite number, got "):
+            ThermalLimits(**{"min_c": 0.0, "max_c": 50.0, name: bad})
+    for args in ((bad, 1.2, 0.05), (1.2, bad, 0.05), (1.2, 1.0, bad)):
+        with pytest.raises(InstrumentValueError):
+            ramp_set_points(*args)
+    res = LocalResource(EmulatedSupply(nominal_v=1.35))
+    with pytest.raises(InstrumentValueError, match="^settle_poll_s must be"):
+        BenchSupply(res, FAST, settle_poll_s=bad)
+    with pytest.raises(InstrumentValueError, match="^timeout_ms must be"):
+        BenchSupply.open("TCPIP::127.0.0.1::1::SOCKET", FAST, timeout_ms=bad)
+    with pytest.raises(InstrumentValueError, match="^timeout_ms must be"):
+        ThermalController.open("TCPIP::127.0.0.1::1::SOCKET", ThermalLimits(0.0, 50.0), timeout_ms=bad)
+
+
+def test_huge_but_finite_numbers_are_out_of_range() -> None:
+    base = dict(nominal_v=1.35, min_v=1.0, max_v=1.4, max_step_v=0.05, max_slew_v_per_s=1.0, current_limit_a=1.0)
+    for name, value in [("max_slew_v_per_s", 1e300), ("current_limit_a", 10**300), ("settle_timeout_s", 1e9),
+                        ("max_step_v", 1e6), ("settle_tol_v", 1000.0)]:
+        with pytest.raises(ValueError, match=f"^{name} must be "):
+            SupplyLimits(**{**base, name: value})
+    with pytest.raises(ValueError, match="^max_c must be >= -273.15 and <= 1000 C, got 1e\\+300$"):
+        ThermalLimits(min_c=0.0, max_c=1e300)
+    with pytest.raises(SupplyLimitError, match=r"^supply voltage 1e\+300 V outside the configured limits"):
+        FAST.check(10**300)
+    assert SupplyLimits(**{**base, "current_limit_a": 2}).current_limit_a == 2.0  # TOML integers become floats
+    assert isinstance(SupplyLimits(**base).nominal_v, float)
+
+
+def test_numeric_inputs_that_are_numbers_still_work(local_psu: tuple[BenchSupply, LocalResource]) -> None:
+    psu, res = local_psu
+    assert psu.set_voltage(Fraction(6, 5)) == pytest.approx(1.2)
+    assert psu.set_voltage(np.int64(1)) == pytest.approx(1.0)
+    psu.output_enabled = np.bool_(False)
+    assert res.instrument.output_enabled is False
+    psu.output_enabled = 1
+    assert res.instrument.output_enabled is True
+
+
+# --------------------------------------------------------------------------- SCPI reply parsing
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [("1.350000", 1.35), ("+1.35E+00", 1.35), ("-0.5", -0.5), (".5", 0.5), ("2.", 2.0), ("  7\r\n", 7.0)],
+)
+def test_numeric_replies_parse(reply: str, expected: float) -> None:
+    from softmc_host.instruments import _parse_float
+
+    assert _parse_float(reply, "VOLT?") == expected
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["", "nan", "inf", "1_0", "１.３５", "1.3\u0665", "\u00b2", "0x10", "1e99999", "9.91E+37", "1.2;3", '0,"No error"', "1" * 400],
+)
+def test_numeric_replies_are_ascii_scpi_numbers_only(reply: str) -> None:
+    from softmc_host.instruments import _parse_float
+
+    with pytest.raises(InstrumentError) as info:
+        _parse_float(reply, "supply VOLT?")
+    assert_one_line(info.value)
+
+
+def test_error_and_register_replies_parse_strictly() -> None:
+    from softmc_host.instruments import _parse_error_reply, _parse_register
+
+    assert _parse_error_reply('-113,"Undefined header"', "SYST:ERR?") == (-113, '"Undefined header"')
+    assert _parse_error_reply("+0,\"No error\"\n", "SYST:ERR?") == (0, '"No error"')
+    for bad in ("\u0660", "1_0", "", "x,y", "9" * 50):
+        with pytest.raises(InstrumentError):
+            _parse_error_reply(bad, "SYST:ERR?")
+    assert _parse_register("+2", "STAT:QUES:COND?") == 2
+    for bad in ("2.5", "-1", "1e9"):
+        with pytest.raises(InstrumentError):
+            _parse_register(bad, "STAT:QUES:COND?")
+
+
+def test_a_reply_that_does_not_fit_marks_the_session_out_of_step(local_psu: tuple[BenchSupply, LocalResource]) -> None:
+    psu, res = local_psu
+    res.query = lambda message: '0,"No error"'  # type: ignore[method-assign]  # a reply shifted by one
+    with pytest.raises(InstrumentError, match=r"supply VOLT\?: expected a number"):
+        psu.voltage_set_v
+    assert not psu.in_sync
+    del res.query  # answers in turn again
+    res.traffic.clear()
+    assert psu.voltage_set_v == pytest.approx(1.35)
+    assert res.traffic == ["*CLS", "*IDN?", "*OPC?", "SYST:ERR?", "VOLT?"]
+    assert psu.in_sync
+
+
+# --------------------------------------------------------------------------- Python 3.10 (issue #12, item 8)
+
+
+def test_add_note_fallback_records_and_prints_notes(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+    import traceback
+
+    from softmc_host import _compat
+
+    exc = KeyError("original")
+    _compat._add_note_fallback(exc, "first note")
+    _compat._add_note_fallback(exc, "second note")
+    assert exc.__notes__ == ["first note", "second note"]
+    assert "first note" in "".join(traceback.format_exception(exc))  # what 3.11+ prints
+    with pytest.raises(TypeError):
+        _compat._add_note_fallback(exc, 3)  # type: ignore[arg-type]
+    _compat._excepthook_with_notes(KeyError, exc, None)  # the hook the fallback installs on 3.10
+    assert "KeyError: 'original'" in capsys.readouterr().err
+    native = ValueError("x")
+    _compat.add_note(native, "native note")
+    assert native.__notes__ == ["native note"]
+    if sys.version_info < (3, 11):
+        assert not _compat.HAS_NATIVE_ADD_NOTE
+
+
+def test_failed_restore_keeps_the_original_exception_without_add_note(
+    sim_rm: pyvisa.ResourceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from softmc_host import _compat
+
+    monkeypatch.setattr(_compat, "HAS_NATIVE_ADD_NOTE", False)  # as on Python 3.10
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    rec = Recorder(open_sim(sim_rm), ideal_readback=True)
+    fake = FakeTime()
+    with pytest.raises(KeyError, match="original") as info:
+        with BenchSupply(rec, LIMITS, sleep=fake.sleep, clock=fake.clock) as psu:
+            psu.set_voltage(1.2)
+            rec.fail_writes = True
+            raise KeyError("original")
+    assert any("restoring the nominal supply voltage" in note for note in info.value.__notes__)
+    assert sys.excepthook is _compat._excepthook_with_notes
+
+
+def test_no_direct_add_note_calls() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for name in ("softmc_host/instruments.py", "softmc_host/bench.py", "softmc_host/tomlfile.py"):
+        assert ".add_note(" not in (root / name).read_text(), f"{name}: use softmc_host._compat.add_note"
+
+
+def test_emulated_instruments_take_ascii_decimal_parameters_only() -> None:
+    psu = EmulatedSupply(nominal_v=1.35)
+    for bad in ("１.２", "1_2", "1.\u0662", "infinity", "nan", "1e99999", "0x1", "1" * 300):
+        psu.handle_line(f"VOLT {bad}")
+        assert psu.pending_errors() == ['-104,"Data type error"'], bad
+        psu.handle_line("*CLS")
+    assert psu.voltage_set_v == 1.35
+    psu.handle_line("VOLT +1.2E+00")
+    assert psu.voltage_set_v == 1.2 and psu.pending_errors() == []
+    tec = EmulatedThermal(initial_c=25.0)
+    tec.handle_line("TEMP:SET ４５")
+    assert tec.pending_errors() == ['-104,"Data type error"'] and tec.set_point_c == 25.0

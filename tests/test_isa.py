@@ -394,3 +394,29 @@ def test_invalid_word_raises(word):
 def test_non_32_bit_word_raises(word):
     with pytest.raises(IsaError):
         decode(word)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: Wait(10**5000), lambda: Act(0, -(10**5000)), lambda: SetTrefi(2**20000), lambda: decode(10**5000),
+     lambda: decode(-(10**5000)), lambda: SetBusDir(10**5000)],
+    ids=["wait", "act-row", "trefi", "decode", "decode-negative", "busdir"],
+)
+def test_huge_values_give_a_short_isa_error(build):
+    # Formatting an int of more than 4300 digits raises ValueError: the message must not try.
+    with pytest.raises(IsaError) as info:
+        build()
+    message = str(info.value)
+    assert "bit integer" in message and len(message) < 200 and "\n" not in message
+
+
+def test_a_wait_longer_than_a_program_is_refused_before_building_it():
+    # (10**10 cycles would be 9.8 million WAIT words; 10**12 would need 8 GB before the check)
+    from softmc_host.program import MAX_WAIT_SLOTS_CYCLES, Program, ProgramError, wait_words
+
+    assert len(wait_words(MAX_WAIT_SLOTS_CYCLES)) == 8192
+    for cycles in (MAX_WAIT_SLOTS_CYCLES + 1, 10**10, 10**5000):
+        with pytest.raises(ProgramError, match="does not fit in one program"):
+            wait_words(cycles)
+    with pytest.raises(ProgramError, match="whole number of cycles"):
+        Program().wait(2.5)

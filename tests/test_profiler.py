@@ -215,12 +215,12 @@ def test_other_sweep_cannot_resume_a_file(tmp_path: Path) -> None:
 
 def test_journal_rebuilds_a_damaged_file(tmp_path: Path) -> None:
     path = tmp_path / "m.h5"
-    writer = MapWriter(path, {"software": "t"}, {"a": 1})
+    writer = MapWriter(path, {"software": "t", "geometry": {"banks": 8, "rows": 32768, "row_bytes": 8192}}, {"a": 1})
     writer.open()
     writer.write(synthetic_point("p0", 0, 3))
     writer.release()  # as if killed: the journal stays
     path.write_bytes(b"\x89HDF damaged by a kill mid-write")
-    resumed = MapWriter(path, {"software": "t"}, {"a": 1})
+    resumed = MapWriter(path, {"software": "t", "geometry": {"banks": 8, "rows": 32768, "row_bytes": 8192}}, {"a": 1})
     assert resumed.open() == {"p0"} and resumed.recovered_from_journal == 1
     resumed.finish(complete=True)
     assert BerMap(path).point("p0").flips == 3
@@ -354,3 +354,122 @@ def test_config_value_types(tmp_path: Path, text: str, message: str) -> None:
     path.write_text(text)
     proc = run_sweep("--config", str(path), "--dry-run", cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+# Hostile input (issue 12): ASCII-only numbers, bad bench addresses, every config value checked ----
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda: parse_rows("sample:\u00b2", 32768, 0), "sample:N"),
+        (lambda: parse_rows("sample:\u0663", 32768, 0), "sample:N"),
+        (lambda: parse_rows("sample:" + "9" * 5000, 32768, 0), "sample:N"),
+        (lambda: parse_rows("\u0661,\u0662", 32768, 0), "rows must be"),
+        (lambda: parse_rows("0:\uff18", 32768, 0), "rows must be"),
+        (lambda: parse_rows("1_0", 32768, 0), "rows must be"),
+        (lambda: parse_values("1.2,\u0661", "--vdd", "V"), "--vdd must be"),
+        (lambda: parse_values("1_2", "--vdd", "V"), "--vdd must be"),
+        (lambda: parse_values("0:inf:1", "--vdd", "V"), "--vdd"),
+        (lambda: parse_values("nan", "--vdd", "V"), "--vdd"),
+        (lambda: parse_values([True], "vdd_v", "V"), "vdd_v must be numbers"),
+        (lambda: parse_values(["1.2"], "vdd_v", "V"), "vdd_v must be numbers"),
+        (lambda: parse_values([10**400], "vdd_v", "V"), "not finite"),
+        (lambda: parse_values({"a": 1}, "vdd_v", "V"), "vdd_v must be"),
+    ],
+)
+def test_numbers_are_ascii_and_finite(call, fragment) -> None:
+    with pytest.raises(PlanError, match=fragment) as info:
+        call()
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize("name", ["random:\u00b2", "random:\u0663", "random:" + "9" * 5000, "random:18446744073709551616"])
+def test_random_pattern_seed_is_ascii_and_64_bit(name: str) -> None:
+    with pytest.raises(PatternError, match="seed") as info:
+        parse_pattern(name)
+    assert len(str(info.value)) < 200
+
+
+def test_pattern_file_path_with_a_nul_is_a_pattern_error() -> None:
+    # (a device such as /dev/zero is refused too: tests/test_plan_limits.py, in a capped process)
+    with pytest.raises(PatternError, match="cannot read pattern file"):
+        parse_pattern("file:a\x00b")
+
+
+@pytest.mark.parametrize("url", ["emu://[B", "emu://]", "emu://?seed=\u00b2", "emu://B?seed=\u0663",
+                                 "emu://B?seed=" + "9" * 5000, "emu://B?temp_c=\u0664\u0660", "emu://B?tck_ns=nan"])
+def test_bad_emu_addresses_give_bench_error(url: str) -> None:
+    from softmc_host.bench import Bench, BenchError
+
+    with pytest.raises(BenchError) as info:
+        Bench.open(url)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_sweep_with_a_malformed_bench_address_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = run_sweep("--bench", "emu://[B", "--out", "x.h5", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
+    assert "emu://[B" in proc.stderr and not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("temp_c = 200\n", "temp_c 200.0 outside [-55, 150] C"),
+        ("vdd_v = [1.2, nan]\n", "vdd_v has a value that is not finite"),
+        ("vdd_v = 99999999999999999999999999\n", "vdd_v 1e+26 outside (0, 5] V"),
+        ("trcd_ns = inf\n", "trcd_ns has a value that is not finite"),
+        ("tras_ns = nan\n", "tras_ns nan outside"),
+        ("reps = true\n", "reps must be an integer"),
+        ("reps = 0\n", "reps must be at least 1"),
+        ("seed = 99999999999999999999999\n", "seed must be a non-negative integer of at most 64 bits"),
+        ("max_error_positions = -5\n", "max_error_positions must be in 0..2**63-1"),
+        ("rows = \"sample:\u00b2\"\n", "sample:N"),
+        ("banks = \"0:9\"\n", "banks 8 outside 0..7"),
+        ("rows = \"0:99999999999999\"\n", "rows 65536 outside"),
+        ("patterns = []\n", "patterns must be a list of pattern names"),
+        ("trcd_ns = []\n", "trcd_ns is empty"),
+        ("sweep = 5\n", "[sweep] table"),
+        ("bench = \"x\"\n[sweep]\nreps = 2\n", "outside [sweep]"),
+        ("[sweep]\nvdd_v = { a = 1 }\n", "vdd_v must be a number, a list of numbers or a string"),
+    ],
+)
+def test_every_config_value_is_validated(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PlanError) as info:
+        load_config(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["emu://[B", "emu://]", "emu://?seed=\u00b2", "emu://B?seed=" + "9" * 5000,
+                                 "emu://B?temp_c=\u0664\u0660", "emu://B?seed=18446744073709551616", 5])
+def test_emu_address_parser_raises_only_bench_spec_error(url) -> None:
+    from firmware_bridge.emulator.bench import BenchSpecError, parse_emu_url
+
+    with pytest.raises(BenchSpecError) as info:
+        parse_emu_url(url)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize("nominal_v", ["1.35", float("nan"), 1e9, [1.35]])
+def test_replayed_bench_checks_the_recorded_nominal_voltage(tmp_path: Path, nominal_v) -> None:
+    # (the map reader may refuse it first; either way one BenchSpecError naming nominal_v, no TypeError)
+    import shutil
+
+    import h5py
+
+    from firmware_bridge.emulator.bench import BenchSpecError, EmulatedBench, parse_emu_url
+
+    path = tmp_path / "m.h5"
+    shutil.copy(ROOT / "data" / "maps" / "B-seed1.h5", path)
+    with h5py.File(path, "r+") as f:
+        bench = json.loads(f.attrs["bench_json"])
+        bench["supply"]["nominal_v"] = nominal_v
+        f.attrs["bench_json"] = json.dumps(bench)
+    with pytest.raises(BenchSpecError, match="nominal_v") as info:
+        EmulatedBench(parse_emu_url(f"replay://{path}?seed=1"))
+    assert "\n" not in str(info.value)

@@ -12,6 +12,7 @@ or open ``emu://C?seed=3`` directly as a tester URL or bench address.
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import subprocess
@@ -20,19 +21,33 @@ import time
 from typing import Sequence
 
 from firmware_bridge.emulator.bench import BenchSpec, BenchSpecError, parse_emu_url
-from firmware_bridge.emulator.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry
+from firmware_bridge.emulator.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry, RowStore, StoreFullError
 from firmware_bridge.emulator.firmware import TesterFirmware
 
-__all__ = ["build_firmware", "spawn", "EmulatorProcess", "EmulatorError", "BenchSpec", "parse_emu_url"]
+__all__ = [
+    "build_firmware",
+    "spawn",
+    "EmulatorProcess",
+    "EmulatorError",
+    "BenchSpec",
+    "parse_emu_url",
+    "RowStore",
+    "StoreFullError",
+]
 
 
 class EmulatorError(RuntimeError):
     """The emulator process could not be started."""
 
 
-def build_firmware(seed: int = 0, tck_ns: float = 2.5, geometry: Geometry = ML605_GEOMETRY) -> TesterFirmware:
-    """Create the emulated firmware with a fresh, fault-free DIMM (in process, for unit tests)."""
-    return TesterFirmware(EmulatedDimm(geometry, seed=seed), tck_ns=tck_ns)
+def build_firmware(
+    seed: int = 0, tck_ns: float = 2.5, geometry: Geometry = ML605_GEOMETRY, store: RowStore | None = None
+) -> TesterFirmware:
+    """Create the emulated firmware with a fresh, fault-free DIMM (in process, for unit tests).
+
+    ``store`` keeps its written rows (default: in RAM, bounded; see :class:`RowStore`).
+    """
+    return TesterFirmware(EmulatedDimm(geometry, seed=seed, store=store), tck_ns=tck_ns)
 
 
 class EmulatorProcess:
@@ -85,6 +100,9 @@ def spawn(
     seed: int = 0,
     extra_args: Sequence[str] = (),
     timeout_s: float = 30.0,
+    store_dir: str | None = None,
+    max_stored_rows: int | None = None,
+    max_store_mib: float | None = None,
 ) -> EmulatorProcess:
     """Start an emulated bench (``python -m firmware_bridge.emulator``) on free loopback ports.
 
@@ -94,6 +112,18 @@ def spawn(
         What to emulate: a spec or an ``emu://`` address; default profile B with ``seed``.
     seed : int
         DIMM seed when ``bench`` is not given.
+    extra_args : sequence of str
+        More command-line arguments for the emulator.
+    timeout_s : float
+        How long to wait for the process to report its addresses.
+    store_dir : str, optional
+        Keep written rows in a temporary file in this directory (``--store``).
+    max_stored_rows : int, optional
+        Most rows the DIMM stores (``--max-stored-rows``).
+    max_store_mib : float, optional
+        Most MiB of rows the DIMM stores (``--max-store-mib``).  Without these three the
+        process uses ``$EDEN_EMU_STORE`` etc. if set, else an in-RAM store of
+        ``DEFAULT_MAX_STORE_MIB`` MiB.
 
     The process exits when the returned object is closed or when this process
     dies (it watches its standard input).
@@ -102,10 +132,27 @@ def spawn(
     ------
     BenchSpecError
         If the ``emu://`` address is not valid.
+    ValueError
+        If a store option is not valid (before anything starts).
     EmulatorError
         If the process does not report its addresses within ``timeout_s``.
     """
     spec = parse_emu_url(bench) if isinstance(bench, str) else bench if bench is not None else BenchSpec(seed=seed)
+    store_args: list[str] = []
+    if store_dir is not None:
+        if not os.path.isdir(store_dir):
+            raise ValueError(f"store_dir {store_dir!r} is not a directory")
+        store_args += ["--store", str(store_dir)]
+    if max_stored_rows is not None:
+        if isinstance(max_stored_rows, bool) or not isinstance(max_stored_rows, int) or max_stored_rows < 0:
+            raise ValueError(f"max_stored_rows must be a non-negative integer, got {max_stored_rows!r}")
+        store_args += ["--max-stored-rows", str(max_stored_rows)]
+    if max_store_mib is not None:
+        if isinstance(max_store_mib, bool) or not isinstance(max_store_mib, (int, float)):
+            raise ValueError(f"max_store_mib must be a number, got {max_store_mib!r}")
+        if not (math.isfinite(max_store_mib) and 0 <= max_store_mib < 1e12):
+            raise ValueError(f"max_store_mib must be finite and non-negative, got {max_store_mib!r}")
+        store_args += ["--max-store-mib", f"{float(max_store_mib):.6f}"]
     cmd = [
         sys.executable,
         "-m",
@@ -115,6 +162,7 @@ def spawn(
         "--bench",
         spec.url(),
         "--exit-on-stdin-eof",
+        *store_args,
         *extra_args,
     ]
     env = dict(os.environ)

@@ -12,7 +12,9 @@ Address of an emulated bench (what ``emu://`` URLs and the emulator CLI take)::
 ``profile`` is a name from :data:`firmware_bridge.emulator.profiles.PROFILES`
 (default ``B``); ``seed`` the DIMM's identity (default 0); ``temp_c`` the
 starting temperature (default: the profile's reference, 20 C); ``tck_ns`` the
-tester clock (default: the profile's, 2.5 ns for SoftMC on the ML605).
+tester clock (default: the profile's, 2.5 ns for SoftMC on the ML605).  Values are
+ASCII decimal numbers (``seed`` an integer in 0..2**64-1); anything else, and a
+malformed address (``emu://[B``), is a :class:`BenchSpecError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
+from typing import Callable
 
 from firmware_bridge.emulator.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry
 from firmware_bridge.emulator.firmware import TesterFirmware
@@ -80,13 +84,27 @@ class BenchSpec:
         return f"emu://{self.profile}?{urllib.parse.urlencode(query)}"
 
 
+#: Largest DIMM seed of an emulated bench (64 bits).
+MAX_SEED = (1 << 64) - 1
+
+# ASCII decimal numbers only: float() and int() also take other scripts' digits, "1_0" and blanks,
+# and str.isdigit() takes "²", which int() then refuses.
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SEED_RE = re.compile(r"[0-9]{1,20}")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``repr(text)``, cut to one readable line."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[: limit - 20]}...{shown[-8:]} ({len(text)} chars)"
+
+
 def _number(key: str, value: str, lo: float, hi: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise BenchSpecError(f"emu:// option {key}={value!r} is not a number") from None
+    if len(value) > 40 or not _FLOAT_RE.fullmatch(value):
+        raise BenchSpecError(f"emu:// option {key}={_short(value)} is not a decimal number")
+    number = float(value)
     if not math.isfinite(number) or not lo <= number <= hi:
-        raise BenchSpecError(f"emu:// option {key}={value} outside {lo:g}..{hi:g}")
+        raise BenchSpecError(f"emu:// option {key}={value} outside {lo:g}..{hi:g}")  # value: <= 40 ASCII chars
     return number
 
 
@@ -102,42 +120,71 @@ def parse_emu_url(url: str) -> BenchSpec:
     ------
     BenchSpecError
         With a one-line message naming the problem (scheme, profile, file, option or value).
+        Nothing else escapes, whatever the string.
     """
+    if not isinstance(url, str):
+        raise BenchSpecError(f"an emulated-bench address is a string, got {type(url).__name__}")
     spec: dict[str, object] = {}
     if url.startswith("replay://"):
         path, _, query_text = url[len("replay://") :].partition("?")
-        if not path or not os.path.isfile(path):
-            raise BenchSpecError(f"replay map {path!r} does not exist")
+        try:
+            exists = bool(path) and os.path.isfile(path)
+        except (OSError, ValueError):  # a path the OS cannot even look up
+            exists = False
+        if not exists:
+            raise BenchSpecError(f"replay map {_short(path)} does not exist")
         spec["replay"] = os.path.abspath(path)
         spec["profile"] = "replay"
     else:
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError as exc:  # "emu://[B": an unbalanced IPv6 bracket, and the like
+            raise BenchSpecError(f"malformed emulated-bench address {_short(url)}: {exc}") from None
         if parts.scheme != "emu":
-            raise BenchSpecError(f"not an emulated-bench address (emu://PROFILE?seed=N or replay://MAP.h5): {url!r}")
+            raise BenchSpecError(
+                f"not an emulated-bench address (emu://PROFILE?seed=N or replay://MAP.h5): {_short(url)}"
+            )
         profile = (parts.netloc + parts.path).strip("/") or DEFAULT_PROFILE
         try:
             get_profile(profile)
-        except ProfileError as exc:
-            raise BenchSpecError(str(exc)) from None
+        except ProfileError:
+            raise BenchSpecError(f"unknown DIMM profile {_short(profile)}; known: {known_profiles()}") from None
         spec["profile"] = profile
         query_text = parts.query
     try:
         query = urllib.parse.parse_qs(query_text, strict_parsing=bool(query_text), keep_blank_values=False)
     except ValueError:
-        raise BenchSpecError(f"malformed emu:// query in {url!r} (expected key=value&...)") from None
+        raise BenchSpecError(f"malformed emu:// query in {_short(url)} (expected key=value&...)") from None
     for key, values in query.items():
         value = values[-1]
         if key == "seed":
-            if not value.isdigit():
-                raise BenchSpecError(f"emu:// option seed={value!r} is not a non-negative integer")
+            if not _SEED_RE.fullmatch(value) or int(value) > MAX_SEED:
+                raise BenchSpecError(f"emu:// option seed={_short(value)} is not a non-negative integer (at most 2**64-1)")
             spec["seed"] = int(value)
         elif key == "temp_c":
             spec["temp_c"] = _number(key, value, 0.0, 110.0)
         elif key == "tck_ns":
             spec["tck_ns"] = _number(key, value, 0.25, 100.0)
         else:
-            raise BenchSpecError(f"unknown emu:// option {key!r} (seed, temp_c, tck_ns)")
+            raise BenchSpecError(f"unknown emu:// option {_short(key)} (seed, temp_c, tck_ns)")
     return BenchSpec(**spec)  # type: ignore[arg-type]
+
+
+def _recorded_number(path: str, what: str, get: Callable[[], object], default: float, lo: float, hi: float) -> float:
+    """A number from a replayed map's metadata (``default`` where it is absent), checked finite and in range."""
+    try:
+        value = get()
+    except (KeyError, TypeError, AttributeError, IndexError):  # absent, or a member of the wrong shape
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        shown = repr(value) if isinstance(value, str) else type(value).__name__
+        raise BenchSpecError(f"replay map {_short(path)}: {what} must be a number, got {shown[:40]}")
+    if isinstance(value, int) and value.bit_length() > 64:
+        raise BenchSpecError(f"replay map {_short(path)}: {what} (a {value.bit_length()}-bit integer) outside {lo:g}..{hi:g}")
+    number = float(value)
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise BenchSpecError(f"replay map {_short(path)}: {what} {number!r} outside {lo:g}..{hi:g}")
+    return number
 
 
 class EmulatedBench:
@@ -168,9 +215,13 @@ class EmulatedBench:
                 ber_map = BerMap(spec.replay)
             except MapError as exc:
                 raise BenchSpecError(str(exc)) from None
-            nominal_v = float(ber_map.meta.get("bench", {}).get("supply", {}).get("nominal_v", nominal_v))
+            nominal_v = _recorded_number(
+                spec.replay, "bench.supply.nominal_v", lambda: ber_map.meta["bench"]["supply"]["nominal_v"],
+                nominal_v, 0.45, 100.0,
+            )
             if spec.tck_ns is None:
-                tck_ns = float(ber_map.geometry.get("tck_ns", tck_ns))
+                tck_ns = _recorded_number(spec.replay, "geometry.tck_ns", lambda: ber_map.geometry["tck_ns"],
+                                          tck_ns, 0.25, 100.0)
         self.supply = EmulatedSupply(nominal_v=nominal_v, serial=f"PSU-{spec.seed:04d}", current_limit_a=2.0)
         self.thermal = EmulatedThermal(
             initial_c=spec.effective_temp_c, seed=spec.seed, tau_s=thermal_tau_s, serial=f"TEC-{spec.seed:04d}"

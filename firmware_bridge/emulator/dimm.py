@@ -1,4 +1,4 @@
-"""An emulated DDR3 DIMM: sparse row storage, burst ordering and access events.
+"""An emulated DDR3 DIMM: compact, bounded row storage, burst ordering and access events.
 
 Geometry of the SoftMC ML605 release: 8 banks x 32768 rows x 1024 columns on a
 64-bit bus, so a row is 8 KiB (128 bursts of 64 bytes).  Byte ``8*c + k`` of a
@@ -6,7 +6,11 @@ row is column ``c`` of x8 chip ``k``.
 
 Only written rows are stored, so memory grows with the data written, not with
 the 2 GiB of the module.  A row never written reads as deterministic power-up
-content derived from the DIMM's seed, bank and row.
+content derived from the DIMM's seed, bank and row.  Written rows live in a
+:class:`RowStore`: packed 8 KiB slots in RAM (up to :data:`DEFAULT_MAX_STORE_MIB`
+by default) or in a temporary file mapped into memory, so that a whole DIMM can
+be written on a small machine.  A write that does not fit raises
+:class:`StoreFullError` with a one-line reason.
 
 The firmware reports every access to the DIMM with its effective timing (see
 :class:`RowAccess`); error physics attaches there.
@@ -14,11 +18,34 @@ The firmware reports every access to the DIMM with its effective timing (see
 
 from __future__ import annotations
 
+import errno
+import mmap
+import os
+import tempfile
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["Geometry", "ML605_GEOMETRY", "burst_order", "RowAccess", "EmulatedDimm"]
+__all__ = [
+    "Geometry",
+    "ML605_GEOMETRY",
+    "burst_order",
+    "RowAccess",
+    "EmulatedDimm",
+    "RowStore",
+    "StoreFullError",
+    "DEFAULT_MAX_STORE_MIB",
+]
+
+DEFAULT_MAX_STORE_MIB = 1024
+"""Default bound of an in-RAM row store, in MiB (131072 rows of 8 KiB: half the ML605 DIMM)."""
+
+_MIB = 1 << 20
+
+
+class StoreFullError(RuntimeError):
+    """A written row cannot be stored: the row store's configured limit (or its disk) is full."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,286 @@ def burst_order(column: int, write: bool = False) -> list[int]:
     return [base | ((a2 ^ (i >> 2)) << 2) | ((low2 + i) & 3) for i in range(8)]
 
 
+class RowStore:
+    """The written rows of an emulated DIMM, packed in fixed 8 KiB slots, in RAM or in a file.
+
+    A flat table maps every (bank, row) of the geometry to a slot number (4 bytes
+    per row of the geometry, allocated at the first write: 1 MiB for the ML605
+    DIMM); slots live in chunks of ``chunk_rows`` rows that are allocated as rows
+    are written.  A stored row therefore costs its ``row_bytes`` plus at most one
+    partly filled chunk in all, instead of a Python object per row.
+
+    Parameters
+    ----------
+    geometry : Geometry
+        Banks, rows and row size of the DIMM.
+    max_rows : int, optional
+        Most rows the store may hold.
+    max_mib : float, optional
+        Most MiB of row data the store may hold (``floor(max_mib * 2**20 / row_bytes)`` rows).
+        With both limits the smaller one holds.  With neither, an in-RAM store holds
+        :data:`DEFAULT_MAX_STORE_MIB` MiB and a file-backed store the whole DIMM.
+    directory : str, optional
+        Keep the rows in a temporary file in this directory, mapped into memory,
+        instead of in RAM.  The file is unlinked at once (nothing is left behind,
+        even after a crash); disk space is reserved chunk by chunk as rows are
+        written, so a full disk gives :class:`StoreFullError`, never a crash.
+    chunk_rows : int
+        Rows per allocation step (a power of two; 256 rows = 2 MiB for the ML605).
+
+    Raises
+    ------
+    ValueError
+        If a limit is negative or not finite, or ``chunk_rows`` is not a power of two.
+    OSError
+        If the file cannot be created in ``directory``.
+    """
+
+    def __init__(
+        self,
+        geometry: Geometry,
+        *,
+        max_rows: int | None = None,
+        max_mib: float | None = None,
+        directory: str | None = None,
+        chunk_rows: int = 256,
+    ) -> None:
+        if chunk_rows < 1 or chunk_rows & (chunk_rows - 1):
+            raise ValueError(f"chunk_rows must be a power of two, got {chunk_rows}")
+        total = geometry.banks * geometry.rows
+        limits = []
+        if max_rows is not None:
+            if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) or max_rows < 0:
+                raise ValueError(f"max_rows must be a non-negative integer, got {max_rows!r}")
+            limits.append(int(max_rows))
+        if max_mib is not None:
+            value = float(max_mib)
+            if not (value >= 0 and value != float("inf")):  # also refuses NaN
+                raise ValueError(f"max_mib must be a finite non-negative number, got {max_mib!r}")
+            limits.append(min(total, int(value * _MIB) // geometry.row_bytes))
+        if not limits and directory is None:
+            limits.append(DEFAULT_MAX_STORE_MIB * _MIB // geometry.row_bytes)
+        self.geometry = geometry
+        self.capacity_rows = min([total, *limits])  # most rows this store holds
+        self.limited = self.capacity_rows < total
+        self.directory = directory
+        self._row_bytes = geometry.row_bytes
+        self._rows_per_bank = geometry.rows
+        self._shift = chunk_rows.bit_length() - 1
+        self._mask = chunk_rows - 1
+        self._chunk_rows = chunk_rows
+        self._slots: np.ndarray | None = None  # slot of each (bank, row), -1 if not stored
+        self._count = 0  # rows stored: slots 0..count-1
+        self._codes: list[np.ndarray] = []  # per chunk, bank * rows + row of each slot (int32, no object per row)
+        self._chunks: list[np.ndarray] = []
+        self._file = None
+        self._map: mmap.mmap | None = None
+        self._pool: np.ndarray | None = None
+        if directory is not None:
+            self._file = tempfile.TemporaryFile(dir=directory, prefix="emulated-dimm-", suffix=".rows")
+            size = max(self.capacity_rows, 1) * self._row_bytes
+            # A sparse file: only the chunks reserved below take disk space.
+            os.ftruncate(self._file.fileno(), size)
+            self._map = mmap.mmap(self._file.fileno(), size)
+            self._pool = np.frombuffer(self._map, dtype=np.uint8).reshape(-1, self._row_bytes)
+
+    # Description ---------------------------------------------------------------------------
+
+    @property
+    def in_ram(self) -> bool:
+        """True when rows are kept in RAM, False when in a file."""
+        return self.directory is None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of row slots allocated so far (RAM or disk)."""
+        return sum(chunk.nbytes for chunk in self._chunks)
+
+    def describe(self) -> str:
+        """One line: where rows are kept and the limit, e.g. ``RAM, up to 131072 rows (1024 MiB)``."""
+        where = "RAM" if self.in_ram else f"a temporary file in {self.directory}"
+        return f"{where}, up to {self.capacity_rows} rows ({self.capacity_rows * self._row_bytes / _MIB:g} MiB)"
+
+    # Mapping interface (what the DIMM and its subclasses use) --------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _slot(self, bank: int, row: int) -> int:
+        if self._slots is None or not (0 <= bank < self.geometry.banks and 0 <= row < self._rows_per_bank):
+            return -1
+        return self._slots.item(bank * self._rows_per_bank + row)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            bank, row = key  # type: ignore[misc]
+            return self._slot(int(bank), int(row)) >= 0
+        except (TypeError, ValueError):
+            return False
+
+    def get(self, key: tuple[int, int], default: np.ndarray | None = None) -> np.ndarray | None:
+        """The stored row ``key = (bank, row)`` (a writable view into the store), or ``default``."""
+        slot = self._slot(*key)
+        if slot < 0:
+            return default
+        return self._chunks[slot >> self._shift][slot & self._mask]
+
+    def __getitem__(self, key: tuple[int, int]) -> np.ndarray:
+        data = self.get(key)
+        if data is None:
+            raise KeyError(key)
+        return data
+
+    def __setitem__(self, key: tuple[int, int], data: np.ndarray) -> None:
+        """Store a copy of ``data`` (``row_bytes`` bytes) as row ``key``."""
+        target = self.get(key)
+        if target is None:
+            target = self.allocate(*key)
+        target[:] = np.asarray(data, dtype=np.uint8).reshape(-1)
+
+    def keys(self) -> Iterator[tuple[int, int]]:
+        """The stored (bank, row) pairs, in the order they were first written."""
+        if not self._codes:
+            return iter([])
+        codes = np.concatenate(self._codes)[: self._count].tolist()
+        return iter([divmod(c, self._rows_per_bank) for c in codes])
+
+    __iter__ = keys
+
+    def items(self) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+        """(bank, row) and a view of its data, for every stored row."""
+        for key in self.keys():
+            yield key, self[key]
+
+    # Allocation ----------------------------------------------------------------------------
+
+    def room(self) -> int:
+        """Rows that can still be stored."""
+        return self.capacity_rows - self._count
+
+    def problem(self, rows: Iterable[tuple[int, int]]) -> str | None:
+        """Why ``rows`` (the rows a program writes) cannot all be stored, or None if they fit.
+
+        Rows already stored need no room; each other distinct row needs one slot.
+        The chunks those slots fall in are reserved now (disk space, for a file-backed
+        store), so that storing the rows afterwards cannot fail; a disk that is full
+        is reported here like a full store.
+        """
+        rows = rows if isinstance(rows, (set, frozenset, list, tuple)) else list(rows)
+        stored = self._count
+        if stored + len(rows) <= len(self._chunks) << self._shift and len(rows) <= self.room():
+            return None  # fits, in chunks already there, even if every row is new
+        new = {(int(b), int(r)) for b, r in rows if self._slot(int(b), int(r)) < 0}
+        if not new:
+            return None
+        bank, row = min(new)
+        if len(new) > self.room():
+            return self._full_message(bank, row, len(new))
+        last_chunk = (stored + len(new) - 1) >> self._shift
+        try:
+            while len(self._chunks) <= last_chunk:
+                self._new_chunk(bank, row)
+        except StoreFullError as exc:
+            return str(exc)
+        return None
+
+    def _full_message(self, bank: int, row: int, wanted: int = 1) -> str:
+        stored = self._count
+        rows = f"{wanted} new rows" if wanted > 1 else f"bank {bank} row {row}"
+        hint = "raise --max-stored-rows/--max-store-mib" if self.limited else "the store holds the whole DIMM"
+        if self.in_ram:
+            hint += " or keep rows on disk with --store DIR"
+        return (
+            f"emulated DIMM row store full: {stored} of {self.capacity_rows} rows "
+            f"({self.capacity_rows * self._row_bytes / _MIB:g} MiB, {'RAM' if self.in_ram else 'file'}) stored, "
+            f"cannot store {rows}; {hint}"
+        )
+
+    def allocate(self, bank: int, row: int) -> np.ndarray:
+        """Give row (bank, row) a slot and return it (its content is undefined until written).
+
+        Raises
+        ------
+        StoreFullError
+            If the store holds ``capacity_rows`` rows, or its file cannot grow (disk full).
+        """
+        slot = self._slot(bank, row)
+        if slot >= 0:
+            return self._chunks[slot >> self._shift][slot & self._mask]
+        g = self.geometry
+        if not (0 <= bank < g.banks and 0 <= row < g.rows):
+            raise IndexError(f"bank {bank} row {row} outside the DIMM ({g.banks} banks x {g.rows} rows)")
+        slot = self._count
+        if slot >= self.capacity_rows:
+            raise StoreFullError(self._full_message(bank, row))
+        index = slot >> self._shift
+        if index == len(self._chunks):  # (chunks may already be reserved by problem())
+            self._new_chunk(bank, row)
+        if self._slots is None:
+            self._slots = np.full(g.banks * g.rows, -1, dtype=np.int32)
+        self._slots[bank * self._rows_per_bank + row] = slot
+        self._codes[index][slot & self._mask] = bank * self._rows_per_bank + row
+        self._count = slot + 1
+        return self._chunks[index][slot & self._mask]
+
+    def _new_chunk(self, bank: int, row: int) -> None:
+        """Add the next chunk of slots (reserving its disk space in a file-backed store)."""
+        first = len(self._chunks) * self._chunk_rows
+        n = min(self._chunk_rows, self.capacity_rows - first)
+        if self._pool is None:
+            chunk = np.empty((n, self._row_bytes), dtype=np.uint8)
+        else:
+            chunk = self._file_chunk(first, n, bank, row)
+        self._codes.append(np.empty(n, dtype=np.int32))
+        self._chunks.append(chunk)
+
+    def _file_chunk(self, first: int, n: int, bank: int, row: int) -> np.ndarray:
+        assert self._file is not None and self._pool is not None
+        offset, length = first * self._row_bytes, n * self._row_bytes
+        try:
+            _reserve(self._file.fileno(), offset, length)
+        except OSError as exc:
+            raise StoreFullError(
+                f"emulated DIMM row store cannot grow its file in {self.directory} "
+                f"({exc.strerror or exc}): cannot store bank {bank} row {row} ({self._count} rows stored)"
+            ) from None
+        return self._pool[first : first + n]
+
+    def close(self) -> None:
+        """Release the file (a file-backed store); the store is empty and unusable afterwards."""
+        self._chunks = []
+        self._pool = None
+        self._codes = []
+        self._count = 0
+        self._slots = None
+        self.capacity_rows = 0
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a caller still holds a row view; the map goes with it
+                pass
+            self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate disk blocks for a file range, so writing it through a memory map cannot fail (SIGBUS)."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, offset, length)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOSYS", -1)):
+                raise
+    zeros = bytes(min(length, _MIB))
+    done = 0
+    while done < length:
+        done += os.pwrite(fd, zeros[: length - done], offset + done)
+
+
 @dataclass
 class RowAccess:
     """One open row: reads and writes go through it, with their effective timing.
@@ -86,7 +393,12 @@ class RowAccess:
     trp_cycles : int
         Cycles from the bank's last PRE to this ACT (tRP as the row saw it).
     data : numpy.ndarray
-        The row's stored bytes (uint8, ``row_bytes`` long); writes go into it.
+        The row's bytes (uint8, ``row_bytes`` long): a view into the DIMM's store
+        once the row is stored, else its power-up content; writes go into it.
+    stored : bool
+        True once ``data`` is the row's slot in the store.  An access made with
+        False (a never-written row, or a subclass that did not say) is moved into
+        the store at its first write.
     """
 
     dimm: "EmulatedDimm"
@@ -94,6 +406,7 @@ class RowAccess:
     row: int
     trp_cycles: int
     data: np.ndarray
+    stored: bool = False
 
     def read(self, column: int, trcd_cycles: int) -> bytes:
         """Return the 64-byte burst starting at ``column``, ``trcd_cycles`` after the ACT."""
@@ -120,12 +433,16 @@ class EmulatedDimm:
         Banks, rows and columns.
     seed : int
         Identity of this DIMM: selects its power-up content (and, with physics, its weak cells).
+    store : RowStore, optional
+        Where written rows are kept; by default an in-RAM store bounded to
+        :data:`DEFAULT_MAX_STORE_MIB` MiB.  :meth:`use_store` replaces it later.
     """
 
-    def __init__(self, geometry: Geometry = ML605_GEOMETRY, seed: int = 0) -> None:
+    def __init__(self, geometry: Geometry = ML605_GEOMETRY, seed: int = 0, store: RowStore | None = None) -> None:
         self.geometry = geometry
         self.seed = int(seed)
-        self._rows: dict[tuple[int, int], np.ndarray] = {}
+        # Named and used like a dict of (bank, row) -> row data, which subclasses rely on.
+        self._rows: RowStore = store if store is not None else RowStore(geometry)
         # Index of every column of a burst, per start column, for reads and writes.
         g = geometry
         self._read_index = [self._burst_bytes_index(c, False) for c in range(g.columns)]
@@ -137,8 +454,42 @@ class EmulatedDimm:
 
     @property
     def stored_rows(self) -> int:
-        """Number of rows held in memory."""
+        """Number of rows held in the store (written at least once)."""
         return len(self._rows)
+
+    @property
+    def store(self) -> RowStore:
+        """The store of written rows."""
+        return self._rows
+
+    def use_store(self, store: RowStore) -> None:
+        """Keep written rows in ``store`` from now on (copying any rows already stored).
+
+        Call it while no row is open (before the firmware runs programs): an open
+        row's access keeps pointing into the old store.
+
+        Raises
+        ------
+        ValueError
+            If ``store`` is for another geometry.
+        StoreFullError
+            If the rows already stored do not fit in ``store``.
+        """
+        if store.geometry != self.geometry:
+            raise ValueError(f"row store geometry {store.geometry} differs from the DIMM's {self.geometry}")
+        if store is self._rows:
+            return
+        for key, data in self._rows.items():
+            store[key] = data
+        old, self._rows = self._rows, store
+        old.close()
+
+    def store_problem(self, rows: Iterable[tuple[int, int]]) -> str | None:
+        """Why the rows a program would write cannot all be stored (one line), or None.
+
+        Lets a firmware refuse such a program before it runs, so that it changes nothing.
+        """
+        return self._rows.problem(rows)
 
     def power_up_content(self, bank: int, row: int) -> np.ndarray:
         """Deterministic content of a row that was never written."""
@@ -171,19 +522,34 @@ class EmulatedDimm:
         """
         data = self._rows.get((bank, row))
         if data is None:
-            data = self.power_up_content(bank, row)
-        return RowAccess(self, bank, row, trp_cycles, data)
+            return RowAccess(self, bank, row, trp_cycles, self.power_up_content(bank, row))
+        return RowAccess(self, bank, row, trp_cycles, data, True)
 
     def read_burst(self, access: RowAccess, column: int, trcd_cycles: int) -> bytes:
         """Bytes of one read burst (no errors in the fault-free DIMM)."""
         return access.data[self._read_index[column]].tobytes()
 
     def write_burst(self, access: RowAccess, column: int, burst: bytes, trcd_cycles: int) -> None:
-        """Store one write burst."""
-        key = (access.bank, access.row)
-        if key not in self._rows:
-            self._rows[key] = access.data  # power-up content becomes stored on first write
+        """Store one write burst.
+
+        Raises
+        ------
+        StoreFullError
+            If this is the first write to a row and the store has no room for it;
+            the row then stays unwritten.
+        """
+        if not access.stored:
+            self._store_access(access)
         access.data[self._write_index[column]] = np.frombuffer(burst, dtype=np.uint8)
+
+    def _store_access(self, access: RowAccess) -> None:
+        """Point an access at its row's slot, storing the row (power-up content) if it is new."""
+        slot = self._rows.get((access.bank, access.row))
+        if slot is None:
+            slot = self._rows.allocate(access.bank, access.row)
+            slot[:] = access.data  # power-up content becomes stored on first write
+        access.data = slot
+        access.stored = True
 
     def precharge(self, access: RowAccess, tras_cycles: int) -> None:
         """Close a row ``tras_cycles`` after its activation (no effect without physics)."""

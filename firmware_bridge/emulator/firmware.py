@@ -183,6 +183,7 @@ class TesterFirmware:
         open_rows = [bank.open.row if bank.open is not None else None for bank in self.banks]
         bus = self.bus
         wbuf_loaded = False
+        written: set[tuple[int, int]] = set()  # rows the program writes: they must fit in the DIMM's store
         rows = self.dimm.geometry.rows
         for i, ins in enumerate(program):
             if isinstance(ins, isa.Wait):
@@ -206,10 +207,11 @@ class TesterFirmware:
                 want = isa.BusDirection.READ if name == "RD" else isa.BusDirection.WRITE
                 if bus != want:
                     raise ExecutionError(ErrorCode.BUS_DIRECTION, f"{where}: {name} while the bus is set to {bus.name}")
+                if name == "WR":
+                    written.add((ins.bank, open_rows[ins.bank]))
+                    wbuf_loaded = False
                 if ins.auto_precharge:
                     open_rows[ins.bank] = None
-                if name == "WR":
-                    wbuf_loaded = False
             elif isinstance(ins, isa.Pre):
                 open_rows[ins.bank] = None
             elif isinstance(ins, isa.PreAll):
@@ -233,6 +235,10 @@ class TesterFirmware:
         for index, block in enumerate(blocks):
             if len(block) != BURST_BYTES:
                 raise ExecutionError(ErrorCode.BAD_WRITE_DATA, f"write-data block {index} is not {BURST_BYTES} bytes")
+        if written:
+            problem = self.dimm.store_problem(written)
+            if problem is not None:
+                raise ExecutionError(ErrorCode.STORE_FULL, problem)
         return program
 
     def run(self, words: Sequence[int], blocks: Sequence[bytes] = ()) -> bytes:

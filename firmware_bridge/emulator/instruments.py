@@ -20,7 +20,7 @@ resource sees it (read and write termination ``"\\n"``):
   ``0,"No error"`` when the queue is empty.  Errors used:
 
   ====  ==========================
-  -104  Data type error (not a number)
+  -104  Data type error (not a number: ASCII decimal only, finite)
   -108  Parameter not allowed
   -109  Missing parameter
   -113  Undefined header
@@ -40,6 +40,7 @@ Common commands of both instruments: ``*IDN?`` (``EDEN-EMU,<model>,<serial>,1.0`
 from __future__ import annotations
 
 import math
+import re
 import socket
 import threading
 import time
@@ -100,13 +101,18 @@ def _normalise_header(header: str) -> str:
     return ":".join(nodes) + ("?" if query else "")
 
 
+#: A SCPI decimal numeric parameter, ASCII digits only (``float()`` alone would also take
+#: ``1_2``, ``nan``, ``infinity`` and non-ASCII digits such as ``１.２``).
+_SCPI_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?", re.ASCII)
+
+
 def _parse_number(arg: str | None) -> float:
     if arg is None or not arg.strip():
         raise _ScpiError(-109, "Missing parameter")
-    try:
-        value = float(arg.strip())
-    except ValueError:
-        raise _ScpiError(-104, "Data type error") from None
+    text = arg.strip(" \t\r\n")
+    if len(text) > 256 or _SCPI_NUMBER.fullmatch(text) is None:
+        raise _ScpiError(-104, "Data type error")
+    value = float(text)
     if not math.isfinite(value):
         raise _ScpiError(-104, "Data type error")
     return value
