@@ -177,6 +177,16 @@ _MAX_SEED = 2**64 - 1
 _SCALARS = (str, int, float, bool, type(None))
 
 
+def file_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be read as a ``what`` file (missing, not a file, a bad name), or None."""
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        detail = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        return f"{what} file {_show(str(path), 300)} cannot be opened ({detail})"
+    return None if exists else f"{what} file {_show(str(path), 300)} does not exist"
+
+
 def _show(value: Any, limit: int = 60) -> str:
     """Short one-line repr, safe for huge integers."""
     from errormodels.models import show
@@ -340,13 +350,9 @@ def load_network(path: PathLike) -> NetworkFile:
         For each of those failures, with a one-line message naming the file and the key.
     """
     path = Path(path)
-    try:
-        exists = path.is_file()
-    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
-        detail = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise CheckpointError(f"network file {_show(str(path), 300)} cannot be opened ({detail})") from None
-    if not exists:
-        raise CheckpointError(f"network file {_show(str(path), 300)} does not exist")
+    problem = file_problem(path, "network")
+    if problem is not None:
+        raise CheckpointError(problem)
     _check_archive(path)
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)

@@ -208,14 +208,12 @@ def _depth_ok(doc: Any, limit: int) -> bool:
 def _read_json(path: PathLike, what: str) -> Any:
     """Parse a JSON file; MapError (one line) if it is missing, unreadable, not JSON, nested deeper
     than :data:`MAX_JSON_DEPTH` or holds an integer beyond Python's digit limit."""
+    from boosting.checkpoint import file_problem
+
     path = Path(path)
-    try:
-        exists = path.is_file()
-    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
-        detail = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise MapError(f"{what} file {show(str(path), 300)} cannot be opened ({detail})") from None
-    if not exists:
-        raise MapError(f"{what} file {show(str(path), 300)} does not exist")
+    problem = file_problem(path, what)
+    if problem is not None:
+        raise MapError(problem)
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)

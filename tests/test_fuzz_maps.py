@@ -25,13 +25,10 @@ from hypothesis.extra import numpy as hnp
 
 from errormodels.fit import FitError, FitWarning, observe
 from profiler.replay import ReplayDimm
-from profiler.storage import ERROR_DTYPE, BerMap, MapError, MapWriter, PointData
+from profiler.storage import ERROR_DTYPE, BerMap, MapError
+from test_map_errors import META, W, write_map  # the same small valid map
 
-ROW_BYTES = 64
-W = ROW_BYTES * 8
-ROWS = [(0, 5), (0, 17), (1, 5), (1, 40)]
-POINTS = [(1.35, "all-1", [0, 0, 0, 0]), (1.1, "all-1", [1, 2, 0, 3]), (1.1, "all-0", [2, 0, 1, 0])]
-KEYS = ("p0", "p1", "p2")
+KEYS = ("p0", "p1", "p2")  # the points write_map writes
 FILE_ATTRS = ("format", "format_version", "software", "created_utc", "bench_json", "dimm_json", "geometry_json",
               "config_json", "identity_json", "patterns_json", "units_json")
 POINT_ATTRS = ("vdd_v", "trcd_ns", "trp_ns", "tras_ns", "temp_c", "pattern", "rep", "index", "errors_truncated",
@@ -43,28 +40,8 @@ _DIR = Path(_TMP.name)
 
 
 def _base_map() -> bytes:
-    path = _DIR / "base.h5"
-    meta = {"software": "fuzz", "geometry": {"banks": 2, "rows": 64, "row_bytes": ROW_BYTES, "tck_ns": 2.5},
-            "patterns": {"all-0": "all-0", "all-1": "all-1"}, "bench": {"supply": {"nominal_v": 1.35}}}
-    writer = MapWriter(path, meta, {"fuzz": 1})
-    writer.open()
-    rows = np.array(ROWS, np.uint32)
-    for index, (vdd_v, pattern, flips) in enumerate(POINTS):
-        d = int(pattern == "all-0")
-        errors = np.array([(b, r, 7 * k + 1, d) for (b, r), n in zip(ROWS, flips) for k in range(n)], ERROR_DTYPE)
-        counts = np.array(flips, np.uint32)
-        lines = [np.zeros((2, W), np.uint32), np.zeros((2, W), np.uint32)]
-        np.add.at(lines[1 - d], (errors["bank"], errors["bit"]), 1)
-        writer.write(PointData(
-            key=KEYS[index],
-            attrs={"vdd_v": vdd_v, "trcd_ns": 13.75, "trp_ns": 13.75, "tras_ns": 35.0, "temp_c": None,
-                   "pattern": pattern, "rep": 0, "index": index, "errors_truncated": False,
-                   "effective_trcd_ns": 15.0, "effective_trp_ns": 15.0},
-            rows=rows, bits_tested=np.full(len(ROWS), W, np.uint64),
-            flips_0to1=counts if d else np.zeros_like(counts), flips_1to0=np.zeros_like(counts) if d else counts,
-            bitline_banks=np.array([0, 1], np.uint8), bitline_0to1=lines[1], bitline_1to0=lines[0], errors=errors))
-    writer.finish(complete=True)
-    return path.read_bytes()
+    meta = dict(META, software="fuzz")
+    return write_map(_DIR / "base.h5", meta).read_bytes()
 
 
 BASE = _base_map()

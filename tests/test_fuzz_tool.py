@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,9 +38,5 @@ def test_driver_reports_and_saves_failing_inputs(tmp_path: Path) -> None:
     assert all(kind.startswith("AssertionError") for kind in result["kinds"])
     saved = sorted(tmp_path.iterdir())
     assert saved
-    try:
+    with pytest.raises(AssertionError):  # a saved input fails again
         _fails_on_long_inputs.hypothesis.fuzz_one_input(saved[0].read_bytes())
-    except AssertionError:
-        pass
-    else:
-        raise AssertionError("a saved input must fail again")
