@@ -20,6 +20,9 @@ __all__ = [
     "AccessTiming",
     "TimingCycles",
     "NOMINAL_TIMING",
+    "NOMINAL_TRCD_NS",
+    "NOMINAL_TRP_NS",
+    "NOMINAL_TRAS_NS",
 ]
 
 ML605_TCK_NS = 2.5
@@ -90,9 +93,9 @@ class AccessTiming:
     Defaults are the DDR3-1600 datasheet values (13.75 / 13.75 / 35 ns).
     """
 
-    trcd_ns: float = 13.75
-    trp_ns: float = 13.75
-    tras_ns: float = 35.0
+    trcd_ns: float = 13.75  # NOMINAL_TRCD_NS
+    trp_ns: float = 13.75  # NOMINAL_TRP_NS
+    tras_ns: float = 35.0  # NOMINAL_TRAS_NS
 
     def __post_init__(self) -> None:
         for name in ("trcd_ns", "trp_ns", "tras_ns"):
@@ -111,6 +114,10 @@ class AccessTiming:
 
 
 NOMINAL_TIMING = AccessTiming()
+#: The DDR3-1600 datasheet timings (ns): the one source of the nominal tRCD / tRP / tRAS.
+NOMINAL_TRCD_NS = NOMINAL_TIMING.trcd_ns
+NOMINAL_TRP_NS = NOMINAL_TIMING.trp_ns
+NOMINAL_TRAS_NS = NOMINAL_TIMING.tras_ns
 
 
 @dataclass(frozen=True)
