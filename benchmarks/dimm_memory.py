@@ -7,7 +7,7 @@ store:
 
 - ``dict``: the scheme before issue #12 (a dict of one NumPy array per row), rebuilt here
   as the baseline;
-- ``ram``: the new packed in-RAM :class:`~firmware_bridge.emulator.dimm.RowStore`;
+- ``ram``: the new packed in-RAM :class:`~emubench.dimm.RowStore`;
 - ``file``: the new file-backed store (``--store DIR``), in a temporary directory.
 
 Speed is timed in this process, the three stores taking turns in every round (best
@@ -39,10 +39,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from firmware_bridge.emulator.dimm import EmulatedDimm, RowStore  # noqa: E402
-from firmware_bridge.emulator.firmware import TesterFirmware  # noqa: E402
-from firmware_bridge.emulator.physics import PhysicsDimm  # noqa: E402
-from firmware_bridge.emulator.profiles import get_profile  # noqa: E402
+from emubench.dimm import EmulatedDimm, RowStore  # noqa: E402
+from emubench.firmware import TesterFirmware  # noqa: E402
+from emubench.physics import PhysicsDimm  # noqa: E402
+from emubench.profiles import get_profile  # noqa: E402
 from softmc_host.program import append_row_read, append_row_write, pack_rows  # noqa: E402
 from softmc_host.timing import NOMINAL_TIMING, Ddr3Params  # noqa: E402
 

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from firmware_bridge.emulator import spawn  # noqa: E402
+from emubench import spawn  # noqa: E402
 from softmc_host.session import TesterSession  # noqa: E402
 
 _ECHO = r"""

@@ -18,12 +18,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from profiler.engine import RowSet, run_plan  # noqa: E402
-from profiler.plan import SweepConfig, build_plan, parse_values  # noqa: E402
-from profiler.storage import MapWriter, PointData  # noqa: E402
-from profiler.sweep import identity, resolve_rows  # noqa: E402
-from softmc_host.bench import Bench  # noqa: E402
+from typing import Any  # noqa: E402
 
+from profiler.engine import SweepPlan, run_sweep, sweep_metadata  # noqa: E402
+from profiler.plan import SweepConfig, parse_values  # noqa: E402
+from profiler.storage import MapWriter  # noqa: E402
+from softmc_host.bench import Bench  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,31 +39,33 @@ def main() -> None:
         rows=f"sample:{args.rows}",
         patterns=["all-1", "all-0"],
     )
-    plan = build_plan(config)
     store_s = 0.0
     measure_s = 0.0
     bits = 0
     flips = 0
     with tempfile.TemporaryDirectory() as tmp, Bench.open(config.bench) as bench:
-        rows = RowSet(tuple(resolve_rows(config, bench.tester.banks, bench.tester.rows)))
-        writer = MapWriter(os.path.join(tmp, "bench.h5"), {"software": "benchmark"}, identity(config))
+        plan = SweepPlan.from_config(config, banks=bench.tester.banks, rows=bench.tester.rows)
+        writer = MapWriter(os.path.join(tmp, "bench.h5"), sweep_metadata(plan, bench), plan.identity)
         writer.open()
 
-        def store(point: PointData) -> None:
+        def store(name: str, doc: dict[str, Any]) -> None:
+            """The map writer, timed: a subscriber of the run's documents."""
             nonlocal store_s, measure_s, bits, flips
             t0 = time.perf_counter()
-            writer.write(point)
+            writer(name, doc)
+            if name != "point":
+                return
             store_s += time.perf_counter() - t0
+            point = doc["data"]
             measure_s += float(point.attrs["duration_s"])
             bits += point.bits
             flips += point.flips
 
-        patterns = {p.name: p for p in config.resolved_patterns()}
         start = time.perf_counter()
-        run_plan(bench, plan, patterns, rows, subscribers=[store])
+        run_sweep(plan, bench, [store])
         total_s = time.perf_counter() - start
-        writer.finish(complete=True)
         size = os.path.getsize(os.path.join(tmp, "bench.h5"))
+    rows = plan.rowset
     tested_bytes = bits / 8
     print(f"{len(plan)} points x {len(rows.rows)} rows ({tested_bytes / len(plan) / 2**20:.1f} MiB per point), "
           f"{flips:,} flips, map {size / 2**20:.1f} MiB")

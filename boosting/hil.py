@@ -17,8 +17,9 @@ differ only in where the flipped bits come from:
    (only :meth:`~boosting.inference.ErrorInjector._corrupt` is replaced);
 2. its storage bytes are laid out at DRAM addresses by the tensor's
    :class:`~errormodels.layout.AddressMap` (from a DRAM configuration written by
-   ``python -m boosting.map``, :func:`placements_from_config`, or packed one after another
-   from ``spec.layout`` as the simulator does); every DRAM row the tensor touches is written
+   ``python -m boosting.map``: :func:`boosting.map.placements`, here
+   :func:`placements_from_config`; or packed one after another from ``spec.layout`` as the
+   simulator does); every DRAM row the tensor touches is written
    whole (bytes of the row not owned by the tensor hold zeros) and read back;
 3. the bytes read back replace the stored bytes; flips are counted (0->1 and 1->0) into
    :attr:`~boosting.inference.ErrorInjector.stats`, so the measured BER of every tensor is known;
@@ -42,6 +43,7 @@ DRAM configuration gives partitions their own tRCD and tRP.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Optional, Protocol, Sequence
@@ -59,6 +61,7 @@ from boosting.inference import (
     _accuracy,
     _device_of,
 )
+from boosting.map import MapError, placements
 from errormodels.inject import InjectionStats, mitigate_
 from errormodels.layout import AddressMap
 from errormodels.models import Uniform
@@ -66,6 +69,8 @@ from errormodels.models import Uniform
 __all__ = ["RowMemory", "HilError", "HilInjector", "hil_evaluate", "placements_from_config", "roundtrip"]
 
 Key = tuple[str, str]
+
+log = logging.getLogger(__name__)
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
@@ -274,6 +279,7 @@ def hil_evaluate(net: nn.Module, loader: Iterable[Any], memory: RowMemory, *, fm
                 injector.reseed(r)
                 acc, n = _accuracy(net, loader, device)
                 per.append(acc)
+                log.debug("repetition %d: accuracy %.4f through the memory (%d samples)", r, acc, n)
             stats = dict(injector.stats)
     finally:
         net.train(was_training)
@@ -284,19 +290,19 @@ def hil_evaluate(net: nn.Module, loader: Iterable[Any], memory: RowMemory, *, fm
     return AccuracyResult(mean, lo, hi, tuple(per), repeats, n, confidence, method), stats
 
 
-def placements_from_config(config: Mapping[str, Any]) -> dict[Key, AddressMap]:
-    """``{(layer, kind): AddressMap}`` from a DRAM configuration document (``python -m boosting.map``).
+def placements_from_config(config: Any) -> dict[Key, AddressMap]:
+    """``{(layer, kind): AddressMap}`` from a DRAM configuration (``python -m boosting.map``).
 
-    Each tensor entry's ``bank``, ``row`` and ``offset_bytes`` give its base; the geometry
-    comes from the document's ``geometry``; row interleaving.
+    :func:`boosting.map.placements` (the one reader of a configuration's addresses: validated,
+    row interleaving, each tensor at its entry's ``bank``, ``row`` and ``offset_bytes``), with
+    its error as :class:`HilError`.
+
+    Parameters
+    ----------
+    config : path, dict or boosting.map.DramConfig
+        The configuration.
     """
     try:
-        geo = config["geometry"]
-        out: dict[Key, AddressMap] = {}
-        for t in config["tensors"]:
-            out[(str(t["layer"]), str(t["kind"]))] = AddressMap(
-                banks=int(geo["banks"]), rows=int(geo["rows"]), row_bytes=int(geo["row_bytes"]),
-                bank=int(t["bank"]), row=int(t["row"]), offset_bytes=int(t.get("offset_bytes", 0)), interleave="row")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HilError(f"DRAM configuration lacks or garbles a placement field ({exc})") from None
-    return out
+        return placements(config)
+    except MapError as exc:
+        raise HilError(str(exc)) from None

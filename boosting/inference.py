@@ -62,6 +62,7 @@ __all__ = [
     "injectable_layers",
     "ErrorInjector",
     "AccuracyResult",
+    "confidence_interval",
     "evaluate",
 ]
 
@@ -639,6 +640,46 @@ def _wilson(p: float, n: int, z: float) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def confidence_interval(per_seed: Sequence[float], n: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean accuracy over error seeds and its confidence interval (the toolkit's one CI rule).
+
+    Parameters
+    ----------
+    per_seed : sequence of float
+        Accuracy (a fraction in [0, 1]) under each error seed; at least one.
+    n : int
+        Samples evaluated per seed (used by Wilson's interval with a single seed).
+    confidence : float
+        Confidence level, in (0, 1).
+
+    Returns
+    -------
+    (mean, ci_low, ci_high) : tuple of float
+        With two or more seeds, Student's t interval over the per-seed accuracies; with one,
+        Wilson's score interval over the ``n`` samples (``(0, 1)`` when ``n`` is 0). The bounds
+        are clipped to [0, 1], where an accuracy lies.
+
+    Raises
+    ------
+    InferenceError
+        No accuracies, or a confidence outside (0, 1).
+    """
+    if len(per_seed) == 0:
+        raise InferenceError("confidence_interval needs at least one accuracy")
+    if not 0.0 < confidence < 1.0:
+        raise InferenceError(f"confidence must be in (0, 1), got {confidence!r}")
+    mean = float(np.mean(per_seed))
+    if len(per_seed) >= 2:
+        from scipy.stats import t as student_t
+
+        sem = float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
+        half = float(student_t.ppf(0.5 + confidence / 2, len(per_seed) - 1)) * sem
+        return mean, max(0.0, mean - half), min(1.0, mean + half)
+    z = float(math.sqrt(2) * _erfinv(confidence))
+    lo, hi = _wilson(mean, int(n), z)
+    return mean, lo, hi
+
+
 def _accuracy(net: nn.Module, loader: Iterable[Any], device: torch.device) -> tuple[float, int]:
     correct = total = 0
     for x, y in _batches(loader):
@@ -701,17 +742,8 @@ def evaluate(net: nn.Module, loader: Iterable[Any], spec: Optional[ErrorSpec] = 
                         per_seed.append(acc)
     finally:
         net.train(was_training)
-    mean = float(np.mean(per_seed))
-    if len(per_seed) >= 2:
-        from scipy.stats import t as student_t
-
-        sem = float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
-        half = float(student_t.ppf(0.5 + confidence / 2, len(per_seed) - 1)) * sem
-        lo, hi, method = max(0.0, mean - half), min(1.0, mean + half), "t"  # an accuracy lies in [0, 1]
-    else:
-        z = float(math.sqrt(2) * _erfinv(confidence))
-        lo, hi = _wilson(mean, n, z)
-        method = "wilson"
+    mean, lo, hi = confidence_interval(per_seed, n, confidence)
+    method = "t" if len(per_seed) >= 2 else "wilson"
     return AccuracyResult(mean, lo, hi, tuple(per_seed), seeds, n, confidence, method)
 
 

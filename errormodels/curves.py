@@ -2,8 +2,8 @@
 
 From a sweep's points, each partition's BER at every setting (patterns and
 repetitions merged) gets a 95 % Clopper-Pearson interval.  Along one parameter,
-with the others held at their reference values (nominal where measured,
-otherwise the most common), the BER is fitted monotonically in log space
+with the others held at their reference values (:mod:`profiler.reference`: nominal where
+measured, otherwise the most common, ties to the gentlest), the BER is fitted monotonically in log space
 (isotonic regression of ``log10((k + 0.5) / (n + 1))``, weighted by the bits
 tested: BER never rises as VDD, tRCD or tRP grow, never falls as temperature
 grows) and interpolated log-linearly between measured settings.
@@ -15,7 +15,6 @@ BER <= 1e-4".
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -23,18 +22,19 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import beta
 
-from errormodels.fit import FitError, partition_rows
 from errormodels.models import ModelError, finite_float, show
+from errormodels.observations import FitError, partition_rows
+from profiler.reference import RANGES, SETTING_PARAMS, nominal_value, reference_value
 from profiler.storage import BerMap
+from softmc_host.timing import NOMINAL_TRCD_NS, NOMINAL_TRP_NS
 
 __all__ = ["Curve", "ber_table", "curves_for", "PARAMS", "NOMINAL", "RANGES"]
 
-PARAMS = ("vdd_v", "trcd_ns", "trp_ns", "temp_c")
-NOMINAL = {"trcd_ns": 13.75, "trp_ns": 13.75}
+PARAMS = SETTING_PARAMS
+NOMINAL = {"trcd_ns": NOMINAL_TRCD_NS, "trp_ns": NOMINAL_TRP_NS}
 # +1: BER falls as the parameter grows (VDD, timings); -1: it grows (temperature).
 _DIRECTION = {"vdd_v": 1, "trcd_ns": 1, "trp_ns": 1, "temp_c": -1}
-#: Accepted range of each parameter in curve documents: VDD in V, timings in ns, temperature in °C.
-RANGES = {"vdd_v": (0.0, 10.0), "trcd_ns": (0.0, 1e4), "trp_ns": (0.0, 1e4), "temp_c": (-273.15, 1e3)}
+# RANGES (profiler.reference): accepted range of each parameter in curve documents.
 # Relative rise of the fit between neighbours tolerated as rounding (10**isotonic is monotone to a few ulp).
 _MONOTONE_SLACK = 1e-9
 
@@ -212,14 +212,9 @@ def _numbers(value: Any, where: str, length: int | None) -> np.ndarray:
 
 
 def _reference(settings: list[tuple], index: int, nominal_vdd: float | None) -> float | None:
-    values = [s[index] for s in settings if s[index] is not None]
-    if not values:
-        return None
+    """The value parameter ``index`` is held at: the one rule of :mod:`profiler.reference`."""
     name = PARAMS[index]
-    nominal = nominal_vdd if name == "vdd_v" else NOMINAL.get(name)
-    if nominal is not None and any(abs(v - nominal) < 1e-6 for v in values):
-        return nominal
-    return Counter(values).most_common(1)[0][0]
+    return reference_value(name, (s[index] for s in settings), nominal_value(name, nominal_vdd))
 
 
 def curves_for(cells: dict[tuple, tuple[int, int]], nominal_vdd: float | None = None) -> dict[str, Curve]:

@@ -1,8 +1,16 @@
-"""Maximum-likelihood fits of EDEN's error models to BER maps, and model selection.
+"""Maximum-likelihood fits of the registered error models to BER maps, and model selection.
+
+:func:`fit_map` is the library function behind ``python -m errormodels.fit MAP.h5 -o model.json``:
+it gathers each partition's :class:`~errormodels.observations.Observations` at the harshest
+setting (:func:`observe`), asks every model of the registry to fit itself (:func:`fit_all`: each
+model class's ``fit`` classmethod, so a model added with
+:func:`~errormodels.models.register_model` is a candidate too), selects one by BIC or AIC
+(:func:`select`), and adds the error curves (:mod:`errormodels.curves`). :func:`format_report`
+renders the document as the command's text report.
 
 Every model is scored on the same observation: which of the tested bits flipped
 (and, for the bit-value model, what each held), so the log-likelihoods are
-comparable:
+comparable. The built-in four:
 
 - uniform: ``K ln p + (N - K) ln(1 - p)``, MLE ``p = K / N``;
 - bit-value: the same per direction over bits holding 0 and bits holding 1;
@@ -20,17 +28,21 @@ the bitline in the adjacent row) to a correlated model.
 
 from __future__ import annotations
 
+import logging
 import math
-import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from errormodels.models import Bitline, BitValue, ErrorModel, Uniform, Wordline
-from profiler.patterns import Pattern, PatternError, parse_pattern
+from errormodels.curves import ber_table, curves_for
+from errormodels.models import GROUP_BITS, MODELS
+from errormodels.observations import Candidate, FitError, Observations, partition_rows
+from profiler.reference import nominal_vdd_of
 from profiler.storage import BerMap, PointData
+from softmc_host.files import sha256_file
+from softmc_host.patterns import Pattern, PatternError, parse_pattern
 
 __all__ = [
     "GROUP_BITS",
@@ -39,86 +51,34 @@ __all__ = [
     "Selection",
     "FitError",
     "FitWarning",
+    "FORMAT",
+    "FORMAT_VERSION",
     "observe",
     "fit_all",
     "select",
     "eden_rule",
     "partition_rows",
+    "settings_of",
+    "harshest_setting",
+    "fit_map",
+    "format_report",
+    "file_sha256",
+    "main",
 ]
 
-GROUP_BITS = (8, 64, 512, 65536)
-_EPS = 1e-300
+log = logging.getLogger(__name__)
 
+#: ``format`` and ``format_version`` of the document :func:`fit_map` returns (:mod:`errormodels.modelfile`).
+FORMAT = "eden-error-model"
+FORMAT_VERSION = 1
 
-class FitError(ValueError):
-    """The data cannot be fitted (no points, no bits, unknown partition)."""
+#: Hex SHA-256 of a file (the provenance hash every toolkit document records): an alias of
+#: :func:`softmc_host.files.sha256_file`.
+file_sha256 = sha256_file
 
 
 class FitWarning(UserWarning):
     """A fit had to assume something the map does not record (e.g. the bits a pattern wrote)."""
-
-
-def _ascii_digits(text: str) -> bool:
-    """True for a non-empty run of ASCII digits only (``str.isdigit`` also accepts '²')."""
-    return bool(text) and text.isascii() and text.isdigit()
-
-
-@dataclass
-class Observations:
-    """What a set of measured points says about one partition.
-
-    Counts are over every tested bit; positions (for the clustered models) are
-    available only when no point of the set truncated its error list.
-    """
-
-    n_bits: int = 0
-    n0: int = 0  # tested bits that held 0
-    n1: int = 0
-    k01: int = 0
-    k10: int = 0
-    row_bits: int = 0  # bits of one tested row in this partition
-    rows_tested: int = 0  # (point, row) pairs
-    positions_complete: bool = True
-    # Error positions: (test id, bank, row, bit in the partition's row) where test id numbers (point, row).
-    err_test: list[np.ndarray] = field(default_factory=list)
-    err_bank: list[np.ndarray] = field(default_factory=list)
-    err_row: list[np.ndarray] = field(default_factory=list)
-    err_bit: list[np.ndarray] = field(default_factory=list)
-    rows_per_bank: dict[int, int] = field(default_factory=dict)  # tests per bank (bitline trials)
-    point_keys: list[str] = field(default_factory=list)
-
-    @property
-    def k(self) -> int:
-        """Flipped bits."""
-        return self.k01 + self.k10
-
-    @property
-    def ber(self) -> float:
-        """Bit error rate."""
-        return self.k / self.n_bits if self.n_bits else 0.0
-
-    def positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Concatenated (test, bank, row, bit) of every recorded error."""
-        if not self.err_bit:
-            empty = np.zeros(0, np.int64)
-            return empty, empty, empty, empty
-        return tuple(np.concatenate(part).astype(np.int64) for part in (self.err_test, self.err_bank, self.err_row, self.err_bit))  # type: ignore[return-value]
-
-
-def partition_rows(partition: str, bank: int, row: int) -> str:
-    """The partition label of a row: ``all``, ``bank<b>``, ``rows<start>-<end>``; chips are split by bits."""
-    if partition == "dimm":
-        return "all"
-    if partition == "bank":
-        return f"bank{bank}"
-    if partition.startswith("rowgroup:"):
-        size_text = partition.split(":", 1)[1]
-        if not _ascii_digits(size_text) or int(size_text) < 1:
-            raise FitError(f"partition {partition!r}: rowgroup:N needs a positive N")
-        size = int(size_text)
-        start = row // size * size
-        return f"rows{start}-{start + size - 1}"
-    raise FitError(f"unknown partition {partition!r} (dimm, bank, rowgroup:N, chip)")
 
 
 def _pattern_of(point: PointData, definitions: dict[str, str]) -> Pattern | None:
@@ -165,12 +125,8 @@ def observe(
     row_bytes = int(ber_map.geometry["row_bytes"])  # required and checked by BerMap
     definitions = ber_map.meta["patterns"]
     chips = partition == "chip"
-    if not chips and partition != "dimm" and partition != "bank" and not partition.startswith("rowgroup:"):
-        raise FitError(f"unknown partition {partition!r} (dimm, bank, rowgroup:N, chip)")
-    if partition.startswith("rowgroup:"):
-        size_text = partition.split(":", 1)[1]
-        if not _ascii_digits(size_text) or int(size_text) < 1:
-            raise FitError(f"partition {partition!r}: rowgroup:N needs a positive N")
+    if not chips:
+        partition_rows(partition, 0, 0)  # an unknown partition or a bad rowgroup:N raises FitError
     out: dict[str, Observations] = {}
     patterns: dict[str, Pattern | None] = {}
     test_id = 0
@@ -241,151 +197,20 @@ def observe(
     return out
 
 
-# Likelihoods and fits -------------------------------------------------------------------------
-
-
-def _xlogy(k: float, p: float) -> float:
-    return 0.0 if k == 0 else k * math.log(max(p, _EPS))
-
-
-def _binom_ll(k: int, n: int, p: float) -> float:
-    return _xlogy(k, p) + _xlogy(n - k, 1.0 - p)
-
-
-@dataclass
-class Candidate:
-    """One fitted model: its parameters, log-likelihood and information criteria."""
-
-    model: ErrorModel
-    loglik: float
-    n_params: int
-    n_obs: int
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def aic(self) -> float:
-        """Akaike information criterion."""
-        return 2 * self.n_params - 2 * self.loglik
-
-    @property
-    def bic(self) -> float:
-        """Bayesian information criterion."""
-        return self.n_params * math.log(max(self.n_obs, 1)) - 2 * self.loglik
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary."""
-        return {
-            **self.model.to_dict(),
-            "loglik": self.loglik,
-            "n_params": self.n_params,
-            "aic": self.aic,
-            "bic": self.bic,
-            **({"detail": self.detail} if self.detail else {}),
-        }
-
-
-def _mixture_em(counts: np.ndarray, trials: np.ndarray, weights: np.ndarray, iterations: int = 300) -> tuple[float, float, float, float]:
-    """Two-component binomial mixture by EM over distinct (k, n) values with multiplicities.
-
-    Returns (weak_fraction, p_weak, p_strong, loglik) where loglik is the exact-pattern
-    log-likelihood (no binomial coefficients).
-    """
-    k = counts.astype(np.float64)
-    n = trials.astype(np.float64)
-    w = weights.astype(np.float64)
-    total_k, total_n = float((w * k).sum()), float((w * n).sum())
-    p_all = total_k / total_n if total_n else 0.0
-    if total_k == 0:
-        return 0.0, 0.0, 0.0, 0.0
-    # Start: weak = locations with errors above the mean rate.
-    hot = k / np.maximum(n, 1) > p_all
-    f = max(1e-6, min(0.5, float((w * hot).sum() / w.sum())))
-    p_w = min(1 - 1e-9, max(p_all * 2, float((w * k * hot).sum() / max((w * n * hot).sum(), 1))))
-    p_s = max(1e-12, min(p_all, float((w * k * ~hot).sum() / max((w * n * ~hot).sum(), 1))))
-    ll_old = -math.inf
-    for _ in range(iterations):
-        log_w = np.log(f) + k * np.log(p_w) + (n - k) * np.log1p(-p_w)
-        log_s = np.log1p(-f) + k * np.log(max(p_s, _EPS)) + (n - k) * np.log1p(-min(p_s, 1 - 1e-12))
-        top = np.maximum(log_w, log_s)
-        norm = top + np.log(np.exp(log_w - top) + np.exp(log_s - top))
-        ll = float((w * norm).sum())
-        r = np.exp(log_w - norm)
-        wr = w * r
-        f = float(np.clip(wr.sum() / w.sum(), 1e-9, 1 - 1e-9))
-        p_w = float(np.clip((wr * k).sum() / max((wr * n).sum(), _EPS), 1e-12, 1 - 1e-9))
-        ws = w * (1 - r)
-        p_s = float(np.clip((ws * k).sum() / max((ws * n).sum(), _EPS), 0.0, 1 - 1e-9))
-        if p_s > p_w:  # keep the weak component the weak one
-            f, p_w, p_s = 1 - f, p_s, p_w
-        if abs(ll - ll_old) < 1e-9 * max(1.0, abs(ll)):
-            break
-        ll_old = ll
-    return f, p_w, p_s, ll
-
-
-def _hist(values: np.ndarray, n_locations: int) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct error counts, how many locations have each), including the error-free ones."""
-    per_location = np.bincount(values) if values.size else np.zeros(0, np.int64)
-    per_location = per_location[per_location > 0]
-    ks, mult = np.unique(per_location, return_counts=True)
-    zero = n_locations - int(mult.sum())
-    return np.r_[0, ks], np.r_[zero, mult]
-
-
-def _fit_wordline(obs: Observations, seed: int) -> Candidate | None:
-    test, _, _, bit = obs.positions()
-    best = None
-    for g in GROUP_BITS:
-        g_eff = min(g, obs.row_bits)
-        per_row = obs.row_bits // g_eff
-        ids = test * per_row + bit // g_eff
-        _, inverse = np.unique(ids, return_inverse=True) if ids.size else (None, np.zeros(0, np.int64))
-        ks, mult = _hist(inverse, obs.rows_tested * per_row)
-        f, p_w, p_s, ll = _mixture_em(ks, np.full(ks.size, g_eff), mult)
-        if best is None or ll > best[4]:
-            best = (g_eff, f, p_w, p_s, ll)
-    if best is None:
-        return None
-    g_eff, f, p_w, p_s, ll = best
-    ratio = min(1e12, p_w / p_s) if p_s > 0 else 1e12
-    model = Wordline(ber=obs.ber, seed=seed, weak_fraction=f, ratio=max(1.0, ratio), group_bits=int(g_eff))
-    return Candidate(model, ll, 4, obs.n_bits, {"p_weak": p_w, "p_strong": p_s})
-
-
-def _fit_bitline(obs: Observations, seed: int) -> Candidate | None:
-    _, bank, _, bit = obs.positions()
-    ks_all, n_all, mult_all = [], [], []
-    for b, trials in sorted(obs.rows_per_bank.items()):
-        sel = bank == b
-        ks, mult = _hist(bit[sel], obs.row_bits)
-        ks_all.append(ks)
-        n_all.append(np.full(ks.size, trials))
-        mult_all.append(mult)
-    if not ks_all:
-        return None
-    f, p_w, p_s, ll = _mixture_em(np.concatenate(ks_all), np.concatenate(n_all), np.concatenate(mult_all))
-    ratio = min(1e12, p_w / p_s) if p_s > 0 else 1e12
-    model = Bitline(ber=obs.ber, seed=seed, weak_fraction=f, ratio=max(1.0, ratio))
-    return Candidate(model, ll, 3, obs.n_bits, {"p_weak": p_w, "p_strong": p_s})
-
-
 def fit_all(obs: Observations, seed: int = 0) -> list[Candidate]:
-    """Fit every model to one partition's observations (clustered ones need complete positions)."""
+    """Fit every registered model to one partition's observations, in registration order.
+
+    Each model class fits itself (:meth:`ErrorModel.fit <errormodels.models.ErrorModel.fit>`);
+    those that return None (e.g. the clustered models without complete error positions or
+    without errors) are left out.
+    """
     if obs.n_bits == 0:
         raise FitError("no bits tested")
-    p = obs.ber
-    candidates = [Candidate(Uniform(ber=p, seed=seed), _binom_ll(obs.k, obs.n_bits, p), 1, obs.n_bits)]
-    p01 = obs.k01 / obs.n0 if obs.n0 else 0.0
-    p10 = obs.k10 / obs.n1 if obs.n1 else 0.0
-    ll3 = _binom_ll(obs.k01, obs.n0, p01) + _binom_ll(obs.k10, obs.n1, p10)
-    share = p01 / (p01 + p10) if p01 + p10 > 0 else 0.5
-    candidates.append(
-        Candidate(BitValue(ber=(p01 + p10) / 2, seed=seed, zero_share=share), ll3, 2, obs.n_bits, {"p01": p01, "p10": p10})
-    )
-    if obs.positions_complete and obs.k > 0:
-        for fitted in (_fit_wordline(obs, seed), _fit_bitline(obs, seed)):
-            if fitted is not None:
-                candidates.append(fitted)
+    candidates = []
+    for cls in list(MODELS.values()):
+        fitted = cls.fit(obs, seed)
+        if fitted is not None:
+            candidates.append(fitted)
     return candidates
 
 
@@ -468,35 +293,17 @@ def harshest_setting(ber_map: BerMap) -> tuple[tuple, list[str]]:
     return best, keys_by[best]
 
 
-# Command line -----------------------------------------------------------------------------------
-
-FORMAT = "eden-error-model"
-FORMAT_VERSION = 1
-
-
-def file_sha256(path: "str | os.PathLike[str]") -> str:
-    """Hex SHA-256 of a file's bytes (the provenance hash every toolkit document records)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fit_map(path: str, partition: str = "dimm", criterion: str = "bic", seed: int = 0) -> dict[str, Any]:
     """Fit a BER map: model selection per partition at the most informative setting, and error curves.
 
     Returns the document written by ``python -m errormodels.fit`` (``docs/error-model-format.md``).
     """
-    from errormodels.curves import ber_table, curves_for
     from softmc_host import __version__
 
     ber_map = BerMap(path)
     setting, keys = harshest_setting(ber_map)
     observations = observe(ber_map, keys, partition)
-    nominal_vdd = ber_map.meta.get("bench", {}).get("supply", {}).get("nominal_v")
+    nominal_vdd = nominal_vdd_of(ber_map.meta)
     table = ber_table(ber_map, "dimm" if partition == "chip" else partition)
     parts: dict[str, Any] = {}
     for label, obs in sorted(observations.items()):
@@ -536,61 +343,80 @@ def fit_map(path: str, partition: str = "dimm", criterion: str = "bic", seed: in
     }
 
 
-def _print_report(doc: dict[str, Any]) -> None:
+def format_report(doc: dict[str, Any]) -> str:
+    """The text report of a fitted document (:func:`fit_map`): per partition the observations, the
+    candidate table (the selected model marked ``<``), EDEN's rule and the curves; then the model."""
     setting = ", ".join(f"{k}={v}" for k, v in doc["source"]["setting"].items() if v is not None)
-    print(f"fitted at the setting with the most errors: {setting} ({len(doc['source']['points'])} points)")
+    lines = [f"fitted at the setting with the most errors: {setting} ({len(doc['source']['points'])} points)"]
     for label, part in doc["partitions"].items():
         obs = part["observations"]
-        print(f"\n[{label}] {obs['n_bits']:,} bits, {obs['k01']:,} 0->1 and {obs['k10']:,} 1->0 flips, BER {obs['ber']:.3e}")
-        print(f"  {'model':<12}{'params':<52}{'loglik':>14}{'AIC':>14}{'BIC':>14}")
+        lines += ["", f"[{label}] {obs['n_bits']:,} bits, {obs['k01']:,} 0->1 and {obs['k10']:,} 1->0 flips, "
+                      f"BER {obs['ber']:.3e}",
+                  f"  {'model':<12}{'params':<52}{'loglik':>14}{'AIC':>14}{'BIC':>14}"]
         for c in part["candidates"]:
-            params = {k: v for k, v in c.items() if k in ("ber", "weak_fraction", "ratio", "group_bits", "zero_share")}
+            params = {k: v for k, v in c.items()
+                      if k not in ("model", "number", "seed", "loglik", "n_params", "aic", "bic", "detail")}
             text = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
             mark = " <" if c["model"] == part["selected"]["model"] else ""
-            print(f"  {c['number']} {c['model']:<10}{text:<52}{c['loglik']:>14.1f}{c['aic']:>14.1f}{c['bic']:>14.1f}{mark}")
+            lines.append(f"  {c['number']} {c['model']:<10}{text:<52}{_num(c['loglik'], 14)}{_num(c['aic'], 14)}"
+                         f"{_num(c['bic'], 14)}{mark}")
         rule = part["eden_rule"]
-        print(
+        lines.append(
             f"  EDEN rule: direction bias {rule['direction_bias']:.0%}, neighbours along row "
             f"{rule['neighbours_along_row']:.0%} / bitline {rule['neighbours_along_bitline']:.0%} -> {rule['pick']}"
         )
         for name, curve in part["curves"].items():
             fixed = ", ".join(f"{k}={v}" for k, v in curve["fixed"].items() if v is not None)
             pairs = " ".join(f"{x:g}:{b:.1e}" for x, b in zip(curve["x"], curve["fit"]))
-            print(f"  curve BER({name}) at {fixed}: {pairs}")
-    print(f"\nselected model: {doc['selected_model']}")
+            lines.append(f"  curve BER({name}) at {fixed}: {pairs}")
+    lines += ["", f"selected model: {doc['selected_model']}"]
+    return "\n".join(lines)
+
+
+def _num(value: Any, width: int) -> str:
+    return f"{value:>{width}.1f}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
+
+
+def _print_report(doc: dict[str, Any]) -> None:
+    """Deprecated: print :func:`format_report` (kept for callers not yet switched)."""
+    print(format_report(doc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m errormodels.fit MAP.h5 [--partition P] -o model.json``; exit 2 on bad input."""
     import argparse
-    import json
-    import sys
 
     from profiler.storage import MapError
+    from softmc_host.cli import add_out, add_verbosity, configure_logging, fail
+    from softmc_host.files import write_json
 
     parser = argparse.ArgumentParser(
         prog="python -m errormodels.fit",
-        description="Fit EDEN's error models (0 uniform, 1 wordline, 2 bitline, 3 bit-value) to a BER map.",
+        description="Fit the registered error models (0 uniform, 1 wordline, 2 bitline, 3 bit-value, and any "
+                    "registered one) to a BER map and select one per partition.",
     )
     parser.add_argument("map", help="BER map (HDF5) written by python -m profiler.sweep")
     parser.add_argument("--partition", default="dimm", help="dimm (default), bank, rowgroup:N (rows) or chip (byte lane)")
     parser.add_argument("--criterion", default="bic", choices=("bic", "aic"), help="information criterion (default bic)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fitted models' weak locations (default 0)")
-    parser.add_argument("-o", "--out", default="model.json", help="output JSON (default model.json)")
+    add_out(parser, "model.json", "the fitted-model JSON (docs/error-model-format.md)")
+    add_verbosity(parser)
     args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FitWarning)
             doc = fit_map(args.map, args.partition, args.criterion, args.seed)
     except (MapError, FitError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     for item in caught:
-        print(f"warning: {item.message}", file=sys.stderr)
-    _print_report(doc)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=1, default=float)
-    print(f"written {args.out}")
+        log.warning("%s", item.message)
+    print(format_report(doc))
+    try:
+        write_json(args.out, doc)
+    except OSError as exc:
+        return fail(f"cannot write {args.out!r}: {exc.strerror or exc}")
+    log.info("written %s", args.out)
     return 0
 
 

@@ -2,9 +2,9 @@
 
 Address scheme
 --------------
-A DIMM has ``banks`` banks of ``rows`` rows of ``row_bytes`` bytes (default: the SoftMC
-ML605 DDR3 DIMM, 8 x 32768 x 8192 B = 2 GiB). Its bytes are numbered by a *linear
-address* whose order depends on the interleaving:
+A DIMM has ``banks`` banks of ``rows`` rows of ``row_bytes`` bytes (default:
+:data:`softmc_host.geometry.ML605_GEOMETRY`, the SoftMC ML605 DDR3 DIMM, 8 x 32768 x 8192 B
+= 2 GiB). Its bytes are numbered by a *linear address* whose order depends on the interleaving:
 
 ===========  =====================================================================  =====================
 interleave   consecutive linear addresses ...                                       contiguous run
@@ -45,10 +45,12 @@ tensors (on any device); results have the input's kind.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TypeVar, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 import torch
+
+from softmc_host.geometry import ML605_GEOMETRY, Geometry
 
 __all__ = ["LayoutError", "AddressMap", "INTERLEAVES"]
 
@@ -99,7 +101,8 @@ class AddressMap:
     Parameters
     ----------
     banks, rows, row_bytes : int
-        DIMM geometry (default 8 banks x 32768 rows x 8192 bytes, the SoftMC ML605 DIMM).
+        DIMM geometry (default :data:`softmc_host.geometry.ML605_GEOMETRY`: 8 banks x 32768
+        rows x 8192 bytes, the SoftMC ML605 DIMM); :meth:`from_geometry` takes a ``Geometry``.
     bank, row : int
         Base address: the tensor's byte 0 sits at byte 0 of this row (plus ``offset_bytes``).
     interleave : {"row", "bank", "line"}
@@ -111,14 +114,21 @@ class AddressMap:
         Size of a line for ``interleave="line"`` (default 64 B, a DDR3 burst).
     """
 
-    banks: int = 8
-    rows: int = 32768
-    row_bytes: int = 8192
+    banks: int = ML605_GEOMETRY.banks
+    rows: int = ML605_GEOMETRY.rows
+    row_bytes: int = ML605_GEOMETRY.row_bytes
     bank: int = 0
     row: int = 0
     interleave: str = "row"
     offset_bytes: int = 0
-    line_bytes: int = 64
+    line_bytes: int = ML605_GEOMETRY.burst_bytes
+
+    @classmethod
+    def from_geometry(cls, geometry: Geometry, **placement: Any) -> "AddressMap":
+        """An address map over ``geometry`` (banks, rows, row bytes, a burst as the line);
+        ``placement``: ``bank``, ``row``, ``interleave``, ``offset_bytes``."""
+        return cls(banks=geometry.banks, rows=geometry.rows, row_bytes=geometry.row_bytes,
+                   line_bytes=geometry.burst_bytes, **placement)
 
     def __post_init__(self) -> None:
         for name in ("banks", "rows", "row_bytes", "line_bytes"):

@@ -1,4 +1,4 @@
-"""EDEN's four DRAM error models, with physically meaningful parameters.
+"""EDEN's DRAM error models and the registry every error model lives in.
 
 Numbered as in EDEN's slides; each model gives every bit of a memory region a
 probability of flipping, and is parameterised by its bit error rate ``ber``
@@ -22,25 +22,60 @@ model  name                   bit flip probability
 Whether a group or bitline is weak is a property of its address, fixed by the
 model's ``seed`` (see :func:`weak_mask`), so a retrained network meets the same
 weak locations again, as it would on the DIMM.
+
+The registry
+------------
+A model is a frozen dataclass deriving from :class:`ErrorModel`, with a ``name`` and a
+``number`` (class variables), registered with :func:`register_model` (as torchvision registers
+its networks). A model owns everything the toolkit does with it:
+
+* **sampling**: :meth:`ErrorModel.flip_plan` tells the injector (:mod:`errormodels.inject`) how
+  its flips are drawn over a tensor's bits, as a :class:`FlipPlan` (a rate for every bit, a set
+  of weak bits at another rate, value-dependent thinning); the injector draws it exactly and
+  sparsely;
+* **fitting**: the classmethod :meth:`ErrorModel.fit` turns a partition's
+  :class:`~errormodels.observations.Observations` into a
+  :class:`~errormodels.observations.Candidate` (or None), so :func:`errormodels.fit.fit_all`
+  and ``python -m errormodels.fit`` score it beside the others;
+* **files**: :meth:`ErrorModel.to_dict` and :func:`model_from_dict` name it in ``model.json``
+  and training records by its registered name.
+
+:func:`get_model` and :func:`model_from_dict` build any registered model by name or number;
+:data:`MODELS` is the registry itself (name -> class, in registration order, which is also the
+order in which models are fitted).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, ClassVar, Mapping
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional, Protocol, TypeVar, Union, overload
 
 import numpy as np
+
+from errormodels.observations import Candidate, Observations, binom_ll, location_histogram, mixture_em
+from softmc_host.splitmix import GAMMA, MASK64, SALT_KIND, mix64_array
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    import torch
+
+    from errormodels.layout import AddressMap
 
 __all__ = [
     "ModelError",
     "ErrorModel",
+    "FlipPlan",
+    "WeakBits",
+    "PlanContext",
     "Uniform",
     "Wordline",
     "Bitline",
     "BitValue",
     "MODELS",
+    "GROUP_BITS",
+    "register_model",
+    "unregister_model",
     "get_model",
     "model_from_dict",
     "weak_mask",
@@ -56,6 +91,8 @@ class ModelError(ValueError):
 MAX_SEED = 2**64 - 1
 #: Largest ``group_bits`` of the wordline model (a whole row of a large DIMM is 2**16 bits).
 MAX_GROUP_BITS = 2**32
+#: Group sizes the wordline fit tries (bits), the best kept.
+GROUP_BITS = (8, 64, 512, 65536)
 
 
 def show(value: Any, limit: int = 60) -> str:
@@ -95,9 +132,84 @@ def _check(name: str, value: Any, lo: float, hi: float) -> None:
         raise ModelError(f"{name} must be in [{lo:g}, {hi:g}], got {show(value)}")
 
 
+# ----------------------------------------------------------------------------- sampling
+class WeakBits(Protocol):
+    """A set of a tensor's bit positions (0 .. n_bits - 1) that flip at their own rate.
+
+    The injector draws ranks ``0 .. n - 1`` in the set and maps them to positions; ranks are
+    in position order.
+    """
+
+    n: int  # bits in the set
+
+    def rank_of(self, pos: "torch.Tensor") -> "torch.Tensor":
+        """Ranks of the first set bits at or after ``pos`` (``n`` past the last)."""
+
+    def position_of(self, rank: "torch.Tensor") -> "torch.Tensor":
+        """Tensor bit positions of ranks."""
+
+    def contains(self, pos: "torch.Tensor") -> "torch.Tensor":
+        """Whether each position is in the set (bool)."""
+
+
+class PlanContext(Protocol):
+    """What the injector offers a model's :meth:`ErrorModel.flip_plan`."""
+
+    n_bits: int  # bits of the tensor's storage
+    device: "torch.device"
+
+    def address_map(self) -> "AddressMap":
+        """Where the tensor sits in DRAM (the caller's layout or ``AddressMap()``), checked to fit."""
+
+    def weak_groups(self, kind: int, seed: int, weak_fraction: float, group_bits: int) -> WeakBits:
+        """The tensor's bits in weak wordline groups: groups of ``group_bits`` adjacent bits of a row
+        for which :func:`weak_mask` (``seed``, ``kind``, ``bank << 40 | row << 20 | group``) is true."""
+
+    def weak_bitlines(self, kind: int, seed: int, weak_fraction: float) -> WeakBits:
+        """The tensor's bits on weak bitlines: :func:`weak_mask` (``seed``, ``kind``, ``bank << 20 | bit``)."""
+
+
+@dataclass(frozen=True)
+class FlipPlan:
+    """How the injector draws a model's flips over a tensor's bits (every bit independently).
+
+    A bit outside ``weak`` is drawn with probability ``p``, a bit in ``weak`` with ``p_weak``.
+    With ``by_value = (keep0, keep1)`` a drawn bit is kept with probability ``keep0`` if it holds 0
+    and ``keep1`` if it holds 1 (thinning: a bit holding ``v`` flips with ``p * keep_v``).
+    Without ``weak`` and ``by_value`` and for ``0 < p <= 1/2`` the injector's fastest path (the
+    compiled block sampler on the CPU) runs.
+
+    Raises
+    ------
+    ModelError
+        A probability outside [0, 1].
+    """
+
+    p: float
+    weak: Optional[WeakBits] = None
+    p_weak: float = 0.0
+    by_value: Optional[tuple[float, float]] = None
+
+    def __post_init__(self) -> None:
+        _check("flip plan p", self.p, 0.0, 1.0)
+        _check("flip plan p_weak", self.p_weak, 0.0, 1.0)
+        if self.by_value is not None:
+            if len(self.by_value) != 2:
+                raise ModelError(f"flip plan by_value must be (keep0, keep1), got {show(self.by_value)}")
+            for name, value in zip(("keep0", "keep1"), self.by_value):
+                _check(f"flip plan by_value {name}", value, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- models
 @dataclass(frozen=True)
 class ErrorModel:
-    """Base of the four models: a bit error rate and a seed for weak locations."""
+    """Base of every error model: a bit error rate and a seed for weak locations.
+
+    A subclass is a frozen dataclass with class variables ``name`` (lower case, unique) and
+    ``number`` (a unique non-negative integer), registered with :func:`register_model`; it
+    overrides :meth:`flip_plan` (to be injected) and :meth:`fit` (to be fitted), and checks its
+    parameters in ``__post_init__`` (raising :class:`ModelError`).
+    """
 
     ber: float = 1e-4
     seed: int = 0
@@ -127,6 +239,16 @@ class ErrorModel:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in asdict(self).items())
         return f"{self.number} {self.name}({params})"
 
+    def flip_plan(self, ctx: PlanContext) -> FlipPlan:
+        """How the injector draws this model's flips on a tensor (``ctx``: its size, device, layout)."""
+        raise ModelError(f"error model {self.name or type(self).__name__} defines no flip_plan: it cannot be injected")
+
+    @classmethod
+    def fit(cls, obs: Observations, seed: int = 0) -> Optional[Candidate]:
+        """The maximum-likelihood model of this kind for one partition's observations, or None
+        (the model does not fit these data, or needs what they lack). The base fits nothing."""
+        return None
+
 
 @dataclass(frozen=True)
 class Uniform(ErrorModel):
@@ -134,6 +256,65 @@ class Uniform(ErrorModel):
 
     number: ClassVar[int] = 0
     name: ClassVar[str] = "uniform"
+
+    def flip_plan(self, ctx: PlanContext) -> FlipPlan:
+        """Every bit at ``ber`` (the compiled block sampler's path)."""
+        return FlipPlan(p=self.ber)
+
+    @classmethod
+    def fit(cls, obs: Observations, seed: int = 0) -> Optional[Candidate]:
+        """MLE ``ber = K / N``; log-likelihood ``K ln p + (N - K) ln(1 - p)``."""
+        p = obs.ber
+        return Candidate(cls(ber=p, seed=seed), binom_ll(obs.k, obs.n_bits, p), 1, obs.n_bits)
+
+
+@dataclass(frozen=True)
+class BitValue(ErrorModel):
+    """Model 3: a 0 flips with ``p01``, a 1 with ``p10``; ``ber = (p01 + p10) / 2``.
+
+    ``zero_share`` is the share of flips that are 0->1 when the data holds as many
+    ones as zeros: ``p01 = 2 ber zero_share``, ``p10 = 2 ber (1 - zero_share)``.
+    """
+
+    zero_share: float = 2.0 / 3.0
+    number: ClassVar[int] = 3
+    name: ClassVar[str] = "bit-value"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check("zero_share", self.zero_share, 0.0, 1.0)
+        if max(self.p01, self.p10) > 1.0 + 1e-12:
+            raise ModelError(f"bit-value: ber {self.ber:g} with zero_share {self.zero_share:g} needs a probability > 1")
+
+    @property
+    def p01(self) -> float:
+        """Probability that a bit holding 0 reads 1."""
+        return 2.0 * self.ber * self.zero_share
+
+    @property
+    def p10(self) -> float:
+        """Probability that a bit holding 1 reads 0."""
+        return 2.0 * self.ber * (1.0 - self.zero_share)
+
+    @property
+    def n_params(self) -> int:
+        return 2
+
+    def flip_plan(self, ctx: PlanContext) -> FlipPlan:
+        """Candidates at ``max(p01, p10)``, kept with ``p01 / max`` (bit holds 0) or ``p10 / max`` (1)."""
+        p01, p10 = min(self.p01, 1.0), min(self.p10, 1.0)
+        p_max = max(p01, p10)
+        return FlipPlan(p=p_max, by_value=(p01 / p_max, p10 / p_max) if p_max > 0 else (1.0, 1.0))
+
+    @classmethod
+    def fit(cls, obs: Observations, seed: int = 0) -> Optional[Candidate]:
+        """MLE per direction over the bits holding 0 and those holding 1."""
+        p01 = obs.k01 / obs.n0 if obs.n0 else 0.0
+        p10 = obs.k10 / obs.n1 if obs.n1 else 0.0
+        ll = binom_ll(obs.k01, obs.n0, p01) + binom_ll(obs.k10, obs.n1, p10)
+        share = p01 / (p01 + p10) if p01 + p10 > 0 else 0.5
+        return Candidate(cls(ber=(p01 + p10) / 2, seed=seed, zero_share=share), ll, 2, obs.n_bits,
+                         {"p01": p01, "p10": p10})
 
 
 @dataclass(frozen=True)
@@ -178,6 +359,9 @@ class _Clustered(ErrorModel):
             return replace(self, ber=ber, ratio=min(max(ratio, 1.0), 1e12))
         return replace(self, ber=ber)
 
+    def _plan(self, weak: WeakBits) -> FlipPlan:
+        return FlipPlan(p=min(self.p_strong, 1.0), weak=weak, p_weak=min(self.p_weak, 1.0))
+
 
 @dataclass(frozen=True)
 class Wordline(_Clustered):
@@ -193,6 +377,34 @@ class Wordline(_Clustered):
         if not isinstance(g, int) or isinstance(g, bool) or not 1 <= g <= MAX_GROUP_BITS or g & (g - 1):
             raise ModelError(f"group_bits must be a power of two in [1, 2**32], got {show(g)}")
 
+    def flip_plan(self, ctx: PlanContext) -> FlipPlan:
+        """Weak wordline groups at ``p_weak``, the other bits at ``p_strong``."""
+        return self._plan(ctx.weak_groups(self.number, self.seed, self.weak_fraction, self.group_bits))
+
+    @classmethod
+    def fit(cls, obs: Observations, seed: int = 0) -> Optional[Candidate]:
+        """A two-component binomial mixture over groups of ``g`` adjacent bits of a tested row, by EM,
+        for each ``g`` of :data:`GROUP_BITS` (the best kept); needs complete error positions."""
+        if not obs.positions_complete or obs.k == 0:
+            return None
+        test, _, _, bit = obs.positions()
+        best = None
+        for g in GROUP_BITS:
+            g_eff = min(g, obs.row_bits)
+            per_row = obs.row_bits // g_eff
+            ids = test * per_row + bit // g_eff
+            _, inverse = np.unique(ids, return_inverse=True) if ids.size else (None, np.zeros(0, np.int64))
+            ks, mult = location_histogram(inverse, obs.rows_tested * per_row)
+            f, p_w, p_s, ll = mixture_em(ks, np.full(ks.size, g_eff), mult)
+            if best is None or ll > best[4]:
+                best = (g_eff, f, p_w, p_s, ll)
+        if best is None:
+            return None
+        g_eff, f, p_w, p_s, ll = best
+        ratio = min(1e12, p_w / p_s) if p_s > 0 else 1e12
+        model = cls(ber=obs.ber, seed=seed, weak_fraction=f, ratio=max(1.0, ratio), group_bits=int(g_eff))
+        return Candidate(model, ll, 4, obs.n_bits, {"p_weak": p_w, "p_strong": p_s})
+
 
 @dataclass(frozen=True)
 class Bitline(_Clustered):
@@ -201,50 +413,92 @@ class Bitline(_Clustered):
     number: ClassVar[int] = 2
     name: ClassVar[str] = "bitline"
 
+    def flip_plan(self, ctx: PlanContext) -> FlipPlan:
+        """Weak bitlines at ``p_weak``, the other bits at ``p_strong``."""
+        return self._plan(ctx.weak_bitlines(self.number, self.seed, self.weak_fraction))
 
-@dataclass(frozen=True)
-class BitValue(ErrorModel):
-    """Model 3: a 0 flips with ``p01``, a 1 with ``p10``; ``ber = (p01 + p10) / 2``.
+    @classmethod
+    def fit(cls, obs: Observations, seed: int = 0) -> Optional[Candidate]:
+        """A two-component binomial mixture over bitlines (a bit position of a bank across the rows
+        tested), by EM; needs complete error positions."""
+        if not obs.positions_complete or obs.k == 0:
+            return None
+        _, bank, _, bit = obs.positions()
+        ks_all, n_all, mult_all = [], [], []
+        for b, trials in sorted(obs.rows_per_bank.items()):
+            ks, mult = location_histogram(bit[bank == b], obs.row_bits)
+            ks_all.append(ks)
+            n_all.append(np.full(ks.size, trials))
+            mult_all.append(mult)
+        if not ks_all:
+            return None
+        f, p_w, p_s, ll = mixture_em(np.concatenate(ks_all), np.concatenate(n_all), np.concatenate(mult_all))
+        ratio = min(1e12, p_w / p_s) if p_s > 0 else 1e12
+        model = cls(ber=obs.ber, seed=seed, weak_fraction=f, ratio=max(1.0, ratio))
+        return Candidate(model, ll, 3, obs.n_bits, {"p_weak": p_w, "p_strong": p_s})
 
-    ``zero_share`` is the share of flips that are 0->1 when the data holds as many
-    ones as zeros: ``p01 = 2 ber zero_share``, ``p10 = 2 ber (1 - zero_share)``.
+
+# ----------------------------------------------------------------------------- registry
+#: The registry: name -> model class, in registration order (the order models are fitted in).
+MODELS: dict[str, type[ErrorModel]] = {}
+_BY_NUMBER: dict[int, type[ErrorModel]] = {}
+
+M = TypeVar("M", bound=type)
+
+
+@overload
+def register_model(cls: M) -> M: ...
+@overload
+def register_model(cls: None = None, *, name: Optional[str] = None) -> Callable[[M], M]: ...
+
+
+def register_model(cls: Optional[M] = None, *, name: Optional[str] = None) -> Union[M, Callable[[M], M]]:
+    """Register an error model class: ``@register_model`` or ``@register_model(name="my-model")``.
+
+    The class must be a dataclass deriving from :class:`ErrorModel` with a unique ``number``
+    (a non-negative integer class variable) and a unique lower-case ``name`` (``name=`` sets it).
+    Registering the same class again is allowed (a module reloaded); another class under a
+    taken name or number is not.
+
+    Raises
+    ------
+    ModelError
+        Not an ErrorModel dataclass, a missing or malformed name or number, or one that is taken.
     """
 
-    zero_share: float = 2.0 / 3.0
-    number: ClassVar[int] = 3
-    name: ClassVar[str] = "bit-value"
+    def add(model_cls: M) -> M:
+        if not (isinstance(model_cls, type) and issubclass(model_cls, ErrorModel) and is_dataclass(model_cls)):
+            raise ModelError(f"register_model takes an ErrorModel dataclass, got {show(model_cls)}")
+        if name is not None:
+            model_cls.name = name
+        key, number = model_cls.name, model_cls.number
+        if not isinstance(key, str) or not key or key != key.strip().lower() or key.isdigit():
+            raise ModelError(f"model name must be a non-empty lower-case string that is not a number, got {show(key)}")
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise ModelError(f"model {key}: number must be a non-negative integer, got {show(number)}")
+        for taken, what in ((MODELS.get(key), f"name {key!r}"), (_BY_NUMBER.get(number), f"number {number}")):
+            if taken is not None and taken is not model_cls and taken.__qualname__ != model_cls.__qualname__:
+                raise ModelError(f"error model {what} is taken by {taken.__name__}")
+        MODELS[key] = model_cls
+        _BY_NUMBER[number] = model_cls
+        return model_cls
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check("zero_share", self.zero_share, 0.0, 1.0)
-        if max(self.p01, self.p10) > 1.0 + 1e-12:
-            raise ModelError(f"bit-value: ber {self.ber:g} with zero_share {self.zero_share:g} needs a probability > 1")
-
-    @property
-    def p01(self) -> float:
-        """Probability that a bit holding 0 reads 1."""
-        return 2.0 * self.ber * self.zero_share
-
-    @property
-    def p10(self) -> float:
-        """Probability that a bit holding 1 reads 0."""
-        return 2.0 * self.ber * (1.0 - self.zero_share)
-
-    @property
-    def n_params(self) -> int:
-        return 2
+    return add if cls is None else add(cls)
 
 
-MODELS: dict[str, type[ErrorModel]] = {
-    "uniform": Uniform,
-    "wordline": Wordline,
-    "bitline": Bitline,
-    "bit-value": BitValue,
-}
-_BY_NUMBER = {cls.number: cls for cls in MODELS.values()}
+def unregister_model(name: str) -> None:
+    """Remove a registered model (tests and plug-ins that add one for a while); unknown names are ignored."""
+    cls = MODELS.pop(name, None)
+    if cls is not None and _BY_NUMBER.get(cls.number) is cls:
+        del _BY_NUMBER[cls.number]
 
 
-_KNOWN = "known: 0 uniform, 1 wordline, 2 bitline, 3 bit-value"
+for _builtin in (Uniform, BitValue, Wordline, Bitline):  # registration order = fitting order
+    register_model(_builtin)
+
+
+def _known() -> str:
+    return "known: " + ", ".join(f"{n} {_BY_NUMBER[n].name}" for n in sorted(_BY_NUMBER))
 
 
 def _model_class(name: Any) -> type[ErrorModel]:
@@ -258,12 +512,13 @@ def _model_class(name: Any) -> type[ErrorModel]:
         if cls is None and key.isascii() and key.isdigit() and len(key) <= 3:
             cls = _BY_NUMBER.get(int(key))
     if cls is None:
-        raise ModelError(f"unknown error model {show(name)}; {_KNOWN}")
+        raise ModelError(f"unknown error model {show(name)}; {_known()}")
     return cls
 
 
 def get_model(name: str | int, **params: Any) -> ErrorModel:
-    """Build a model by name (``uniform``, ``wordline``, ``bitline``, ``bit-value``) or number 0-3.
+    """Build a registered model by name (``uniform``, ``wordline``, ``bitline``, ``bit-value``, or a
+    name given to :func:`register_model`) or number (0-3 for the built-in four).
 
     Parameters
     ----------
@@ -314,15 +569,8 @@ def model_from_dict(data: Any) -> ErrorModel:
     return get_model(cls.name, **params)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, elementwise on uint64."""
-    x = x.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
+# ----------------------------------------------------------------------------- weak locations
+_mix = mix64_array  # the SplitMix64 finaliser, elementwise on uint64 (softmc_host.splitmix)
 
 
 def weak_mask(seed: int, kind: int, location: np.ndarray, weak_fraction: float) -> np.ndarray:
@@ -332,7 +580,6 @@ def weak_mask(seed: int, kind: int, location: np.ndarray, weak_fraction: float) 
     wordline group, ``bank << 20 | bitline`` for a bitline); the result is True for
     a fraction ``weak_fraction`` of ids, the same on every call.
     """
-    salt = np.uint64((seed * 0x9E3779B97F4A7C15 + kind * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF)
+    salt = np.uint64((seed * GAMMA + kind * SALT_KIND) & MASK64)
     u = _mix(location.astype(np.uint64) ^ salt) >> np.uint64(11)
     return u.astype(np.float64) < weak_fraction * float(1 << 53)
-

@@ -1,10 +1,30 @@
-"""The link between host and tester firmware.
+"""The link between host and tester firmware: transports, framing, protocol.
 
-- :mod:`firmware_bridge.framing`: frame layout, CRCs, resynchronising decoder.
+- :mod:`firmware_bridge.framing`: frame layout, CRCs, resynchronising decoder (``encode_frame``).
 - :mod:`firmware_bridge.protocol`: message types and payload layouts.
-- :mod:`firmware_bridge.link`: transports by URL (pySerial), request/response, retransmission.
-- :mod:`firmware_bridge.emulator`: the tester firmware with an emulated DDR3 DIMM,
-  served over the same wire (``python -m firmware_bridge.emulator``).
+- :mod:`firmware_bridge.link`: transports by URL (pySerial ports, ``socket://``, ``loop://``),
+  request/response, retransmission.
 
-The wire format is specified in ``docs/wire-protocol.md``.
+The wire format is specified in ``docs/wire-protocol.md``. This package imports nothing else of
+the toolkit. ``firmware_bridge.emulator`` is kept only as a compatibility alias of the emulated
+bench, which now lives in :mod:`emubench` (``python -m firmware_bridge.emulator`` still works).
 """
+
+from firmware_bridge.framing import Frame, FrameDecoder, FrameError, encode_frame
+from firmware_bridge.link import Link, LinkError, LinkTimeoutError, RemoteError, open_transport
+from firmware_bridge.protocol import ErrorCode, MsgType, ProtocolError
+
+__all__ = [
+    "encode_frame",
+    "Frame",
+    "FrameDecoder",
+    "FrameError",
+    "Link",
+    "LinkError",
+    "LinkTimeoutError",
+    "RemoteError",
+    "open_transport",
+    "MsgType",
+    "ErrorCode",
+    "ProtocolError",
+]

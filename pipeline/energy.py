@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from softmc_host.ddr3_power import DDR3L_1600_X8_4GB, Ddr3PowerParams, interval_power
+from softmc_host.timing import NOMINAL_TRCD_NS, NOMINAL_TRP_NS
 
 __all__ = ["DdrTiming", "Tensor", "Stream", "stream_of", "latency_ns", "energy_report"]
 
@@ -40,11 +41,11 @@ BURST_BYTES = 64
 
 @dataclass(frozen=True)
 class DdrTiming:
-    """The timings of one access, in ns (DDR3L-1600 11-11-11 defaults)."""
+    """The timings of one access, in ns (DDR3L-1600 11-11-11 defaults; tRCD and tRP nominal)."""
 
-    trcd_ns: float = 13.75
-    trp_ns: float = 13.75
-    cl_ns: float = 13.75
+    trcd_ns: float = NOMINAL_TRCD_NS
+    trp_ns: float = NOMINAL_TRP_NS
+    cl_ns: float = 13.75  # CL = 11 cycles of 1.25 ns
     cwl_ns: float = 10.0
     twr_ns: float = 15.0
     tburst_ns: float = 5.0  # 4 cycles of 1.25 ns

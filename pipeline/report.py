@@ -13,8 +13,9 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from errormodels.fit import file_sha256
-from pipeline.flow import FlowError, FlowOptions, read_json, write_json
+from pipeline.options import FlowError, FlowOptions
+from pipeline.records import Fact, ReportFacts, read_document, write_document
+from softmc_host.files import read_json, sha256_file, write_text
 
 __all__ = ["write_report", "check_report", "lookup"]
 
@@ -61,11 +62,11 @@ class _Facts:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.docs: dict[str, Any] = {}
-        self.items: list[dict[str, Any]] = []
+        self.items: list[Fact] = []
 
     def doc(self, name: str) -> Any:
         if name not in self.docs:
-            self.docs[name] = read_json(self.out / name, name)
+            self.docs[name] = read_json(self.out / name, name, FlowError)
         return self.docs[name]
 
     def get(self, name: str, keypath: str) -> Any:
@@ -75,8 +76,8 @@ class _Facts:
         """The value formatted, with its source, and remembered for :func:`check_report`."""
         value = self.get(name, keypath)
         text = _fmt(value, style)
-        self.items.append({"file": name, "key": keypath, "style": style, "text": text,
-                           "value": value if isinstance(value, (int, float, str, bool)) or value is None else str(value)})
+        kept = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+        self.items.append(Fact(file=name, key=keypath, style=style, text=text, value=kept))
         return f"{text} <sub>[{name}: `{keypath}`]</sub>"
 
 
@@ -98,7 +99,7 @@ def _plot_curves(model: dict[str, Any], config: dict[str, Any], param: str, path
         lo = [max(b, 1e-9) for b in c["ci95_lo"]]
         hi = [max(b, 1e-9) for b in c["ci95_hi"]]
         line, = ax.plot(x, c["fit"], lw=1.2, label=f"{label} fit")
-        ax.errorbar(x, ber, yerr=[[b - l for b, l in zip(ber, lo)], [h - b for b, h in zip(ber, hi)]], fmt="o",
+        ax.errorbar(x, ber, yerr=[[b - low for b, low in zip(ber, lo)], [h - b for b, h in zip(ber, hi)]], fmt="o",
                     ms=3, color=line.get_color(), alpha=0.7)
         drawn = True
     if not drawn:
@@ -333,49 +334,49 @@ def write_report(out: Path, opts: FlowOptions) -> list[Path]:
         "",
     ]
     paths.append(energy_png)
-    sources = sorted({item["file"] for item in f.items})
-    for name in sources:
-        lines.append(f"- `{name}` sha256 `{file_sha256(out / name)}`")
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    facts = write_json(out / "report-facts.json", {
-        "format": "eden-report-facts", "format_version": 1,
-        "sources": {name: file_sha256(out / name) for name in sources}, "facts": f.items})
+    sources = {name: sha256_file(out / name) for name in sorted({item.file for item in f.items})}
+    for name, sha in sources.items():
+        lines.append(f"- `{name}` sha256 `{sha}`")
+    report = write_text(out / "report.md", "\n".join(lines) + "\n")
+    facts = write_document(out / "report-facts.json", ReportFacts(sources=sources, facts=f.items))
     return [report, facts] + paths
 
 
 def check_report(out: Path) -> list[str]:
     """Recompute every fact of ``report.md`` from its source file; return the problems (empty: all agree)."""
     out = Path(out)
-    facts = read_json(out / "report-facts.json", "report facts")
-    report = (out / "report.md").read_text(encoding="utf-8")
+    facts = read_document(out / "report-facts.json", ReportFacts, "report facts")
+    try:
+        report = (out / "report.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError(f"cannot read the report {str(out / 'report.md')!r}: {exc}") from None
     problems = []
-    for name, sha in facts["sources"].items():
+    for name, sha in facts.sources.items():
         if not (out / name).exists():
             problems.append(f"{name}: missing")
-        elif file_sha256(out / name) != sha:
+        elif sha256_file(out / name) != sha:
             problems.append(f"{name}: changed since the report was written")
     docs: dict[str, Any] = {}
-    for item in facts["facts"]:
-        name = item["file"]
+    for item in facts.facts:
+        name = item.file
         if name not in docs:
             try:
-                docs[name] = read_json(out / name, name)
+                docs[name] = read_json(out / name, name, FlowError)
             except FlowError as exc:
                 problems.append(str(exc))
                 docs[name] = None
         if docs[name] is None:
             continue
         try:
-            value = lookup(docs[name], item["key"])
-        except (KeyError, IndexError, StopIteration, ValueError, TypeError):
-            problems.append(f"{name}: key {item['key']} not found")
+            value = lookup(docs[name], item.key)
+        except (KeyError, IndexError, StopIteration, ValueError, TypeError, AttributeError):
+            problems.append(f"{name}: key {item.key} not found")
             continue
-        text = _fmt(value, item["style"])
-        if text != item["text"]:
-            problems.append(f"{name}: {item['key']} is {text}, the report says {item['text']}")
-        if f"{item['text']} <sub>[{name}: `{item['key']}`]</sub>" not in report:
-            problems.append(f"report.md does not show {name}: {item['key']}")
+        text = _fmt(value, item.style)
+        if text != item.text:
+            problems.append(f"{name}: {item.key} is {text}, the report says {item.text}")
+        if f"{item.text} <sub>[{name}: `{item.key}`]</sub>" not in report:
+            problems.append(f"report.md does not show {name}: {item.key}")
         if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{name}: {item['key']} is not finite")
+            problems.append(f"{name}: {item.key} is not finite")
     return problems

@@ -1,30 +1,173 @@
-"""The stages of :mod:`pipeline.flow`: each takes the options, the output directory and a logger,
-does its work through the toolkit's own entry points, and returns the files it wrote."""
+"""The stages of EDEN's flow as objects, and :data:`STAGES`, the one table of them.
+
+A :class:`Stage` names the files it reads (``inputs``) and writes (``outputs``), the options
+its result depends on (``options``, part of its resume key) and its ``run(ctx)``, which does
+the work through the toolkit's library functions (``profiler.sweep.sweep_to_map``,
+``errormodels.fit.fit_map``, ``boosting.train.train_clean``, ``boost``,
+``boosting.characterize.characterize_network``, ``boosting.map.map_network``,
+``boosting.hil.hil_evaluate``), never another command's ``main()``, and returns the files it
+wrote. The stages a stage depends on (``after``) follow from the table: the nearest earlier
+stages that write its inputs. :func:`pipeline.flow.run_flow` runs the table in order.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import logging
 import math
 import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
-from pipeline.flow import FlowError, FlowOptions, read_json, write_json
+from pipeline.options import FlowError, FlowOptions
+from softmc_host.files import read_json, sha256_file, write_json
+from softmc_host.geometry import ML605_GEOMETRY
+from softmc_host.timing import NOMINAL_TRCD_NS, NOMINAL_TRP_NS
+
+__all__ = ["Stage", "StageContext", "StageTable", "STAGES", "load_config", "CALIB_SAMPLES"]
+
+logger = logging.getLogger(__name__)
+
+CALIB_SAMPLES = 512
+CURVE_POINTS = 5
+CURVE_REPEATS = 2
 
 
+# ------------------------------------------------------------------------- the objects
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's ``run`` gets: the options, the output directory and a logger.
+
+    Attributes
+    ----------
+    opts : FlowOptions
+        The flow's options.
+    out : Path
+        The output directory (exists).
+    log : logging.Logger
+        Where the stage's progress lines go (``pipeline.stages``).
+    """
+
+    opts: FlowOptions
+    out: Path
+    log: logging.Logger = field(default=logger)
+
+    def path(self, name: str) -> Path:
+        """A file of the output directory."""
+        return self.out / name
+
+
+@dataclass
+class Stage:
+    """One stage of the flow.
+
+    Attributes
+    ----------
+    name : str
+        The stage's name (``--redo``, ``--stop-after``, ``stages.json``).
+    run : callable
+        ``run(ctx: StageContext) -> list[Path]``: do the stage, return the files written.
+    summary : str
+        What it does (one sentence; the stage table of ``docs/pipeline.md``).
+    inputs : tuple of str
+        The output directory's files it reads.
+    outputs : tuple of str
+        The files it writes (``*`` patterns for families such as plots).
+    options : tuple of str
+        The :class:`FlowOptions` fields its result depends on (its resume key holds them).
+    external : tuple of str
+        What else it reads (``bench``, ``dataset``), for the documentation.
+    after : tuple of str
+        The stages it depends on; :class:`StageTable` fills it from ``inputs``.
+    """
+
+    name: str
+    run: Callable[[StageContext], list[Path]]
+    summary: str
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    external: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+    def writes(self, name: str) -> bool:
+        """Whether ``name`` (a path relative to the output directory) is one of this stage's outputs."""
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs)
+
+
+class StageTable(Mapping[str, Stage]):
+    """The flow's stages in order, by name (iterating gives the names, ``table[name]`` the stage).
+
+    Building the table checks that every input is written by an earlier stage and every option
+    is a :class:`FlowOptions` field, and fills each stage's ``after``: the stages writing its
+    inputs, less those another of them already depends on (a transitive reduction, so a stage
+    depends on its nearest producers only).
+    """
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        fields = set(FlowOptions.__struct_fields__)
+        ancestors: dict[str, set[str]] = {}
+        built: dict[str, Stage] = {}
+        for stage in stages:
+            if stage.name in built:
+                raise ValueError(f"stage {stage.name!r} is in the table twice")
+            unknown = [o for o in stage.options if o not in fields]
+            if unknown:
+                raise ValueError(f"stage {stage.name!r}: {unknown[0]!r} is not a FlowOptions field")
+            producers: list[str] = []
+            for name in stage.inputs:
+                writers = [s.name for s in reversed(list(built.values())) if s.writes(name)]
+                if not writers:
+                    raise ValueError(f"stage {stage.name!r} reads {name!r}, which no earlier stage writes")
+                if writers[0] not in producers:
+                    producers.append(writers[0])
+            implied = set().union(*(ancestors[p] for p in producers)) if producers else set()
+            order = list(built)
+            after = tuple(sorted((p for p in producers if p not in implied), key=order.index))
+            ancestors[stage.name] = set(producers) | implied
+            built[stage.name] = replace(stage, after=after)
+        self._stages = built
+
+    def __getitem__(self, name: str) -> Stage:
+        return self._stages[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stages)
+
+    def __len__(self) -> int:
+        return len(self._stages)
+
+    def __repr__(self) -> str:
+        return f"StageTable({', '.join(self._stages)})"
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The stages in order."""
+        return tuple(self._stages.values())
+
+    def markdown(self) -> str:
+        """The stage table of ``docs/pipeline.md`` (stage, writes, reads, depends on, options, what it does)."""
+        def code(items: Sequence[str]) -> str:
+            return ", ".join(f"`{i}`" for i in items) or "-"
+
+        lines = ["| stage | writes | reads | after | options | what it does |", "|---|---|---|---|---|---|"]
+        for s in self._stages.values():
+            reads = [f"`{i}`" for i in s.inputs] + list(s.external)
+            lines.append(f"| `{s.name}` | {code(s.outputs)} | {', '.join(reads) or '-'} | {code(s.after)} | "
+                         f"{', '.join(f'`--{o.replace(chr(95), chr(45))}`' for o in s.options) or '-'} | "
+                         f"{s.summary} |")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- helpers
 def load_config(path: Path) -> dict[str, Any]:
     """The DRAM configuration, fully validated (``boosting.map.MapError`` on any malformed field)."""
     from boosting.map import load_config as _load
 
     return _load(path)
 
-Log = Callable[[str], None]
 
-NOMINAL_TRCD_NS = 13.75
-NOMINAL_TRP_NS = 13.75
-CALIB_SAMPLES = 512
-
-
-# --------------------------------------------------------------------------- helpers
 def _image_size(opts: FlowOptions) -> Optional[int]:
     if opts.image_size is not None:
         return opts.image_size
@@ -43,156 +186,178 @@ def _rows_needed(opts: FlowOptions) -> int:
 
     size = _image_size(opts)
     net = get_network(opts.network, seed=opts.seed, **({"image_size": size} if size else {}))
-    from errormodels.layout import AddressMap
-
-    rows = sum(math.ceil(n / AddressMap.row_bytes) for n in _sizes(net, opts, opts.batch_size).values())
+    row_bytes = ML605_GEOMETRY.row_bytes
+    rows = sum(math.ceil(n / row_bytes) for n in _sizes(net, opts, opts.batch_size).values())
     return max(8, -(-rows // 8) * 8)
 
 
-def _spec(opts: FlowOptions, out: Path, ber: Optional[float] = None) -> Any:
+def _spec(ctx: StageContext, ber: Optional[float] = None) -> Any:
     """The error spec of the fitted model (whole-DIMM selection), at ``ber`` if given."""
     from boosting.inference import ErrorSpec
-    from boosting.train import error_model_from
+    from errormodels import error_model_from
 
-    model = error_model_from(str(out / "model.json"), {}, None)
+    model = error_model_from(str(ctx.path("model.json")))
     if ber is not None:
         model = model.with_ber(ber)
-    return ErrorSpec(model, fmt=opts.fmt, mitigation=opts.mitigation, seed=opts.seed)
+    return ErrorSpec(model, fmt=ctx.opts.fmt, mitigation=ctx.opts.mitigation, seed=ctx.opts.seed)
 
 
-def _characterize(opts: FlowOptions, out: Path, net_path: Path, mode: str, log: Log) -> dict[str, Any]:
+def _characterize(ctx: StageContext, net_path: Path, search: str) -> dict[str, Any]:
     from boosting.characterize import characterize_network
 
-    def progress(search: str, p: Any) -> None:
-        if p.stage == "baseline":
-            log(f"  clean accuracy {p.mean:.4f}, goal {p.mean - opts.max_drop:.4f}")
-        else:
-            log(f"  {search:6s} {p.stage:11s} BER {p.ber:9.3g} acc {p.mean:.4f} "
-                f"[{p.ci_low:.4f}, {p.ci_high:.4f}] {'pass' if p.passed else 'FAIL'}")
+    opts, log = ctx.opts, ctx.log
 
-    return characterize_network(str(net_path), _spec(opts, out), mode=mode, max_drop=opts.max_drop,
+    def progress(stage_search: str, p: Any) -> None:
+        if p.stage == "baseline":
+            log.info("  clean accuracy %.4f, goal %.4f", p.mean, p.mean - opts.max_drop)
+        else:
+            log.info("  %-6s %-11s BER %9.3g acc %.4f [%.4f, %.4f] %s", stage_search, p.stage, p.ber, p.mean,
+                     p.ci_low, p.ci_high, "pass" if p.passed else "FAIL")
+
+    return characterize_network(str(net_path), _spec(ctx), mode=search, max_drop=opts.max_drop,
                                 seeds=opts.seeds, ber_min=1e-7, ber_max=0.1, tol=0.25, workers=opts.workers,
                                 data_dir=opts.data_dir, progress=progress)
 
 
+def _read(ctx: StageContext, name: str, what: str) -> Any:
+    return read_json(ctx.path(name), what, FlowError)
+
+
+def _log_block(log: logging.Logger, text: str) -> None:
+    for line in text.splitlines():
+        if line.strip():
+            log.info("  %s", line)
+        else:
+            log.info("")
+
+
 # ---------------------------------------------------------------------------- stages
-def stage_profile(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
-    """Sweep the bench over the rows the network will use (``profiler.sweep``'s own CLI path)."""
-    from profiler.sweep import main as sweep_main
+def stage_profile(ctx: StageContext) -> list[Path]:
+    """Sweep the bench over the rows the network will use, keeping every error position; plot it."""
+    from profiler.plan import PlanError, parse_values
+    from profiler.plot import plot_map
+    from profiler.sweep import SweepConfig, SweepError, sweep_to_map
 
+    opts = ctx.opts
     rows = _rows_needed(opts)
-    path = out / "sweep.h5"
+    path = ctx.path("sweep.h5")
+    g = ML605_GEOMETRY
+    try:
+        if opts.mode == "power":
+            vdd_v: Optional[list[float]] = parse_values(opts.vdd, "--vdd", "V")
+            trcd_ns = [NOMINAL_TRCD_NS]
+        else:
+            vdd_v, trcd_ns = None, parse_values(opts.trcd, "--trcd", "ns")
+    except PlanError as exc:
+        raise FlowError(str(exc)) from None
     # every error position is kept (clustered models need them): at most all bits of the rows
-    argv = ["--bench", opts.bench, "--rows", f"0:{rows}", "--seed", str(opts.seed), "--out", str(path),
-            "--max-errors", str(rows * 8 * 8192 * 8)]
-    if opts.mode == "power":
-        argv += ["--vdd", opts.vdd, "--trcd", str(NOMINAL_TRCD_NS)]
-    else:
-        argv += ["--trcd", opts.trcd]
-    if not opts.progress:
-        argv.append("--no-progress")
-    log(f"  python -m profiler.sweep {' '.join(argv)}")
-    code = sweep_main(argv)
-    if code != 0:
-        raise FlowError(f"the sweep failed (exit {code})", reported=True)
-    from profiler.plot import main as plot_main
-
-    plot_main([str(path)])
-    return [path]
+    config = SweepConfig(bench=opts.bench, vdd_v=vdd_v, trcd_ns=trcd_ns, rows=f"0:{rows}", seed=opts.seed,
+                         out=str(path), max_error_positions=rows * g.banks * g.row_bytes * 8)
+    swept = f"VDD {opts.vdd} V" if opts.mode == "power" else f"tRCD {opts.trcd} ns"
+    ctx.log.info("  sweeping %s over rows 0:%d of every bank on %s", swept, rows, opts.bench)
+    try:
+        sweep_to_map(config, progress=opts.progress)
+    except SweepError as exc:
+        raise FlowError(f"the sweep failed: {exc}") from None
+    plots = plot_map(path)
+    ctx.log.info("  %s and %d plots", path.name, len(plots))
+    return [path, *plots]
 
 
-def stage_fit(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_fit(ctx: StageContext) -> list[Path]:
     """Fit the error models: whole DIMM (coarse mapping) or per bank (fine mapping)."""
-    from errormodels.fit import _print_report, fit_map
+    from errormodels.fit import fit_map, format_report
 
-    partition = "dimm" if opts.granularity == "coarse" else "bank"
-    doc = fit_map(str(out / "sweep.h5"), partition)
-    _print_report(doc)
-    return [write_json(out / "model.json", doc)]
+    partition = "dimm" if ctx.opts.granularity == "coarse" else "bank"
+    doc = fit_map(str(ctx.path("sweep.h5")), partition)
+    _log_block(ctx.log, format_report(doc))
+    return [write_json(ctx.path("model.json"), doc)]
 
 
-def stage_train(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_train(ctx: StageContext) -> list[Path]:
     """Train the network clean."""
     from boosting.train import train_clean
 
+    opts = ctx.opts
     path = train_clean(opts.network, opts.dataset, epochs=opts.epochs, seed=opts.seed,
-                       image_size=_image_size(opts), data_dir=opts.data_dir, out=out / "baseline.pt",
+                       image_size=_image_size(opts), data_dir=opts.data_dir, out=ctx.path("baseline.pt"),
                        progress=opts.progress)
     return [Path(path)]
 
 
-def stage_tolerance0(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_tolerance0(ctx: StageContext) -> list[Path]:
     """Coarse tolerable BER of the baseline under the fitted model."""
-    doc = _characterize(opts, out, out / "baseline.pt", "coarse", log)
-    log(f"  baseline tolerates BER {doc['coarse']['ber']:.3g}")
-    return [write_json(out / "tolerance-baseline.json", doc)]
+    doc = _characterize(ctx, ctx.path("baseline.pt"), "coarse")
+    ctx.log.info("  baseline tolerates BER %.3g", doc["coarse"]["ber"])
+    return [write_json(ctx.path("tolerance-baseline.json"), doc)]
 
 
-def stage_boost(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_boost(ctx: StageContext) -> list[Path]:
     """Retrain under the fitted model, BER rising to ``boost_factor`` x the baseline's tolerable BER."""
     from boosting.retrain import Curriculum
     from boosting.train import boost
 
-    tol0 = read_json(out / "tolerance-baseline.json", "baseline tolerance")
+    opts = ctx.opts
+    tol0 = _read(ctx, "tolerance-baseline.json", "baseline tolerance")
     base_ber = float(tol0["coarse"]["ber"]) or 1e-7
     target = min(base_ber * opts.boost_factor, 0.05)
-    path = out / "boosted.pt"
+    path = ctx.path("boosted.pt")
     if opts.boost_epochs == 0:
-        shutil.copyfile(out / "baseline.pt", path)
+        shutil.copyfile(ctx.path("baseline.pt"), path)
         return [path]
-    log(f"  boosting at BER {target:.3g} ({opts.boost_factor:g} x the baseline's {base_ber:.3g}), "
-        f"{opts.boost_epochs} epochs")
-    curriculum = Curriculum(target_ber=target, start_ber=target / 100.0, warmup_epochs=max(1, opts.boost_epochs - 1))
-    boost(out / "baseline.pt", _spec(opts, out, target), epochs=opts.boost_epochs, curriculum=curriculum,
+    ctx.log.info("  boosting at BER %.3g (%g x the baseline's %.3g), %d epochs", target, opts.boost_factor,
+                 base_ber, opts.boost_epochs)
+    curriculum = Curriculum(target_ber=target, start_ber=target / 100.0,
+                            warmup_epochs=max(1, opts.boost_epochs - 1))
+    boost(ctx.path("baseline.pt"), _spec(ctx, target), epochs=opts.boost_epochs, curriculum=curriculum,
           out=path, seeds=opts.seeds[:3], seed=opts.seed, data_dir=opts.data_dir, progress=opts.progress)
     return [path]
 
 
-def stage_tolerance(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_tolerance(ctx: StageContext) -> list[Path]:
     """Tolerance of the boosted network; the more tolerant of baseline and boosted becomes ``network.pt``.
 
     EDEN keeps boosting only while it raises the tolerable BER: if retraining did not (it can
     cost clean accuracy, or the target BER was too high to learn), the baseline is mapped.
     Fine mapping characterizes the chosen network per layer and data type too.
     """
-    boosted = _characterize(opts, out, out / "boosted.pt", "coarse", log)
-    base = read_json(out / "tolerance-baseline.json", "baseline tolerance")
+    boosted = _characterize(ctx, ctx.path("boosted.pt"), "coarse")
+    base = _read(ctx, "tolerance-baseline.json", "baseline tolerance")
     b0, b1 = float(base["coarse"]["ber"]), float(boosted["coarse"]["ber"])
     chosen = "boosted" if b1 >= b0 else "baseline"
-    log(f"  boosted network tolerates BER {b1:.3g} (baseline {b0:.3g}): mapping the {chosen} network")
-    shutil.copyfile(out / f"{chosen}.pt", out / "network.pt")
-    write_json(out / "tolerance-boosted.json", boosted)
-    if opts.granularity == "fine":
-        doc = _characterize(opts, out, out / "network.pt", "both", log)
+    ctx.log.info("  boosted network tolerates BER %.3g (baseline %.3g): mapping the %s network", b1, b0, chosen)
+    shutil.copyfile(ctx.path(f"{chosen}.pt"), ctx.path("network.pt"))
+    write_json(ctx.path("tolerance-boosted.json"), boosted)
+    if ctx.opts.granularity == "fine":
+        doc = _characterize(ctx, ctx.path("network.pt"), "both")
     else:
         doc = dict(boosted if chosen == "boosted" else base)
     doc["chosen"] = {"network": chosen, "baseline_ber": b0, "boosted_ber": b1}
-    return [write_json(out / "tolerance.json", doc), out / "network.pt", out / "tolerance-boosted.json"]
+    return [write_json(ctx.path("tolerance.json"), doc), ctx.path("network.pt"), ctx.path("tolerance-boosted.json")]
 
 
-def stage_map(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_map(ctx: StageContext) -> list[Path]:
     """Operating points and placement from the curves and the tolerances."""
     from boosting.checkpoint import load_network
-    from boosting.map import (_print_table, load_tolerance, map_network, partitions_from_model, save_config,
+    from boosting.map import (format_table, load_tolerance, map_network, partitions_from_model, save_config,
                               write_tensor_csv)
-    from boosting.train import file_sha256
 
-    nf = load_network(out / "network.pt")
-    tolerances, _fmt = load_tolerance(out / "tolerance.json")
+    opts = ctx.opts
+    nf = load_network(ctx.path("network.pt"))
+    tolerances, _fmt = load_tolerance(ctx.path("tolerance.json"))
     if isinstance(tolerances, float) and tolerances <= 0.0:
         raise FlowError("the boosted network tolerates no errors at this accuracy goal: nothing to map "
                         "(loosen --max-drop or train longer)")
     sizes = _sizes(nf.net, opts, opts.batch_size)
-    config = map_network(partitions_from_model(out / "model.json"), tolerances, sizes, mode=opts.mode,
-                         granularity=opts.granularity,
-                         source={"model": {"path": "model.json", "sha256": file_sha256(out / "model.json")},
-                                 "tolerance": {"path": "tolerance.json",
-                                               "sha256": file_sha256(out / "tolerance.json")},
-                                 "network": {"path": "network.pt", "sha256": file_sha256(out / "network.pt")},
-                                 "batch_size": opts.batch_size})
-    _print_table(config)
-    path = save_config(config, out / "dram-config.json")
-    return [Path(path), write_tensor_csv(config, out / "dram-config.csv")]
+    source: dict[str, Any] = {}
+    for key, name in (("model", "model.json"), ("tolerance", "tolerance.json"), ("network", "network.pt")):
+        source[key] = {"path": name, "sha256": sha256_file(ctx.path(name))}
+    source["batch_size"] = opts.batch_size
+    config = map_network(partitions_from_model(ctx.path("model.json")), tolerances, sizes, mode=opts.mode,
+                         granularity=opts.granularity, source=source)
+    _log_block(ctx.log, format_table(config))
+    path = save_config(config, ctx.path("dram-config.json"))
+    return [Path(path), Path(write_tensor_csv(config, ctx.path("dram-config.csv")))]
 
 
 def _chosen_vdd(config: dict[str, Any]) -> float:
@@ -232,20 +397,21 @@ def _stream_current(bench: Any, config: dict[str, Any], read_options: dict[int, 
     return float(bench.supply.measured_current_a)
 
 
-def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_validate(ctx: StageContext) -> list[Path]:
     """Inference through the bench's DIMM at nominal and at the chosen setting, beside simulation."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from boosting.checkpoint import load_network
     from boosting.hil import hil_evaluate, placements_from_config
     from boosting.inference import ErrorSpec, calibrate, evaluate
+    from firmware_bridge.link import LinkError
     from softmc_host.bench import Bench, BenchError
     from softmc_host.instruments import InstrumentError
-    from firmware_bridge.link import LinkError
     from softmc_host.session import TesterError
 
-    config = load_config(out / "dram-config.json")
-    nf = load_network(out / "network.pt")
+    opts, log = ctx.opts, ctx.log
+    config = load_config(ctx.path("dram-config.json"))
+    nf = load_network(ctx.path("network.pt"))
     net = nf.net.eval()
     train = nf.load_split("train", root=opts.data_dir)
     test = nf.load_split("test", root=opts.data_dir)
@@ -285,9 +451,9 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
                     "tensors": [{"layer": k[0], "kind": k[1], "ber": s.ber, **s.to_dict()} for k, s in stats.items()],
                     "supply_current_a": current,
                 }
-                log(f"  bench {name}: VDD {vdd} V, accuracy {acc.mean:.4f} [{acc.ci_low:.4f}, {acc.ci_high:.4f}], "
-                    f"measured BER {runs[name]['measured_ber']:.3g}")
-            sweep = _accuracy_sweep(opts, out, config, bench, net, loader, calibration, placements, log)
+                log.info("  bench %s: VDD %s V, accuracy %.4f [%.4f, %.4f], measured BER %.3g", name, vdd,
+                         acc.mean, acc.ci_low, acc.ci_high, runs[name]["measured_ber"])
+            sweep = _accuracy_sweep(ctx, config, bench, net, loader, calibration, placements)
     except (BenchError, InstrumentError, TesterError, LinkError) as exc:
         raise FlowError(f"bench validation: {exc}") from None
 
@@ -297,11 +463,11 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
     measured = {(t["layer"], t["kind"]): float(t["ber"]) for t in runs["chosen"]["tensors"]}
     sims = {}
     for label, overrides in (("predicted", predicted), ("measured", measured)):
-        spec = _spec(opts, out, max(overrides.values()))
+        spec = _spec(ctx, max(overrides.values()))
         spec = ErrorSpec(spec.model, overrides=overrides, fmt=opts.fmt, mitigation=opts.mitigation, seed=opts.seed)
         r = evaluate(net, loader, spec, seeds=opts.seeds, calibration=calibration)
         sims[label] = _acc(r)
-        log(f"  simulation at the {label} BERs: accuracy {r.mean:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]")
+        log.info("  simulation at the %s BERs: accuracy %.4f [%.4f, %.4f]", label, r.mean, r.ci_low, r.ci_high)
     hil = runs["chosen"]["accuracy"]
     doc = {
         "format": "eden-validation", "format_version": 1,
@@ -317,15 +483,11 @@ def stage_validate(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
                     "difference": hil["mean"] - s["mean"]}
             for label, s in sims.items()},
     }
-    return [write_json(out / "validate.json", doc)]
+    return [write_json(ctx.path("validate.json"), doc)]
 
 
-CURVE_POINTS = 5
-CURVE_REPEATS = 2
-
-
-def _accuracy_sweep(opts: FlowOptions, out: Path, config: dict[str, Any], bench: Any, net: Any, loader: Any,
-                    calibration: Any, placements: Any, log: Log) -> list[dict[str, Any]]:
+def _accuracy_sweep(ctx: StageContext, config: dict[str, Any], bench: Any, net: Any, loader: Any,
+                    calibration: Any, placements: Any) -> list[dict[str, Any]]:
     """Accuracy through the DIMM and in simulation along the swept parameter (the seed slides'
     "DNN accuracy of LeNet using real DRAM"): the measured settings whose predicted BER is at
     least 1e-6, the harshest :data:`CURVE_POINTS` of them, mildest first."""
@@ -334,8 +496,9 @@ def _accuracy_sweep(opts: FlowOptions, out: Path, config: dict[str, Any], bench:
     from boosting.map import partitions_from_model
     from softmc_host.timing import AccessTiming
 
+    opts = ctx.opts
     param = "vdd_v" if opts.mode == "power" else "trcd_ns"
-    parts = {p.label: p for p in partitions_from_model(out / "model.json")}
+    parts = {p.label: p for p in partitions_from_model(ctx.path("model.json"))}
     xs = sorted({float(x) for p in parts.values() if param in p.curves for x in p.curves[param].x})
     xs = [x for x in xs if max(p.curves[param].at(x) for p in parts.values() if param in p.curves) >= 1e-6]
     xs = sorted(xs)[:CURVE_POINTS]  # the harshest (lowest VDD / tRCD) settings with errors
@@ -351,16 +514,16 @@ def _accuracy_sweep(opts: FlowOptions, out: Path, config: dict[str, Any], bench:
         acc, stats = hil_evaluate(net, loader, bench.tester, fmt=opts.fmt, mitigation=opts.mitigation,
                                   calibration=calibration, placements=placements, read_options=read_options,
                                   repeats=tuple(range(CURVE_REPEATS)))
-        bits = sum(st_.bits_total for st_ in stats.values())
-        measured = sum(st_.bits_flipped for st_ in stats.values()) / bits if bits else 0.0
+        bits = sum(s.bits_total for s in stats.values())
+        measured = sum(s.bits_flipped for s in stats.values()) / bits if bits else 0.0
         overrides = {(t["layer"], t["kind"]): parts[t["partition"]].curves[param].at(x) for t in config["tensors"]}
-        model = _spec(opts, out, max(overrides.values())).model
+        model = _spec(ctx, max(overrides.values())).model
         sim = evaluate(net, loader, ErrorSpec(model, overrides=overrides, fmt=opts.fmt, mitigation=opts.mitigation,
                                               seed=opts.seed), seeds=opts.seeds, calibration=calibration)
         points.append({param: x, "predicted_ber": max(overrides.values()), "measured_ber": measured,
                        "bench": _acc(acc), "simulation": _acc(sim)})
-        log(f"  {param} {x:g}: bench {acc.mean:.4f} (BER {measured:.3g}), simulation {sim.mean:.4f} "
-            f"[{sim.ci_low:.4f}, {sim.ci_high:.4f}] (BER {max(overrides.values()):.3g})")
+        ctx.log.info("  %s %g: bench %.4f (BER %.3g), simulation %.4f [%.4f, %.4f] (BER %.3g)", param, x, acc.mean,
+                     measured, sim.mean, sim.ci_low, sim.ci_high, max(overrides.values()))
     return points
 
 
@@ -369,15 +532,15 @@ def _acc(r: Any) -> dict[str, Any]:
             "n_samples": r.n_samples, "method": r.method}
 
 
-def stage_energy(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_energy(ctx: StageContext) -> list[Path]:
     """DRAM energy and latency of one inference, model and measured."""
     from boosting.checkpoint import load_network
     from pipeline.energy import DdrTiming, energy_report
 
-    config = load_config(out / "dram-config.json")
-    val = read_json(out / "validate.json", "validation")
-    nf = load_network(out / "network.pt")
-    sizes = _sizes(nf.net, opts, 1)
+    config = load_config(ctx.path("dram-config.json"))
+    val = _read(ctx, "validate.json", "validation")
+    nf = load_network(ctx.path("network.pt"))
+    sizes = _sizes(nf.net, ctx.opts, 1)
     by_label = {p["label"]: p for p in config["partitions"]}
     nominal = DdrTiming(trcd_ns=float(config["nominal"]["trcd_ns"]), trp_ns=float(config["nominal"]["trp_ns"]))
     timings = {}
@@ -394,17 +557,69 @@ def stage_energy(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
     doc = {"format": "eden-energy", "format_version": 1, "sizes_batch1": [[k[0], k[1], n] for k, n in sizes.items()],
            **doc}
     e = doc["energy_saving"]
-    log(f"  DRAM energy per inference saved: model {e['model']:.1%}"
-        + (f", measured {e['measured']:.1%}" if "measured" in e else "")
-        + f"; stream latency -{doc['latency']['stream_reduction']:.1%}, "
-          f"closed-page access -{doc['latency']['closed_page_reduction']:.1%}")
-    return [write_json(out / "energy.json", doc)]
+    measured = f", measured {e['measured']:.1%}" if "measured" in e else ""
+    ctx.log.info("  DRAM energy per inference saved: model %.1f%%%s; stream latency -%.1f%%, closed-page access -%.1f%%",
+                 100 * e["model"], measured, 100 * doc["latency"]["stream_reduction"],
+                 100 * doc["latency"]["closed_page_reduction"])
+    return [write_json(ctx.path("energy.json"), doc)]
 
 
-def stage_report(opts: FlowOptions, out: Path, log: Log) -> list[Path]:
+def stage_report(ctx: StageContext) -> list[Path]:
     """The one-page report."""
     from pipeline.report import write_report
 
-    paths = write_report(out, opts)
-    log(f"  report: {paths[0]}")
+    paths = write_report(ctx.out, ctx.opts)
+    ctx.log.info("  report: %s", paths[0])
     return paths
+
+
+# ------------------------------------------------------------------------- the table
+#: The flow's stages, in the order they run (iterating gives the names; ``STAGES[name]`` the stage).
+STAGES = StageTable([
+    Stage("profile", stage_profile,
+          "`profiler.sweep.sweep_to_map` over rows `0:R` of every bank, where `R` covers the network's tensors at "
+          "the inference batch (rounded up to 8 rows); VDD sweep at nominal timing (`--mode power`) or tRCD sweep "
+          "at nominal VDD (`--mode latency`); every error position kept; `profiler.plot.plot_map` draws it",
+          outputs=("sweep.h5", "sweep_*.png"), external=("bench",),
+          options=("bench", "mode", "vdd", "trcd", "network", "fmt", "batch_size", "image_size", "seed")),
+    Stage("fit", stage_fit,
+          "`errormodels.fit.fit_map`, whole DIMM (`--granularity coarse`) or per bank (`fine`); "
+          "[format](error-model-format.md)",
+          inputs=("sweep.h5",), outputs=("model.json",), options=("granularity",)),
+    Stage("train", stage_train, "clean training (`boosting.train.train_clean`)",
+          outputs=("baseline.pt", "baseline.train.*"), external=("dataset",),
+          options=("network", "dataset", "data_dir", "image_size", "epochs", "seed")),
+    Stage("tolerance0", stage_tolerance0,
+          "coarse tolerable BER of the baseline under the fitted model's shape "
+          "(`boosting.characterize.characterize_network`); [format](tolerance-format.md)",
+          inputs=("model.json", "baseline.pt"), outputs=("tolerance-baseline.json",),
+          options=("fmt", "mitigation", "max_drop", "seeds")),
+    Stage("boost", stage_boost,
+          "retraining under the fitted model (`boosting.train.boost`), curriculum from 1/100 of the target to the "
+          "target, target = `--boost-factor` (4) x the baseline's tolerable BER, at most 0.05",
+          inputs=("tolerance-baseline.json", "baseline.pt", "model.json"),
+          outputs=("boosted.pt", "boosted.train.*"), options=("boost_epochs", "boost_factor")),
+    Stage("tolerance", stage_tolerance,
+          "the boosted network's coarse tolerance; the more tolerant of baseline and boosted is kept as "
+          "`network.pt` (EDEN boosts only while it helps) and `tolerance.json` is its tolerance (`chosen` says "
+          "which), with the fine characterization for fine mapping",
+          inputs=("boosted.pt", "tolerance-baseline.json", "baseline.pt", "model.json"),
+          outputs=("tolerance.json", "network.pt", "tolerance-boosted.json"), options=("granularity",)),
+    Stage("map", stage_map,
+          "`boosting.map.map_network`; IFM placements sized for the inference batch; "
+          "[format](dram-config-format.md)",
+          inputs=("network.pt", "tolerance.json", "model.json"), outputs=("dram-config.json", "dram-config.csv"),
+          options=("mode", "granularity", "batch_size")),
+    Stage("validate", stage_validate,
+          "hardware-in-the-loop inference (`boosting.hil`) at nominal and at the chosen setting, and simulation of "
+          "the fitted model at the predicted and at the measured per-tensor BERs",
+          inputs=("dram-config.json", "network.pt", "model.json"), outputs=("validate.json",), external=("bench",),
+          options=("bench", "hil_repeats")),
+    Stage("energy", stage_energy, "DRAM energy and latency per inference (`pipeline/energy.py`)",
+          inputs=("dram-config.json", "validate.json", "network.pt"), outputs=("energy.json",)),
+    Stage("report", stage_report, "the one-page report; every number cites its file and key",
+          inputs=("model.json", "dram-config.json", "tolerance-baseline.json", "tolerance-boosted.json",
+                  "tolerance.json", "validate.json", "energy.json"),
+          outputs=("report.md", "report-facts.json", "report-*.png")),
+])
+

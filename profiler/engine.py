@@ -1,35 +1,82 @@
-"""The sweep engine: checks a plan against the bench, runs it point by point, emits records.
+"""The sweep engine: checks a plan against the bench, runs it point by point, emits documents.
 
-The engine sets and measures; storage and progress subscribe to the records it
-emits (a callable per finished point), so the loop knows nothing of HDF5 or the
-terminal.  Before anything is powered every point is checked against the bench:
-VDD within the supply's limits, temperatures within the thermal controller's,
-and the instruments the plan needs present.  Whatever ends the run (the last
-point, an error, Ctrl-C), the supply is ramped back to nominal.
+:func:`run_sweep` sets and measures; everything else subscribes to the *documents* it
+emits (after Bluesky's, without its learning curve).  A subscriber is any callable
+``subscriber(name, doc)``; every run emits, in this order:
 
-At each point the rows are written with the pattern at the point's VDD and
-nominal timing, then read at the point's timing; with a reduced tRCD or tRP
-every burst gets its own activation, so each is read exactly tRCD after its ACT.
+``"start"`` (once)
+    ``uid``, ``time_utc``, ``software``, ``identity`` (what a resumed map must match),
+    ``config``, ``plan`` (point and row counts, banks, the swept values), ``bench``
+    (:meth:`softmc_host.bench.Bench.describe`), ``dimm``, ``geometry`` (banks, rows,
+    row_bytes, tck_ns from the tester), ``patterns`` (name -> definition), ``total``
+    (points in the plan) and ``skipped`` (points already stored, not measured again).
+``"point"`` (once per measured point)
+    ``uid`` (the run's), ``seq_num`` (1, 2, ... in this run), ``index`` (in the plan),
+    ``key``, ``settings`` (the point's settings, units in the names), ``time_utc`` and
+    ``data``: the :class:`~profiler.storage.PointData`.
+``"stop"`` (once, however the run ends)
+    ``uid``, ``time_utc``, ``exit_status`` (``"success"``, ``"interrupted"`` or
+    ``"failed"``), ``reason`` (one line; empty on success), ``total``, ``skipped``,
+    ``measured``, ``elapsed_s`` and ``supply_at_nominal`` (True, False, or None without a
+    supply), emitted after the supply is back at nominal.
+
+The HDF5 storage (:class:`~profiler.storage.MapWriter`), the progress bar
+(:class:`profiler.run.ProgressBar`) and live plots (:class:`profiler.plot.LivePlot`)
+are subscribers, so the loop knows nothing of HDF5 or the terminal.  Before anything is
+powered every point is checked against the bench: VDD within the supply's limits,
+temperatures within the thermal controller's, and the instruments the plan needs
+present.  Whatever ends the run (the last point, an error, Ctrl-C), the supply is ramped
+back to nominal.
+
+At each point the rows are written with the pattern at the point's VDD and nominal
+timing, then read at the point's timing; with a reduced tRCD or tRP every burst gets its
+own activation, so each is read exactly tRCD after its ACT.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 import zlib
-from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from profiler.patterns import Pattern
-from profiler.plan import NOMINAL_TRCD_NS, NOMINAL_TRP_NS, PlanError, Point
+from profiler.plan import MAX_PLAN_POINTS, PlanError, Point, SweepConfig, build_plan, identity, resolve_rows
 from profiler.storage import ERROR_DTYPE, PointData, utc_now
+from softmc_host import __version__
+from softmc_host._compat import add_note
 from softmc_host.bench import Bench
+from softmc_host.geometry import ML605_GEOMETRY
 from softmc_host.instruments import SupplyLimitError
-from softmc_host.timing import AccessTiming
+from softmc_host.patterns import Pattern
+from softmc_host.timing import NOMINAL_TRCD_NS, NOMINAL_TRP_NS, AccessTiming
 
-__all__ = ["check_plan", "measure_point", "run_plan", "RowSet", "point_noise_seed"]
+__all__ = [
+    "check_plan",
+    "measure_point",
+    "run_sweep",
+    "run_plan",
+    "sweep_metadata",
+    "RowSet",
+    "SweepPlan",
+    "SweepSummary",
+    "Subscriber",
+    "DOCUMENT_NAMES",
+    "EXIT_STATUSES",
+    "point_noise_seed",
+]
 
+logger = logging.getLogger(__name__)
+
+#: A subscriber of the documents: ``subscriber(name, doc)`` with ``name`` one of :data:`DOCUMENT_NAMES`.
+Subscriber = Callable[[str, dict[str, Any]], None]
+#: The documents of a run, in the order they come.
+DOCUMENT_NAMES = ("start", "point", "stop")
+#: The ``exit_status`` values of a stop document.
+EXIT_STATUSES = ("success", "interrupted", "failed")
 Record = Callable[[PointData], None]
 
 
@@ -168,6 +215,258 @@ def measure_point(
     )
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """What :func:`run_sweep` runs: the ordered points, the rows of every point, the patterns.
+
+    Parameters
+    ----------
+    points : tuple of Point
+        The points, in measurement order (:func:`profiler.plan.build_plan`).
+    rowset : RowSet
+        The (bank, row) pairs measured at every point.
+    patterns : mapping
+        Pattern name (``Point.pattern``) -> :class:`~softmc_host.patterns.Pattern`.
+    seed : int
+        The sweep seed (the emulated DIMM's read noise at each point is seeded from it).
+    max_error_positions : int
+        Error positions kept per point (counts are always exact).
+    config : SweepConfig, optional
+        The configuration the plan was built from (for the documents' ``config`` and
+        ``identity``).
+    """
+
+    points: tuple[Point, ...]
+    rowset: RowSet
+    patterns: Mapping[str, Pattern]
+    seed: int = 0
+    max_error_positions: int = 1_000_000
+    config: SweepConfig | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SweepConfig,
+        *,
+        banks: int = ML605_GEOMETRY.banks,
+        rows: int = ML605_GEOMETRY.rows,
+        max_points: int = MAX_PLAN_POINTS,
+    ) -> "SweepPlan":
+        """Build the plan of a configuration for a DIMM of ``banks`` x ``rows``.
+
+        Pass the tester's geometry (``bench.tester.banks``, ``bench.tester.rows``) where a
+        bench is open; the ML605 geometry is the default.
+
+        Raises
+        ------
+        PlanError
+            An invalid setting, more than ``max_points`` points, or rows outside the geometry.
+        """
+        points = build_plan(config, max_points)
+        rowset = RowSet(tuple(resolve_rows(config, banks, rows)))
+        patterns = {p.name: p for p in config.resolved_patterns()}
+        return cls(tuple(points), rowset, patterns, config.seed, config.max_error_positions, config)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What a resumed map must match (:func:`profiler.plan.identity`; empty without a config)."""
+        return identity(self.config) if self.config is not None else {}
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """How a run ended (the content of its stop document).
+
+    Attributes
+    ----------
+    uid : str
+        The run's id (every document of the run carries it).
+    exit_status : str
+        ``"success"`` (every point of the plan is measured or was skipped), ``"interrupted"``
+        (Ctrl-C, or ``stop_requested``) or ``"failed"`` (an error).
+    reason : str
+        One line: why the run stopped early; empty on success.
+    total, skipped, measured : int
+        Points in the plan, points skipped (already stored), points measured in this run.
+    elapsed_s : float
+        Seconds from the start document to the stop document.
+    supply_at_nominal : bool or None
+        Whether the supply was ramped back to nominal (None: the bench has no supply).
+    """
+
+    uid: str
+    exit_status: str
+    reason: str
+    total: int
+    skipped: int
+    measured: int
+    elapsed_s: float
+    supply_at_nominal: bool | None
+
+    @property
+    def complete(self) -> bool:
+        """True when every point of the plan is measured (now or before)."""
+        return self.exit_status == "success"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as the fields of a stop document."""
+        return {
+            "uid": self.uid, "exit_status": self.exit_status, "reason": self.reason, "total": self.total,
+            "skipped": self.skipped, "measured": self.measured, "elapsed_s": self.elapsed_s,
+            "supply_at_nominal": self.supply_at_nominal,
+        }
+
+
+def sweep_metadata(plan: SweepPlan, bench: Bench) -> dict[str, Any]:
+    """What a run records about itself: software, bench, DIMM, geometry, config and patterns.
+
+    These are the start document's fields of the same names, and the file attributes of a
+    BER map (:class:`~profiler.storage.MapWriter`'s ``meta``).
+    """
+    description = bench.describe()
+    tester = bench.tester
+    return {
+        "software": f"eden-dram-toolkit {__version__}",
+        "bench": description,
+        "dimm": description.get("emulated", {"profile": "hardware"}),
+        "geometry": {"banks": tester.banks, "rows": tester.rows, "row_bytes": tester.row_bytes,
+                     "tck_ns": tester.tck_ns},
+        "config": plan.config.as_dict() if plan.config is not None else {},
+        "patterns": {p.name: p.definition for p in plan.patterns.values()},
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _emit(subscribers: Sequence[Subscriber], name: str, doc: dict[str, Any]) -> None:
+    for subscriber in subscribers:
+        subscriber(name, doc)
+
+
+def _plan_doc(plan: SweepPlan) -> dict[str, Any]:
+    points = plan.points
+    return {
+        "points": len(points),
+        "rows_per_point": len(plan.rowset.rows),
+        "banks": plan.rowset.banks,
+        "vdd_v": sorted({p.vdd_v for p in points if p.vdd_v is not None}, reverse=True),
+        "trcd_ns": sorted({p.trcd_ns for p in points}, reverse=True),
+        "trp_ns": sorted({p.trp_ns for p in points}, reverse=True),
+        "temp_c": sorted({p.temp_c for p in points if p.temp_c is not None}),
+        "patterns": list(plan.patterns),
+    }
+
+
+def run_sweep(
+    plan: SweepPlan,
+    bench: Bench,
+    subscribers: Iterable[Subscriber] = (),
+    *,
+    skip: Iterable[str] = (),
+    stop_requested: Callable[[], bool] | None = None,
+) -> SweepSummary:
+    """Run the points of ``plan`` on ``bench``, emitting start, point and stop documents.
+
+    Parameters
+    ----------
+    plan : SweepPlan
+        What to measure (:meth:`SweepPlan.from_config`).
+    bench : Bench
+        An open bench (:meth:`softmc_host.bench.Bench.open`).
+    subscribers : iterable of callables
+        ``subscriber(name, doc)`` for every document, called in the given order (the
+        module docstring lists the documents and their fields).  A subscriber that raises
+        ends the run like an error of the bench does.
+    skip : iterable of str
+        Keys of points not to measure (already stored: a resumed map's points).
+    stop_requested : callable, optional
+        Asked before each point; when it answers True the run stops there, with exit status
+        ``"interrupted"``.
+
+    Returns
+    -------
+    SweepSummary
+        Exit status ``"success"``, or ``"interrupted"`` when ``stop_requested`` stopped it.
+
+    Raises
+    ------
+    PlanError
+        The plan does not fit the bench (:func:`check_plan`); raised before any document
+        and before anything is set.
+    KeyboardInterrupt, Exception
+        Whatever interrupted the run or went wrong in the bench or a subscriber, re-raised
+        after the supply is back at nominal and the stop document (``"interrupted"`` for a
+        KeyboardInterrupt, ``"failed"`` otherwise) has been emitted.
+    """
+    subscribers = list(subscribers)
+    check_plan(plan.points, bench)
+    done = set(skip)
+    uid = uuid.uuid4().hex
+    total = len(plan.points)
+    skipped = sum(1 for p in plan.points if p.key in done)
+    measured = 0
+    status, reason = "success", ""
+    error: BaseException | None = None
+    t0 = time.perf_counter()
+    try:
+        _emit(subscribers, "start", {
+            "uid": uid, "time_utc": utc_now(), "identity": plan.identity, "plan": _plan_doc(plan),
+            **sweep_metadata(plan, bench), "total": total, "skipped": skipped,
+        })
+        for index, point in enumerate(plan.points):
+            if point.key in done:
+                continue
+            if stop_requested is not None and stop_requested():
+                status, reason = "interrupted", "stop requested"
+                break
+            data = measure_point(bench, point, plan.patterns[point.pattern], plan.rowset, index=index,
+                                 sweep_seed=plan.seed, max_error_positions=plan.max_error_positions)
+            measured += 1
+            _emit(subscribers, "point", {
+                "uid": uid, "seq_num": measured, "index": index, "key": point.key, "settings": point.as_dict(),
+                "time_utc": utc_now(), "data": data,
+            })
+    except KeyboardInterrupt as exc:
+        status, reason, error = "interrupted", "KeyboardInterrupt", exc
+    except BaseException as exc:  # noqa: BLE001 - reported in the stop document, then re-raised
+        status, reason, error = "failed", _one_line(exc), exc
+    at_nominal: bool | None = None
+    if bench.supply is not None:
+        try:
+            bench.supply.restore_nominal()
+            at_nominal = True
+        except BaseException as exc:  # noqa: BLE001 - the stop document still goes out
+            at_nominal = False
+            if error is None:
+                status, reason, error = "failed", f"restoring the nominal VDD: {_one_line(exc)}", exc
+            else:
+                add_note(error, f"while restoring the nominal VDD: {_one_line(exc)}")
+    summary = SweepSummary(uid, status, reason, total, skipped, measured, time.perf_counter() - t0, at_nominal)
+    if status != "success":
+        logger.debug("sweep %s stopped: %s (%s)", uid, status, reason)
+    stop_doc = {**summary.as_dict(), "time_utc": utc_now()}
+    stop_error: BaseException | None = None
+    for subscriber in subscribers:  # every subscriber gets the stop document, even if one fails
+        try:
+            subscriber("stop", stop_doc)
+        except BaseException as exc:  # noqa: BLE001 - raised below, after the others
+            if stop_error is None:
+                stop_error = exc
+    if error is not None:
+        if stop_error is not None:
+            add_note(error, f"a subscriber failed on the stop document: {_one_line(stop_error)}")
+        raise error
+    if stop_error is not None:
+        raise stop_error
+    return summary
+
+
 def run_plan(
     bench: Bench,
     plan: Sequence[Point],
@@ -180,34 +479,19 @@ def run_plan(
     max_error_positions: int = 1_000_000,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Run the points of ``plan`` not in ``skip``; emit each result to the subscribers.
+    """Run the points of ``plan`` not in ``skip``; give each :class:`PointData` to the subscribers.
 
-    Returns the number of points measured.  ``stop_requested`` is asked before each
-    point; when it answers True the run stops there with KeyboardInterrupt.  The
+    The older interface of :func:`run_sweep` (its subscribers take the point data only).
+    Returns the number of points measured; a stop request raises KeyboardInterrupt.  The
     supply is back at nominal on return and on any exception.
     """
-    check_plan(plan, bench)
-    done = set(skip)
-    measured = 0
-    try:
-        for index, point in enumerate(plan):
-            if point.key in done:
-                continue
-            if stop_requested():
-                raise KeyboardInterrupt
-            data = measure_point(
-                bench,
-                point,
-                patterns[point.pattern],
-                rowset,
-                index=index,
-                sweep_seed=sweep_seed,
-                max_error_positions=max_error_positions,
-            )
+    def points_only(name: str, doc: dict[str, Any]) -> None:
+        if name == "point":
             for subscriber in subscribers:
-                subscriber(data)
-            measured += 1
-    finally:
-        if bench.supply is not None:
-            bench.supply.restore_nominal()
-    return measured
+                subscriber(doc["data"])
+
+    summary = run_sweep(SweepPlan(tuple(plan), rowset, patterns, sweep_seed, max_error_positions), bench,
+                        [points_only], skip=skip, stop_requested=stop_requested)
+    if summary.exit_status == "interrupted":
+        raise KeyboardInterrupt
+    return summary.measured

@@ -28,9 +28,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from profiler.patterns import Pattern, PatternError, parse_pattern
 from softmc_host import isa
-from softmc_host.tomlfile import read_toml
+from softmc_host.files import read_toml
+from softmc_host.patterns import Pattern, PatternError, parse_pattern
+from softmc_host.timing import NOMINAL_TRAS_NS, NOMINAL_TRCD_NS, NOMINAL_TRP_NS
 
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "build_plan",
     "validate_config",
     "load_config",
+    "resolve_rows",
+    "identity",
     "NOMINAL_TRCD_NS",
     "NOMINAL_TRP_NS",
     "NOMINAL_TRAS_NS",
@@ -54,9 +57,7 @@ __all__ = [
     "MAX_SEED",
 ]
 
-NOMINAL_TRCD_NS = 13.75
-NOMINAL_TRP_NS = 13.75
-NOMINAL_TRAS_NS = 35.0
+# NOMINAL_TRCD_NS, NOMINAL_TRP_NS, NOMINAL_TRAS_NS: re-exported from softmc_host.timing (their one source).
 
 #: Most points a plan may have (``--max-points`` raises it). 100 000 points are about 30 MB of
 #: plan and days of measuring; a bigger plan is almost always a typo (a step of 1e-12).
@@ -491,3 +492,33 @@ def build_plan(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> list[P
     if len(set(keys)) != len(keys):
         raise PlanError("the sweep lists a setting twice (duplicate values in a list)")
     return points
+
+
+def resolve_rows(config: SweepConfig, banks: int, rows: int) -> list[tuple[int, int]]:
+    """The (bank, row) pairs measured at every point, within a DIMM of ``banks`` x ``rows``.
+
+    Parameters
+    ----------
+    config : SweepConfig
+        The sweep (its ``banks``, ``rows`` and ``seed``).
+    banks, rows : int
+        The DIMM's geometry (the tester's INFO where a tester is at hand).
+
+    Raises
+    ------
+    PlanError
+        A bank or row outside the geometry, or a bad ``sample:N``.
+    """
+    bank_list = parse_int_list(config.banks, "banks", 0, banks)
+    row_list = parse_rows(config.rows, rows, config.seed)
+    return [(b, r) for b in bank_list for r in row_list]
+
+
+def identity(config: SweepConfig) -> dict[str, Any]:
+    """What must match for a rerun to resume an existing map: the settings without ``out`` and
+    ``max_error_positions``, plus every pattern's definition (a file pattern's SHA-256)."""
+    values = config.as_dict()
+    values.pop("out")
+    values.pop("max_error_positions")
+    values["pattern_definitions"] = [p.definition for p in config.resolved_patterns()]
+    return values

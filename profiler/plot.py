@@ -2,7 +2,9 @@
 
 Usage::
 
-    python -m profiler.plot FILE.h5 [--out-dir DIR] [--prefix NAME] [--point KEY]
+    python -m profiler.plot FILE.h5 [-o DIR] [--prefix NAME] [--point KEY] [-q] [-v]
+
+The command is a thin shell over :func:`plot_map` (``--out-dir`` is the old spelling of ``-o``).
 
 Plots written (``PREFIX`` defaults to the map's file name without ``.h5``, ``DIR`` to
 the map's directory); the command prints the path of every file it writes:
@@ -35,6 +37,10 @@ that is not a BER map, a malformed or damaged map -- any :class:`~profiler.stora
 ``docs/ber-map-format.md`` section 2.4 --, an unknown ``--point``, a map with no finished
 points), reported as one line on standard error.
 
+:class:`LivePlot` is a subscriber of a running sweep's documents
+(:func:`profiler.engine.run_sweep`): it redraws one PNG of BER per measured point as the
+points come (``python -m profiler.sweep --live-plot PNG``).
+
 The plotting functions draw on :class:`matplotlib.figure.Figure` objects with the
 Agg canvas and keep no state between calls; only :func:`main` selects the Agg
 backend (before any pyplot import), so that the command works without a display.
@@ -43,17 +49,20 @@ backend (before any pyplot import), so that the command works without a display.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from profiler.plan import NOMINAL_TRCD_NS, NOMINAL_TRP_NS
-from profiler.storage import BerMap, MapError
+from profiler import reference
+from profiler.storage import BerMap, MapError, PointData
+from softmc_host.cli import add_out, add_verbosity, configure_logging, fail
+from softmc_host.files import atomic_write
+from softmc_host.timing import NOMINAL_TRCD_NS, NOMINAL_TRP_NS
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -71,8 +80,12 @@ __all__ = [
     "write_heatmap",
     "write_direction",
     "write_plots",
+    "plot_map",
+    "LivePlot",
     "main",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: The settings a sweep can vary, in the order the plots are written.
 SWEPT_PARAMS: tuple[str, ...] = ("vdd_v", "trcd_ns", "trp_ns", "temp_c")
@@ -266,22 +279,8 @@ def reference_settings(points: Sequence[PointRows], meta: dict[str, Any] | None 
     dict
         Parameter name -> reference value (units as in the name) or ``None``.
     """
-    meta = meta or {}
-    out: dict[str, float | None] = {}
-    for param in SWEPT_PARAMS:
-        counts = Counter(p.settings[param] for p in points)
-        nominal = _nominal(param, meta)
-        if nominal is not None and nominal in counts:
-            out[param] = nominal
-            continue
-        if None in counts and len(counts) == 1:
-            out[param] = None
-            continue
-        sign = _GENTLER[param]
-        out[param] = max(
-            counts, key=lambda v: (counts[v], v is not None, sign * v if v is not None else 0.0)
-        )
-    return out
+    # The one rule (profiler.reference), shared with errormodels.curves.
+    return reference.reference_settings([p.settings for p in points], reference.nominal_vdd_of(meta), SWEPT_PARAMS)
 
 
 def _select(points: Sequence[PointRows], param: str, reference: dict[str, float | None]) -> list[PointRows]:
@@ -621,6 +620,102 @@ def write_plots(ber_map: BerMap, out_dir: Path, prefix: str, point_key: str | No
     return written
 
 
+def plot_map(path: str | Path, out_dir: str | Path | None = None, prefix: str | None = None,
+             point_key: str | None = None) -> list[Path]:
+    """Write every plot of a BER map file; return the PNGs written (the library of ``python -m profiler.plot``).
+
+    Parameters
+    ----------
+    path : path
+        The BER map (``.h5``).
+    out_dir : path, optional
+        Where the PNGs go (created if missing); default the map's directory.
+    prefix : str, optional
+        File name prefix; default the map's file name without ``.h5``.
+    point_key : str, optional
+        The heatmap's point; default the point with the highest BER.
+
+    Returns
+    -------
+    list of Path
+        The PNG files written, in the order written (:func:`write_plots`).
+
+    Raises
+    ------
+    MapError
+        A missing file, a directory, a file that is not a readable BER map, a map with no
+        finished points, or an unknown ``point_key`` (one line naming the file).
+    OSError
+        ``out_dir`` cannot be written.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MapError(f"{path}: no such file")
+    if path.is_dir():
+        raise MapError(f"{path} is a directory, not a BER map")
+    ber_map = BerMap(path)
+    directory = Path(out_dir) if out_dir is not None else path.resolve().parent
+    written = write_plots(ber_map, directory, prefix or path.stem, point_key)
+    logger.debug("%s: %d plots in %s", path, len(written), directory)
+    return written
+
+
+class LivePlot:
+    """A subscriber of a sweep's documents that redraws a PNG of BER per measured point.
+
+    Parameters
+    ----------
+    path : path
+        The PNG, replaced atomically at each redraw (a viewer never sees half a file).
+    every : int
+        Redraw after this many points (and always at the stop document).
+    """
+
+    def __init__(self, path: str | Path, every: int = 1) -> None:
+        self.path = Path(path)
+        self.every = max(1, int(every))
+        self.keys: list[str] = []
+        self.bits: list[int] = []
+        self.flips: list[int] = []
+        self._pending = 0
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "start":
+            self.keys, self.bits, self.flips, self._pending = [], [], [], 0
+        elif name == "point":
+            data: PointData = doc["data"]
+            self.keys.append(str(doc["key"]))
+            self.bits.append(data.bits)
+            self.flips.append(data.flips)
+            self._pending += 1
+            if self._pending >= self.every:
+                self.draw()
+        elif name == "stop" and self._pending:
+            self.draw()
+
+    def draw(self) -> Path:
+        """Write the PNG now; return its path."""
+        fig = _figure(7.5, 4.2)
+        ax = fig.add_subplot()
+        bits = np.maximum(np.array(self.bits, dtype=float), 1.0)
+        flips = np.array(self.flips, dtype=float)
+        floor = 1.0 / (2 * float(bits.max())) if bits.size else 1e-9
+        ber = np.where(flips > 0, flips / bits, floor)
+        x = np.arange(1, len(ber) + 1)
+        ax.plot(x, ber, "o-", ms=4, lw=1)
+        ax.axhline(floor, color="0.35", ls=":", lw=1, label="0 flips")
+        ax.set_yscale("log")
+        ax.set_xlabel("point (measurement order, this run)")
+        ax.set_ylabel("bit error rate")
+        ax.legend(fontsize=8, frameon=False)
+        last = self.keys[-1] if self.keys else ""
+        ax.set_title(f"{len(ber)} points; last {last}", fontsize=8, color="0.3")
+        fig.tight_layout()
+        atomic_write(self.path, lambda fh: fig.savefig(fh, format="png"))
+        self._pending = 0
+        return self.path
+
+
 # Command line --------------------------------------------------------------------------------
 
 
@@ -631,35 +726,28 @@ def _parser() -> argparse.ArgumentParser:
         "a bank x row error heatmap, and the 0->1 / 1->0 split.",
     )
     p.add_argument("file", help="BER map (.h5) written by python -m profiler.sweep")
-    p.add_argument("--out-dir", help="directory for the PNGs (default: the map's directory)")
+    add_out(p, None, "directory for the PNGs (default: the map's directory)")
+    p.add_argument("--out-dir", dest="out", help=argparse.SUPPRESS)  # the old spelling of -o
     p.add_argument("--prefix", help="file name prefix (default: the map's file name without .h5)")
     p.add_argument("--point", metavar="KEY", help="heatmap point key (default: the point with the highest BER)")
+    add_verbosity(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the plot command; exit 0 when the plots are written, 2 on bad input."""
+    """Run the plot command; print the PNGs written; exit 0 when the plots are written, 2 on bad input."""
     args = _parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     import matplotlib
 
     matplotlib.use("Agg")  # before any pyplot import: no display needed
-    path = Path(args.file)
     try:
-        if not path.exists():
-            raise MapError(f"{path}: no such file")
-        if path.is_dir():
-            raise MapError(f"{path} is a directory, not a BER map")
-        ber_map = BerMap(path)
-        out_dir = Path(args.out_dir) if args.out_dir else path.resolve().parent
-        prefix = args.prefix or path.stem
-        written = write_plots(ber_map, out_dir, prefix, args.point)
+        written = plot_map(args.file, args.out, args.prefix, args.point)
     except MapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except OSError as exc:
-        print(f"error: cannot write the plots: {exc.strerror or exc}"
-              + (f": {exc.filename}" if getattr(exc, "filename", None) else ""), file=sys.stderr)
-        return 2
+        return fail(f"cannot write the plots: {exc.strerror or exc}"
+                    + (f": {exc.filename}" if getattr(exc, "filename", None) else ""))
     for item in written:
         print(item)
     return 0

@@ -43,6 +43,8 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from softmc_host.files import atomic_write, write_text
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -290,7 +292,7 @@ class MapWriter:
                 )
             return
         self.journal.mkdir(exist_ok=True)
-        stamp.write_text(wanted)
+        write_text(stamp, wanted)
 
     def _create(self) -> None:
         with h5py.File(self.path, "w", locking=False) as fh:
@@ -359,6 +361,22 @@ class MapWriter:
             _write_point(points.create_group(point.key), point)
         self.done.add(point.key)
 
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        """Subscribe to a sweep's documents (:func:`profiler.engine.run_sweep`).
+
+        ``"start"`` opens the map if :meth:`open` was not called (a resume then measures the
+        stored points again, overwriting them: call :meth:`open` first and pass its keys as
+        ``skip``); ``"point"`` stores the point (:meth:`write`); ``"stop"`` releases the lock and,
+        when the exit status is ``"success"``, drops the journal (:meth:`finish`).
+        """
+        if name == "start":
+            if not self._locked:
+                self.open()
+        elif name == "point":
+            self.write(doc["data"])
+        elif name == "stop":
+            self.finish(doc.get("exit_status") == "success")
+
     def finish(self, complete: bool) -> None:
         """Release the lock; when the whole plan is stored, drop the journal."""
         try:
@@ -369,14 +387,9 @@ class MapWriter:
 
 
 def _save_journal(path: Path, point: PointData) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(
-            fh, attrs=np.array(json.dumps({"key": point.key, **point.attrs}, default=float)), **point.arrays()
-        )
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """One journal entry, written atomically (complete or absent; ``softmc_host.files.atomic_write``)."""
+    attrs = np.array(json.dumps({"key": point.key, **point.attrs}, default=float))
+    atomic_write(path, lambda fh: np.savez_compressed(fh, attrs=attrs, **point.arrays()))
 
 
 def _load_journal(path: Path) -> PointData:

@@ -2,13 +2,18 @@
 
 Examples::
 
-    python -m profiler.sweep --vdd 1.35:1.05:-0.05 --out b.h5                 # emulated vendor-B DIMM
-    python -m profiler.sweep --bench data/benches/emulated.toml --trcd 13.75,10,7.5,5 --out t.h5
+    python -m profiler.sweep --vdd 1.35:1.05:-0.05 -o b.h5                    # emulated vendor-B DIMM
+    python -m profiler.sweep --bench data/benches/emulated.toml --trcd 13.75,10,7.5,5 -o t.h5
     python -m profiler.sweep --config sweep.toml --dry-run
 
 Every point is on disk as soon as it is measured; rerunning the same command
 after an interruption resumes where it stopped.  The supply is back at nominal
 when the command ends, however it ends.
+
+The command is a thin shell over :func:`profiler.run.sweep_to_map` (re-exported here
+with :class:`~profiler.plan.SweepConfig` and :class:`~profiler.run.SweepError`):
+it reads the flags and the ``--config`` TOML file (``docs/profiling.md``), configures
+logging, and prints the final summary.
 """
 
 from __future__ import annotations
@@ -16,12 +21,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
-
-from softmc_host import __version__
 
 from profiler.plan import (
     MAX_PLAN_POINTS,
@@ -32,16 +34,17 @@ from profiler.plan import (
     ascii_float,
     ascii_int,
     build_plan,
+    identity,
     load_config,
-    parse_int_list,
-    parse_rows,
     parse_values,
+    resolve_rows,
 )
-from profiler.storage import LockError, MapError, MapWriter, PointData
+from profiler.run import SweepError, sweep_to_map
+from softmc_host.cli import add_out, add_verbosity, configure_logging, fail
+from softmc_host.geometry import ML605_GEOMETRY
 
-ML605_BANKS = 8
-ML605_ROWS = 32768
-ROW_BYTES = 8192
+__all__ = ["SweepConfig", "SweepError", "sweep_to_map", "config_from_args", "resolve_rows", "identity", "dry_run", "main"]
+
 ASSUMED_LINK_MB_S = 8.0
 
 
@@ -68,8 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--config",
+        metavar="FILE.toml",
         help="sweep TOML file with keys bench, vdd_v, trcd_ns, trp_ns, tras_ns, temp_c, banks, rows, patterns, "
-        "reps, seed, out, max_error_positions (optionally under [sweep]); flags override it",
+        "reps, seed, out, max_error_positions (optionally under [sweep]; docs/profiling.md); flags override it",
     )
     p.add_argument(
         "--bench",
@@ -86,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=_int_arg, help="repetitions of every point (default 1)")
     p.add_argument("--seed", type=_int_arg, help="seed of row sampling, random patterns and emulated read noise (default 0)")
     p.add_argument("--max-errors", type=_int_arg, help="error positions stored per point (default 1000000)")
-    p.add_argument("--out", help="output BER map, HDF5 (default sweep.h5)")
+    add_out(p, None, "output BER map, HDF5 (default sweep.h5, or the config file's out)")
     p.add_argument(
         "--max-points",
         type=_int_arg,
@@ -94,7 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         help=f"refuse a plan of more points than this (default {MAX_PLAN_POINTS:,}); it is counted before it is built",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, point count and estimated duration; touch nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--live-plot", metavar="PNG", help="redraw this PNG of BER per point while the sweep runs")
+    add_verbosity(p)
+    # the old spelling: no progress bar (but the log as usual)
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -121,23 +128,6 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return replace(config, **updates)
 
 
-def resolve_rows(config: SweepConfig, banks: int, rows: int) -> list[tuple[int, int]]:
-    """The (bank, row) pairs measured at every point."""
-    bank_list = parse_int_list(config.banks, "banks", 0, banks)
-    row_list = parse_rows(config.rows, rows, config.seed)
-    return [(b, r) for b in bank_list for r in row_list]
-
-
-def identity(config: SweepConfig) -> dict[str, Any]:
-    """What must match for a rerun to resume an existing map."""
-    values = config.as_dict()
-    values.pop("out")
-    values.pop("max_error_positions")
-    # A file pattern's content (its hash), not only its name, must match.
-    values["pattern_definitions"] = [p.definition for p in config.resolved_patterns()]
-    return values
-
-
 def _fmt_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
@@ -146,16 +136,17 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def dry_run(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> int:
-    """Print the plan without touching anything."""
+    """Print the plan, its point count and an estimated duration, touching nothing; return 0."""
     plan = build_plan(config, max_points)
-    rows = resolve_rows(config, ML605_BANKS, ML605_ROWS)
-    per_point_bytes = 2 * len(rows) * ROW_BYTES
+    geometry = ML605_GEOMETRY
+    rows = resolve_rows(config, geometry.banks, geometry.rows)
+    per_point_bytes = 2 * len(rows) * geometry.row_bytes
     reduced = [p for p in plan if p.trcd_ns < NOMINAL_TRCD_NS or p.trp_ns < NOMINAL_TRP_NS]
     seconds = (len(plan) * per_point_bytes + len(reduced) * per_point_bytes * 0.5) / (ASSUMED_LINK_MB_S * 1e6)
     seconds += len({p.vdd_v for p in plan}) * 0.5 + len({p.temp_c for p in plan if p.temp_c is not None}) * 60
     print(f"bench    : {config.bench}")
     print(f"output   : {config.out}")
-    print(f"rows     : {len(rows)} per point ({len({b for b, _ in rows})} banks), {len(rows) * ROW_BYTES * 8:,} bits")
+    print(f"rows     : {len(rows)} per point ({len({b for b, _ in rows})} banks), {len(rows) * geometry.row_bytes * 8:,} bits")
     for name, values, unit in (
         ("VDD", config.vdd_v, "V"),
         ("tRCD", config.trcd_ns, "ns"),
@@ -173,26 +164,6 @@ def dry_run(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> int:
     if len(plan) > 5:
         print(f"  ... {len(plan) - 5} more")
     return 0
-
-
-class Progress:
-    """A progress bar (tqdm) with points done, rate and ETA."""
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, unit="pt", dynamic_ncols=True, file=sys.stderr)
-
-    def __call__(self, point: PointData) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{point.key[:40]} BER {point.ber:.1e}")
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _summary(path: Path) -> None:
@@ -226,93 +197,58 @@ class _StopFlag:
         print("\nstopping after this point (again to stop now) ...", file=sys.stderr)
 
 
+class _Tally:
+    """A subscriber that keeps what the command reports: points stored, the stop document."""
+
+    def __init__(self) -> None:
+        self.stored = 0
+        self.stop: dict[str, Any] | None = None
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "start":
+            self.stored = doc["skipped"]
+        elif name == "point":
+            self.stored += 1
+        elif name == "stop":
+            self.stop = doc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep command; exit 0 when the plan is complete, 130 when interrupted, 2 on bad input."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     try:
         config = config_from_args(args)
-        plan = build_plan(config, args.max_points)
+        build_plan(config, args.max_points)
         if args.dry_run:
             return dry_run(config, args.max_points)
     except PlanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from firmware_bridge.link import LinkError
-    from profiler.engine import RowSet, check_plan, run_plan
-    from softmc_host.bench import Bench, BenchError
-    from softmc_host.instruments import InstrumentError
-    from softmc_host.session import TesterError
+        return fail(str(exc))
+    tally = _Tally()
+    subscribers: list[Any] = [tally]
+    if args.live_plot:
+        from profiler.plot import LivePlot
 
+        subscribers.append(LivePlot(args.live_plot))
     stop = _StopFlag()
-    signal.signal(signal.SIGTERM, stop.handle)
-    signal.signal(signal.SIGINT, stop.handle)
-    writer = None
-    complete = False
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with Bench.open(config.bench) as bench:
-            rowset = RowSet(tuple(resolve_rows(config, bench.tester.banks, bench.tester.rows)))
-            check_plan(plan, bench)  # before anything is powered or written
-            patterns = {p.name: p for p in config.resolved_patterns()}
-            description = bench.describe()
-            meta = {
-                "software": f"eden-dram-toolkit {__version__}",
-                "bench": description,
-                "dimm": description.get("emulated", {"profile": "hardware"}),
-                "geometry": {
-                    "banks": bench.tester.banks,
-                    "rows": bench.tester.rows,
-                    "row_bytes": bench.tester.row_bytes,
-                    "tck_ns": bench.tester.tck_ns,
-                },
-                "config": config.as_dict(),
-                "patterns": {p.name: p.definition for p in patterns.values()},
-            }
-            writer = MapWriter(config.out, meta, identity(config))
-            done = writer.open()
-            if writer.damaged is not None:
-                print(f"{config.out} was damaged (interrupted during a write): moved to {writer.damaged}, "
-                      "rebuilt from the journal", file=sys.stderr)
-            todo = [p for p in plan if p.key not in done]
-            if done:
-                print(f"resuming {config.out}: {len(done)} of {len(plan)} points already measured"
-                      + (f" ({writer.recovered_from_journal} recovered from the journal)" if writer.recovered_from_journal else ""),
-                      file=sys.stderr)
-            progress = Progress(len(plan), len(plan) - len(todo), not args.no_progress)
-            start = time.perf_counter()
-            try:
-                measured = run_plan(
-                    bench,
-                    plan,
-                    patterns,
-                    rowset,
-                    skip=done,
-                    subscribers=[writer.write, progress],
-                    sweep_seed=config.seed,
-                    max_error_positions=config.max_error_positions,
-                    stop_requested=stop,
-                )
-            finally:
-                progress.close()
-            elapsed = time.perf_counter() - start
-            complete = True
-        print(f"{config.out}: {len(plan)} points ({measured} measured now in {elapsed:.1f} s); supply at nominal")
-        _summary(Path(config.out))
-        return 0
+        path = sweep_to_map(config, progress=not (args.quiet or args.no_progress), max_points=args.max_points,
+                            subscribers=subscribers, stop_requested=stop)
     except KeyboardInterrupt:
-        kept = len(writer.done) if writer is not None else 0
-        print(f"\ninterrupted: {kept} points are on disk in {config.out}; the supply is back at nominal; "
+        print(f"\ninterrupted: {tally.stored} points are on disk in {config.out}; the supply is back at nominal; "
               "rerun the same command to resume", file=sys.stderr)
         return 130
-    except (PlanError, MapError, LockError, BenchError, InstrumentError, LinkError, TesterError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", file=sys.stderr)
-        return 2
+    except SweepError as exc:
+        return fail(str(exc))
     finally:
-        if writer is not None:
-            writer.finish(complete)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    done = tally.stop or {}
+    print(f"{path}: {done.get('total', 0)} points ({done.get('measured', 0)} measured now in "
+          f"{done.get('elapsed_s', 0.0):.1f} s); supply at nominal")
+    _summary(path)
+    return 0
 
 
 if __name__ == "__main__":

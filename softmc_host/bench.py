@@ -4,9 +4,10 @@ A bench is opened from one of:
 
 - a bench file (TOML, documented in ``docs/bench-file.md``) naming the tester
   URL, the supply's VISA resource and limits, and the thermal controller;
-- an ``emu://PROFILE?seed=N&temp_c=T`` address: an emulated bench started in its
-  own process and reached through the real wire (pySerial for the tester,
-  pyvisa-py over loopback sockets for the instruments);
+- an address of a registered bench scheme (:mod:`softmc_host.schemes`), such as the
+  emulated bench's ``emu://PROFILE?seed=N&temp_c=T`` and ``replay://MAP.h5``: a bench the
+  plug-in (:mod:`emubench`) starts in its own process, reached through the real wire
+  (pySerial for the tester, pyvisa-py over loopback sockets for the instruments);
 - a plain tester URL: a tester with no instruments (VDD and temperature fixed).
 
 Moving from the emulator to hardware changes addresses only: the same bench
@@ -19,13 +20,10 @@ ramped back to its nominal voltage and the tester is reset.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from firmware_bridge.emulator import EmulatorError, EmulatorProcess, spawn
-from firmware_bridge.emulator.bench import BenchSpecError, is_emulated_address, parse_emu_url
-from firmware_bridge.emulator.profiles import get_profile
 from firmware_bridge.link import LinkError
 from softmc_host._compat import add_note
 from softmc_host.instruments import (
@@ -36,8 +34,9 @@ from softmc_host.instruments import (
     ThermalLimits,
     _check_number,
 )
+from softmc_host.files import read_toml
+from softmc_host.schemes import BenchPlan, SchemeError, StartedBench, bench_opener, has_bench_scheme, url_scheme
 from softmc_host.session import TesterSession
-from softmc_host.tomlfile import read_toml
 
 
 __all__ = ["Bench", "BenchConfig", "BenchError", "load_bench_file", "bench_config_from_table", "EMULATED_RESOURCE"]
@@ -63,6 +62,8 @@ class BenchConfig:
     thermal_limits: ThermalLimits | None = None
     visa_library: str = "@py"
     source: str = ""
+    #: The checked plan of a bench-scheme address (``emu://``), reused when the bench opens.
+    plan: BenchPlan | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("tester_url", "visa_library", "source"):
@@ -82,44 +83,46 @@ class BenchConfig:
                 raise BenchError(f"bench config: {name} must be a string or None, got {type(value).__name__}")
 
 
-def _emulated_defaults(url: str) -> BenchConfig:
-    """The bench config of ``Bench.open("emu://...")``; :class:`BenchSpecError` for a bad address."""
-    try:
-        spec = parse_emu_url(url)
-    except BenchSpecError:
-        raise
-    except (ValueError, TypeError) as exc:  # e.g. urllib's "Invalid IPv6 URL" for emu://[B
-        raise BenchSpecError(f"malformed emulated-bench address {url!r}: {exc}") from None
-    nominal = spec.resolved_profile().vdd_nominal_v
-    if spec.replay is not None:  # the recorded bench's nominal voltage, as the emulator uses it
-        from profiler.replay import check_replay_map
-        from profiler.storage import MapError
+def _is_bench_address(url: object) -> bool:
+    """True for an address of a registered bench scheme (``emu://``, ``replay://``, a plug-in's)."""
+    scheme = url_scheme(url)
+    return scheme is not None and has_bench_scheme(scheme)
 
-        try:
-            nominal = float(check_replay_map(spec.replay).meta.get("bench", {}).get("supply", {}).get("nominal_v", nominal))
-        except MapError as exc:
-            raise BenchSpecError(str(exc)) from None
-        except (AttributeError, TypeError, ValueError) as exc:  # metadata of the wrong shape
-            raise BenchSpecError(f"replay map {spec.replay!r}: unreadable bench.supply.nominal_v ({exc})") from None
+
+class _PlanError(ValueError):
+    """A bench-scheme address its plug-in refused (the message is the plug-in's, one line)."""
+
+
+def _plan(url: str) -> BenchPlan:
+    """Check a bench-scheme address through its plug-in; :class:`_PlanError` with one line otherwise."""
+    scheme = url_scheme(url)
     try:
-        nominal = _check_number("nominal_v", nominal, lo=0.45, hi=100.0, unit="V", error=BenchSpecError)
-        return BenchConfig(
-            tester_url=url,
-            supply_resource=EMULATED_RESOURCE,
-            supply_limits=SupplyLimits(
-                nominal_v=nominal,
-                min_v=round(nominal - 0.40, 3),
-                max_v=round(nominal + 0.05, 3),
-                max_step_v=0.05,
-                max_slew_v_per_s=50.0,
-                current_limit_a=2.0,
-            ),
-            thermal_resource=EMULATED_RESOURCE,
-            thermal_limits=ThermalLimits(min_c=0.0, max_c=95.0, band_c=0.5),
-            source=url,
-        )
-    except (ValueError, BenchError) as exc:
-        raise BenchSpecError(f"emulated bench {url!r}: {exc}") from None
+        plan = bench_opener(scheme or "")(url)
+    except (SchemeError, ValueError, TypeError) as exc:
+        raise _PlanError(_one_line(str(exc)) or type(exc).__name__) from None
+    except Exception as exc:  # noqa: BLE001 - a plug-in's own failure, still one line
+        raise _PlanError(f"bench scheme {scheme}: {type(exc).__name__}: {_one_line(str(exc))}") from None
+    for name, kind in (("supply_limits", SupplyLimits), ("thermal_limits", ThermalLimits)):
+        value = getattr(plan, name, None)
+        if value is not None and not isinstance(value, kind):
+            raise _PlanError(f"bench scheme {scheme}: the plan's {name} is not a {kind.__name__}")
+    return plan
+
+
+def _scheme_defaults(url: str) -> BenchConfig:
+    """The bench config of ``Bench.open("emu://...")``: the plug-in's limits, its instruments as ``"emu"``."""
+    plan = _plan(url)
+    supply_limits = getattr(plan, "supply_limits", None)
+    thermal_limits = getattr(plan, "thermal_limits", None)
+    return BenchConfig(
+        tester_url=url,
+        supply_resource=EMULATED_RESOURCE if supply_limits is not None else None,
+        supply_limits=supply_limits,
+        thermal_resource=EMULATED_RESOURCE if thermal_limits is not None else None,
+        thermal_limits=thermal_limits,
+        source=url,
+        plan=plan,
+    )
 
 
 def _section(table: dict[str, Any], name: str, where: str) -> dict[str, Any] | None:
@@ -210,10 +213,10 @@ def bench_config_from_table(table: dict[str, Any], where: str = "bench file") ->
         timeout_s = _check_number("timeout_s", tester.get("timeout_s", 5.0), lo=lo, lo_open=lo_open, hi=hi, unit="s")
     except ValueError as exc:
         raise BenchError(f"{where}: [tester] {exc}") from None
-    emulated = is_emulated_address(url)
+    emulated = _is_bench_address(url)
     try:
-        base = _emulated_defaults(url) if emulated else BenchConfig(tester_url=url)
-    except (BenchSpecError, ValueError) as exc:
+        base = _scheme_defaults(url) if emulated else BenchConfig(tester_url=url)
+    except ValueError as exc:
         raise BenchError(f"{where}: {_one_line(str(exc))}") from None
     supply = _section(table, "supply", where)
     thermal = _section(table, "thermal", where)
@@ -238,7 +241,8 @@ def bench_config_from_table(table: dict[str, Any], where: str = "bench file") ->
         thermal_resource, thermal_limits = base.thermal_resource, base.thermal_limits
     for name, resource in (("supply", supply_resource), ("thermal", thermal_resource)):
         if resource == EMULATED_RESOURCE and not emulated:
-            raise BenchError(f"{where}: [{name}] resource \"{EMULATED_RESOURCE}\" needs an emu:// tester url")
+            raise BenchError(f"{where}: [{name}] resource \"{EMULATED_RESOURCE}\" needs an emu:// tester url "
+                             "(or another bench scheme's)")
     return BenchConfig(
         tester_url=url,
         tester_timeout_s=timeout_s,
@@ -248,6 +252,7 @@ def bench_config_from_table(table: dict[str, Any], where: str = "bench file") ->
         thermal_limits=thermal_limits,
         visa_library="@py" if visa_library is None else visa_library,
         source=where,
+        plan=base.plan,
     )
 
 
@@ -260,13 +265,13 @@ class Bench:
         tester: TesterSession,
         supply: BenchSupply | None,
         thermal: ThermalController | None,
-        emulator: EmulatorProcess | None,
+        emulator: StartedBench | None,
     ) -> None:
         self.config = config
         self.tester = tester
         self.supply = supply
         self.thermal = thermal
-        self.emulator = emulator
+        self.emulator = emulator  # what a bench-scheme plug-in started (e.g. the emulator process), or None
 
     @classmethod
     def open(
@@ -275,7 +280,7 @@ class Bench:
         *,
         spy: Callable[[str], None] | TextIO | None = None,
     ) -> "Bench":
-        """Open a bench from a bench file, an ``emu://`` address or a tester URL.
+        """Open a bench from a bench file, a bench-scheme address (``emu://``, ``replay://``) or a tester URL.
 
         Raises
         ------
@@ -286,20 +291,24 @@ class Bench:
         try:
             if isinstance(spec, BenchConfig):
                 config = spec
-            elif is_emulated_address(str(spec)):
-                config = _emulated_defaults(str(spec))
+            elif _is_bench_address(str(spec)):
+                config = _scheme_defaults(str(spec))
             elif str(spec).endswith(".toml") or Path(str(spec)).is_file():
                 config = load_bench_file(spec)
             else:
                 config = BenchConfig(tester_url=str(spec), source=str(spec))
-        except BenchSpecError as exc:
+        except _PlanError as exc:
             raise BenchError(str(exc)) from None
         emulator = None
         opened: list[Any] = []
         try:
             url = config.tester_url
-            if is_emulated_address(url):
-                emulator = spawn(url)
+            if _is_bench_address(url):
+                plan = config.plan if config.plan is not None else _plan(url)
+                try:
+                    emulator = plan.start()
+                except Exception as exc:  # noqa: BLE001 - whatever the plug-in raises, one line
+                    raise _PlanError(_one_line(str(exc)) or type(exc).__name__) from None
                 url = emulator.url
             tester = TesterSession.open(url, timeout_s=config.tester_timeout_s, spy=spy)
             opened.append(tester)
@@ -326,7 +335,7 @@ class Bench:
                     pass
             if emulator is not None:
                 emulator.close()
-            if isinstance(exc, (LinkError, InstrumentError, EmulatorError, BenchSpecError, OSError, ValueError)):
+            if isinstance(exc, (LinkError, InstrumentError, OSError, ValueError)):
                 raise BenchError(f"cannot open bench {config.source or config.tester_url}: {_one_line(str(exc))}") from None
             raise
         return cls(config, tester, supply, thermal, emulator)
@@ -359,12 +368,7 @@ class Bench:
             "tck_ns": self.tester.tck_ns,
         }
         if self.emulator is not None:
-            spec = self.emulator.spec
-            if spec.replay is not None:
-                info["emulated"] = {"profile": "replay", "replay": spec.replay, "seed": spec.seed}
-            else:
-                profile = get_profile(spec.profile)
-                info["emulated"] = {"profile": profile.name, "seed": spec.seed, "description": profile.description}
+            info["emulated"] = self.emulator.describe()
         if self.supply is not None:
             info["supply"] = {"resource": self.config.supply_resource, "idn": self.supply.idn, **vars(self.supply.limits)}
         if self.thermal is not None:

@@ -1,34 +1,43 @@
 """Bench demo: write data patterns to rows of several banks, read them back, summarise.
 
-``python -m softmc_host.demo`` starts the emulated tester in its own process and
-talks to it through the real link (pySerial over ``socket://``); ``--tester URL``
-runs the same job against any tester (a serial port, a socket, a spy URL).
+``python -m softmc_host.demo`` opens the emulated tester ``emu://B?seed=N`` (the emulated
+bench plug-in starts it in its own process, reached by URL through
+:mod:`softmc_host.schemes`) and talks to it through the real link (pySerial over
+``socket://``); ``--tester URL`` runs the same job against any tester (a serial port, a
+socket, a spy URL, another ``emu://`` address).  The patterns are those of
+:mod:`softmc_host.patterns` (``checkerboard``: 0x55 in even rows, 0xAA in odd rows).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from typing import Sequence
 
 import numpy as np
 
-from firmware_bridge.emulator import EmulatorError, spawn
 from firmware_bridge.link import LinkError
+from softmc_host.cli import add_verbosity, configure_logging, fail
+from softmc_host.patterns import Pattern, parse_pattern
 from softmc_host.session import TesterError, TesterSession
-from softmc_host.timing import AccessTiming, TimingError
+from softmc_host.timing import NOMINAL_TRAS_NS, NOMINAL_TRCD_NS, NOMINAL_TRP_NS, AccessTiming, TimingError
+
+log = logging.getLogger(__name__)
+
+#: The emulated tester the demo opens without ``--tester`` (``{seed}``: the ``--seed``).
+DEFAULT_TESTER = "emu://B?seed={seed}"
 
 
-def _patterns(row_bytes: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    index = np.arange(row_bytes)
+def _patterns(seed: int) -> dict[str, Pattern]:
+    """The demo's patterns by the label it prints (definitions from :mod:`softmc_host.patterns`)."""
     return {
-        "all-0 (0x00)": np.zeros(row_bytes, np.uint8),
-        "all-1 (0xFF)": np.full(row_bytes, 0xFF, np.uint8),
-        "0xAA": np.full(row_bytes, 0xAA, np.uint8),
-        "checkerboard": np.where((index // 8) % 2 == 0, 0x55, 0xAA).astype(np.uint8),
-        f"random (seed {seed})": rng.integers(0, 256, row_bytes, dtype=np.uint8),
+        "all-0 (0x00)": parse_pattern("all-0"),
+        "all-1 (0xFF)": parse_pattern("all-1"),
+        "0xAA": parse_pattern("0xAA"),
+        "checkerboard": parse_pattern("checkerboard"),
+        f"random (seed {seed})": parse_pattern(f"random:{seed}"),
     }
 
 
@@ -41,7 +50,7 @@ def _parse_list(text: str, what: str) -> list[int]:
 
 def run_demo(tester: TesterSession, banks: Sequence[int], rows: Sequence[int], seed: int, out=sys.stdout) -> int:
     """Write every pattern to every (bank, row), read back, print a table; return the bit-error count."""
-    patterns = _patterns(tester.row_bytes, seed)
+    patterns = _patterns(seed)
     targets = [(b, r) for b in banks for r in rows]
     cyc = tester.timing_cycles
     print(
@@ -58,12 +67,13 @@ def run_demo(tester: TesterSession, banks: Sequence[int], rows: Sequence[int], s
     total_errors = 0
     total_bytes = 0
     start = time.perf_counter()
-    for name, data in patterns.items():
+    for name, pattern in patterns.items():
+        data = np.stack([pattern.data(b, r, i, tester.row_bytes) for i, (b, r) in enumerate(targets)])
         t0 = time.perf_counter()
-        tester.write_rows(targets, data)
+        tester.write_rows(targets, list(data))
         back = tester.read_rows(targets)
         dt = time.perf_counter() - t0
-        errors = int(np.unpackbits(back ^ data[None, :]).sum())
+        errors = int(np.unpackbits(back ^ data).sum())
         total_errors += errors
         nbytes = back.size
         total_bytes += nbytes
@@ -84,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m softmc_host.demo",
         description="Write and read back data patterns on rows of several banks through the tester link.",
     )
-    parser.add_argument("--tester", help="tester URL (default: start an emulated tester on a loopback socket)")
+    parser.add_argument(
+        "--tester", help=f"tester URL (default: the emulated tester {DEFAULT_TESTER.format(seed='SEED')})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="emulated DIMM seed and random-pattern seed (default 0)")
     parser.add_argument(
         "--banks", type=lambda s: _parse_list(s, "--banks"), default=[0, 3, 7], help="comma list (default 0,3,7)"
@@ -92,23 +104,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rows", type=lambda s: _parse_list(s, "--rows"), default=[0, 1, 1024, 32767], help="comma list"
     )
-    parser.add_argument("--trcd-ns", type=float, default=13.75, help="tRCD in ns (default 13.75)")
-    parser.add_argument("--trp-ns", type=float, default=13.75, help="tRP in ns (default 13.75)")
-    parser.add_argument("--tras-ns", type=float, default=35.0, help="tRAS in ns (default 35)")
+    parser.add_argument("--trcd-ns", type=float, default=NOMINAL_TRCD_NS, help=f"tRCD in ns (default {NOMINAL_TRCD_NS:g})")
+    parser.add_argument("--trp-ns", type=float, default=NOMINAL_TRP_NS, help=f"tRP in ns (default {NOMINAL_TRP_NS:g})")
+    parser.add_argument("--tras-ns", type=float, default=NOMINAL_TRAS_NS, help=f"tRAS in ns (default {NOMINAL_TRAS_NS:g})")
     parser.add_argument("--spy", action="store_true", help="log every frame on standard error")
+    add_verbosity(parser)
     args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     try:
         timing = AccessTiming(args.trcd_ns, args.trp_ns, args.tras_ns)
     except TimingError as exc:
         parser.error(str(exc))
-    emulator = None
+    if not 0 <= args.seed < 1 << 64:
+        parser.error(f"--seed must be in 0..2**64-1, got {args.seed}")
+    url = args.tester if args.tester is not None else DEFAULT_TESTER.format(seed=args.seed)
     try:
-        url = args.tester
-        if url is None:
-            emulator = spawn(seed=args.seed)
-            url = emulator.url
-            print(f"started emulated tester at {url}")
         with TesterSession.open(url, timing=timing, spy=sys.stderr if args.spy else None) as tester:
+            if args.tester is None:
+                log.info("started emulated tester %s at %s", url, tester.link.name)
             for bank in args.banks:
                 if not 0 <= bank < tester.banks:
                     parser.error(f"bank {bank} outside 0..{tester.banks - 1}")
@@ -116,12 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not 0 <= row < tester.rows:
                     parser.error(f"row {row} outside 0..{tester.rows - 1}")
             errors = run_demo(tester, args.banks, args.rows, args.seed)
-    except (LinkError, TesterError, EmulatorError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if emulator is not None:
-            emulator.close()
+    except (LinkError, TesterError) as exc:
+        return fail(str(exc))
     return 0 if errors == 0 else 1
 
 

@@ -11,13 +11,28 @@ by VISA resource name and ResourceManager spec::
         power_w = psu.measured_power_w
     # nominal VDD is restored here, also after an exception
 
+The drivers are declared, PyMeasure-style: every SCPI setting or reading is a
+:class:`Control` class attribute (get command, set command, unit, parser,
+validator), and the plumbing (queries, ``SYST:ERR?`` after every write,
+resynchronisation) lives in their base class :class:`ScpiInstrument`::
+
+    class BenchSupply(ScpiInstrument):
+        measured_current_a = Control(get="MEAS:CURR?", unit="A", doc="The output current.")
+        voltage_set_v = Control(get="VOLT?", set="VOLT {value:.4f}", unit="V",
+                                validator=_validate_set_point, ...)
+
+A settable control needs a validator, and the validator runs before anything is
+sent; it receives the instrument, so it checks the value against the limits the
+instrument is configured with *at set time*.  Wire tests of a driver use
+:func:`softmc_host.instrument_testing.expected_protocol`.
+
 The safety rule of :class:`BenchSupply`: no code path writes a ``VOLT`` set point
 outside ``[min_v, max_v]``, and no single change exceeds ``max_step_v``.  A
 request outside the limits raises :class:`SupplyLimitError` before any byte is
-sent; every ``VOLT`` write goes through one method that checks both conditions
-again on the exact value it is about to send.
+sent; every ``VOLT`` write goes through one control (``voltage_set_v``) whose
+validator checks both conditions again on the exact value it is about to send.
 
-SCPI used (the emulator in :mod:`firmware_bridge.emulator.instruments` speaks it):
+SCPI used (the emulated instruments in :mod:`emubench.instruments` speak it):
 supply ``*IDN?``, ``*CLS``, ``SYST:ERR?``, ``VOLT <v>``/``VOLT?``,
 ``CURR <a>``/``CURR?``, ``OUTP 1|0``/``OUTP?``, ``MEAS:VOLT?``, ``MEAS:CURR?``,
 ``STAT:QUES:COND?``; thermal controller ``TEMP:SET <c>``/``TEMP:SET?``,
@@ -38,16 +53,21 @@ pending, then ``*CLS``, ``*IDN?`` (must match the identity read at open), ``*OPC
 (must be ``1``) and ``SYST:ERR?`` (must be ``0``), up to three tries.  Only then does
 ``close()`` ramp the supply back to nominal.  If the session cannot be resynchronised,
 :class:`InstrumentError` says so.
+
+The drivers log every exchange at DEBUG level and each resynchronisation at WARNING
+level through :mod:`logging` (logger ``softmc_host.instruments``); they never print.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import re
+import string
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol, TypeVar
 
 from softmc_host._compat import add_note
 
@@ -65,7 +85,22 @@ __all__ = [
     "SUPPLY_LIMIT_RANGES",
     "THERMAL_LIMIT_RANGES",
     "ramp_set_points",
+    "Control",
+    "ScpiInstrument",
+    "Parser",
+    "Validator",
+    "boolean",
+    "number",
+    "within_limits",
+    "check_number",
+    "parse_number",
+    "parse_bool",
+    "parse_register",
+    "parse_error_reply",
+    "register_bit",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Resolution of the voltage set points written by :class:`BenchSupply`, in V.
 VOLTAGE_RESOLUTION_V = 1e-4
@@ -274,6 +309,43 @@ class SupplyLimits:
         return float(vdd_v)
 
 
+@dataclass(frozen=True)
+class ThermalLimits:
+    """What the DIMM temperature set point may be.
+
+    Parameters
+    ----------
+    min_c, max_c : float
+        Lowest and highest set point allowed, in degC.
+    band_c : float
+        Default half-width of the band :meth:`ThermalController.wait_stable` waits for, in degC.
+    """
+
+    min_c: float
+    max_c: float
+    band_c: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("min_c", "max_c", "band_c"):
+            object.__setattr__(self, name, _finite(name, getattr(self, name)))
+        if not self.min_c <= self.max_c:
+            raise ValueError(f"min_c ({self.min_c} C) must not exceed max_c ({self.max_c} C)")
+        if self.band_c <= 0:
+            raise ValueError(f"band_c must be positive, got {self.band_c} C")
+        for name, (lo, lo_open, hi, unit) in THERMAL_LIMIT_RANGES.items():
+            _check_number(name, getattr(self, name), lo=lo, hi=hi, lo_open=lo_open, unit=unit, error=ValueError)
+
+    def check(self, temp_c: float) -> float:
+        """Return ``temp_c`` as a float if it is within ``[min_c, max_c]``, else raise :class:`ThermalLimitError`."""
+        if not _is_finite_number(temp_c):
+            raise ThermalLimitError(f"temperature set point {_show(temp_c)} is not a finite number of degC")
+        if not self.min_c <= temp_c <= self.max_c:
+            raise ThermalLimitError(
+                f"temperature set point {_fmt(temp_c)} C outside the configured limits {_fmt(self.min_c)}..{_fmt(self.max_c)} C"
+            )
+        return float(temp_c)
+
+
 #: A SCPI decimal reply (NR1, NR2 or NR3), ASCII only: ``1``, ``-0.5``, ``+1.350000``, ``9.91E+37``.
 _SCPI_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?", re.ASCII)
 #: A ``SYST:ERR?`` reply: ``<code>,"<message>"`` (the message is kept as sent).
@@ -363,6 +435,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 
+#: Public names of the reply parsers and of the number check, for drivers and validators
+#: written elsewhere (the underscored names stay for the existing callers).
+parse_number = _parse_float
+parse_bool = _parse_bool
+parse_register = _parse_register
+parse_error_reply = _parse_error_reply
+check_number = _check_number
+
+
 def ramp_set_points(start_v: float, target_v: float, max_step_v: float) -> list[float]:
     """The set points a ramp from ``start_v`` to ``target_v`` writes, on the 0.1 mV grid.
 
@@ -401,16 +482,274 @@ def ramp_set_points(start_v: float, target_v: float, max_step_v: float) -> list[
     return [(start_q + (2 * delta_q * k + n) // (2 * n)) / _V_QUANTA_PER_V for k in range(1, n + 1)]
 
 
-class _ScpiDriver:
-    """Plumbing shared by the drivers: queries with error wrapping, SYST:ERR? checks, resynchronisation.
+# --------------------------------------------------------------------------- declarative controls
+
+#: A reply parser: ``parse(reply, what) -> value``.  It raises :class:`InstrumentError`
+#: naming ``what`` (``"supply VOLT?"``) for a reply that does not fit the question.
+Parser = Callable[[str, str], Any]
+
+#: A set-value validator: ``validator(instrument, value, what) -> value to send``.  It
+#: raises :class:`InstrumentValueError` (or a subclass) naming ``what``
+#: (``"supply output_enabled"``) for a value that must not be sent; it runs before
+#: anything is sent, and receives the instrument so that it can consult its limits.
+Validator = Callable[[Any, Any, str], Any]
+
+
+def boolean(instrument: Any, value: object, what: str) -> bool:
+    """Validator of an on/off control: ``True``/``False`` (also ``numpy.bool_``, ``0`` and ``1``).
+
+    Raises
+    ------
+    InstrumentValueError
+        Anything else, ``"off"`` and ``2`` included.
+    """
+    return _check_bool(what, value)
+
+
+def number(lo: float, hi: float, *, unit: str = "", lo_open: bool = False) -> Validator:
+    """A validator of a finite number in ``lo..hi`` (``lo`` excluded with ``lo_open``), sent as a float.
+
+    Parameters
+    ----------
+    lo, hi : float
+        The range, fixed when the driver class is defined; a range that depends on the
+        instrument's configuration needs a validator that reads it (see :func:`within_limits`).
+    unit : str
+        Unit for the message (``"A"``).
+    lo_open : bool
+        Exclude ``lo``.
+
+    Returns
+    -------
+    Validator
+        Raises :class:`InstrumentValueError` for NaN, inf, bools, strings, ``None`` and
+        numbers outside the range.
+    """
+    lo = _finite("lo", lo)
+    hi = _finite("hi", hi)
+    if lo > hi:
+        raise ValueError(f"number(): lo {lo:g} must not exceed hi {hi:g}")
+
+    def validate(instrument: Any, value: object, what: str) -> float:
+        return _check_number(what, value, lo=lo, hi=hi, lo_open=lo_open, unit=unit)
+
+    validate.__qualname__ = validate.__name__ = f"number({lo:g}, {hi:g})"
+    return validate
+
+
+def within_limits(instrument: Any, value: object, what: str) -> float:
+    """Validator that asks the instrument's configured limits: ``instrument.limits.check(value)``.
+
+    The limits are read when the value is set, not when the driver class is defined, so
+    an instrument opened with other limits (or given new ones) is held to those.
+    """
+    return instrument.limits.check(value)
+
+
+def register_bit(mask: int) -> Parser:
+    """A parser of a status register reply (``0..65535``) that tells whether a bit of ``mask`` is set."""
+    if isinstance(mask, bool) or not isinstance(mask, int) or not 0 < mask <= 0xFFFF:
+        raise ValueError(f"register_bit(): mask must be an integer 1..65535, got {_show(mask)}")
+
+    def parse(reply: str, what: str) -> bool:
+        return bool(_parse_register(reply, what) & mask)
+
+    parse.__qualname__ = parse.__name__ = f"register_bit({mask:#x})"
+    return parse
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise TypeError(f"Control set template {template!r} is not a format string: {exc}") from None
+
+
+class Control:
+    """One SCPI setting or reading of an instrument, declared as a class attribute.
+
+    Reading the attribute sends the ``get`` query and parses the reply; assigning it
+    validates the value, formats the ``set`` command and writes it (the instrument then
+    checks ``SYST:ERR?``).  Both go through the instrument's exchange methods, so an
+    interrupted exchange leaves the session out of step and the next one resynchronises
+    (see :class:`ScpiInstrument`)::
+
+        class Dmm(ScpiInstrument):
+            kind = "multimeter"
+            voltage_v = Control(get="MEAS:VOLT?", unit="V", doc="The measured voltage.")
+            range_v = Control(get="VOLT:RANG?", set="VOLT:RANG {value:g}", unit="V",
+                              validator=number(0.1, 1000.0, unit="V"), doc="The range.")
+
+    Parameters
+    ----------
+    get : str, optional
+        The query that reads the value (``"VOLT?"``); None for a write-only control.
+    set : str, optional
+        The command that sets it: a :meth:`str.format` template with the one field
+        ``{value}`` (``"VOLT {value:.4f}"``); None for a read-only control.  The
+        formatted command must be printable ASCII (no line breaks, no extra ``;``).
+    unit : str
+        Unit of the value (``"V"``), for the documentation.
+    parse : Parser
+        ``parse(reply, what) -> value``; default :func:`parse_number` (ASCII SCPI
+        decimal numbers only, SCPI's NaN refused).  A reply it refuses marks the
+        session out of step.
+    validator : Validator
+        ``validator(instrument, value, what) -> value to send``; required with ``set``
+        (every value sent is checked) and run before anything is sent.
+    doc : str
+        What the value is; becomes the attribute's docstring, with the commands.
+    remember : str, optional
+        Name of an instrument attribute holding the last known value: set from every
+        reading (through ``remember_as``), to None while a write is under way (a write
+        cut short leaves the instrument's state unknown) and to the sent value after it.
+    remember_as : callable, optional
+        Applied to a reading before it is remembered (e.g. rounding to the write grid).
+
+    Raises
+    ------
+    TypeError
+        At class definition: no command, a ``set`` without a validator, or a template
+        whose fields are not exactly one ``{value}``.
+    """
+
+    def __init__(
+        self,
+        get: str | None = None,
+        set: str | None = None,
+        *,
+        unit: str = "",
+        parse: Parser = _parse_float,
+        validator: Validator | None = None,
+        doc: str = "",
+        remember: str | None = None,
+        remember_as: Callable[[Any], Any] | None = None,
+    ) -> None:
+        if get is None and set is None:
+            raise TypeError("a Control needs a get query, a set command or both")
+        for label, command in (("get", get), ("set", set)):
+            if command is not None and (not isinstance(command, str) or not command.isascii() or not command.isprintable()):
+                raise TypeError(f"Control {label} command must be a printable ASCII string, got {_show(command)}")
+        if set is not None:
+            if validator is None:
+                raise TypeError(f"Control set {set!r} needs a validator: every value sent is checked first")
+            if _template_fields(set) != ["value"]:
+                raise TypeError(f"Control set template {set!r} must have exactly one field, {{value}}")
+        if not callable(parse) or (validator is not None and not callable(validator)):
+            raise TypeError("Control parse and validator must be callables")
+        self.get = get
+        self.set = set
+        self.unit = unit
+        self.parse = parse
+        self.validator = validator
+        self.doc = doc
+        self.remember = remember
+        self.remember_as = remember_as
+        self.name = "?"
+        self.__doc__ = self._docstring()
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.__doc__ = self._docstring()
+
+    def _docstring(self) -> str:
+        parts = []
+        if self.get is not None:
+            parts.append(f"read ``{self.get}``")
+        if self.set is not None:
+            parts.append(f"set ``{self.set}``")
+        unit = f" Unit: {self.unit}." if self.unit else ""
+        access = "" if self.set is not None else " Read-only." if self.get is not None else " Write-only."
+        return f"{self.doc}\n\nSCPI: {', '.join(parts)}.{unit}{access}".strip()
+
+    def __repr__(self) -> str:
+        return f"Control(get={self.get!r}, set={self.set!r}, unit={self.unit!r})"
+
+    def __get__(self, instrument: Any, owner: type | None = None) -> Any:
+        if instrument is None:
+            return self
+        return self.read(instrument)
+
+    def __set__(self, instrument: Any, value: Any) -> None:
+        self.write(instrument, value)
+
+    def read(self, instrument: Any) -> Any:
+        """Send the ``get`` query through ``instrument`` and return the parsed reply.
+
+        Raises
+        ------
+        AttributeError
+            A write-only control.
+        InstrumentError
+            No reply, a reply the parser refuses, or a session that cannot be resynchronised.
+        """
+        if self.get is None:
+            raise AttributeError(f"{type(instrument).__name__}.{self.name} is write-only (SCPI {self.set})")
+        value = instrument._ask(self.get, self.parse)
+        if self.remember is not None:
+            setattr(instrument, self.remember, value if self.remember_as is None else self.remember_as(value))
+        return value
+
+    def write(self, instrument: Any, value: Any) -> Any:
+        """Validate ``value``, then send the ``set`` command through ``instrument``; returns the value sent.
+
+        Raises
+        ------
+        AttributeError
+            A read-only control.
+        InstrumentValueError
+            The validator refused the value, or the command it formats to is not printable
+            ASCII; nothing was sent.
+        InstrumentError
+            The write failed or the instrument reported an error after it.
+        """
+        if self.set is None or self.validator is None:
+            raise AttributeError(f"{type(instrument).__name__}.{self.name} is read-only (SCPI {self.get})")
+        what = f"{instrument.kind} {self.name}"
+        checked = self.validator(instrument, value, what)
+        try:
+            command = self.set.format(value=checked)
+        except (ValueError, TypeError) as exc:
+            raise InstrumentValueError(f"{what}: cannot format {_show(checked)} into {self.set!r}: {exc}") from None
+        if not (command.isascii() and command.isprintable()) or command.count(";") != self.set.count(";"):
+            raise InstrumentValueError(f"{what}: refusing to send {_show(command)}: not one printable ASCII command")
+        if self.remember is not None:
+            setattr(instrument, self.remember, None)  # unknown until the instrument accepted it
+        instrument._write(command)
+        if self.remember is not None:
+            setattr(instrument, self.remember, checked)
+        return checked
+
+
+# --------------------------------------------------------------------------- the SCPI plumbing
+
+
+_Instrument = TypeVar("_Instrument", bound="ScpiInstrument")
+
+
+class ScpiInstrument:
+    """Base of the SCPI drivers: exchanges with error wrapping, ``SYST:ERR?`` checks, resynchronisation.
+
+    A driver subclasses it, sets :attr:`kind` (a word for messages) and declares its
+    settings and readings as :class:`Control` class attributes.  Opening asks
+    ``*IDN?`` (kept as :attr:`idn`) and checks that ``SYST:ERR?`` is clean (or sends
+    ``*CLS`` with ``clear_errors``); every write is followed by ``SYST:ERR?``.
 
     Every exchange marks the session out of step before it starts and in step once the
     reply has been read and fits the question, so an exchange cut short by anything (a
     ``KeyboardInterrupt`` inside the blocking read, a timeout, a garbled reply) leaves
     it out of step, and the next exchange calls :meth:`_resync` first.
+
+    Parameters
+    ----------
+    resource : MessageResource
+        An open message-based resource with ``"\\n"`` read/write termination.
+    clear_errors : bool
+        Send ``*CLS`` at open instead of refusing an instrument with queued errors.
     """
 
-    kind = "instrument"
+    #: A word naming the instrument in messages (``"supply"``).
+    kind: ClassVar[str] = "instrument"
     #: Rounds of clear, drain and verify before :meth:`_resync` gives up.
     RESYNC_ATTEMPTS = 3
     #: Read timeout while draining stale input, in ms: input that stays away this long is gone.
@@ -418,7 +757,7 @@ class _ScpiDriver:
     #: Most stale lines read while draining (an instrument that never stops talking is broken).
     MAX_DRAIN_READS = 256
 
-    def __init__(self, resource: MessageResource, *, clear_errors: bool) -> None:
+    def __init__(self, resource: MessageResource, *, clear_errors: bool = False) -> None:
         self.resource = resource
         self._closed = False
         self._in_sync = True
@@ -427,6 +766,16 @@ class _ScpiDriver:
             self._write("*CLS")
         else:
             self._check_errors("at open")
+
+    @classmethod
+    def controls(cls) -> dict[str, Control]:
+        """The class's :class:`Control` attributes by name, base classes' first."""
+        found: dict[str, Control] = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, Control):
+                    found[name] = value
+        return found
 
     @staticmethod
     def _open_resource(resource_name: str, rm_spec: str, timeout_ms: float) -> Any:
@@ -442,6 +791,39 @@ class _ScpiDriver:
         timeout_ms = _check_number("timeout_ms", timeout_ms, lo=0.0, lo_open=True, hi=3.6e6, unit="ms")
         rm = pyvisa.ResourceManager(rm_spec)
         return rm.open_resource(resource_name, read_termination="\n", write_termination="\n", timeout=timeout_ms)
+
+    @classmethod
+    def open(cls, resource_name: str, *args: Any, rm_spec: str = "@py", timeout_ms: float = 2000, **kwargs: Any) -> Any:
+        """Open an instrument by VISA resource name and build the driver on it.
+
+        Parameters
+        ----------
+        resource_name : str
+            VISA resource name (``"TCPIP::192.168.1.40::5025::SOCKET"``).
+        *args, **kwargs
+            The driver's other constructor arguments.
+        rm_spec : str
+            ResourceManager spec: ``"@py"`` (pyvisa-py), ``"path/file.yaml@sim"``
+            (pyvisa-sim), ``""`` (the system VISA library).
+        timeout_ms : float
+            I/O timeout in ms, 0 < t <= 3.6e6.
+
+        Raises
+        ------
+        InstrumentValueError
+            A bad name, spec or timeout (nothing is opened).
+        """
+        return cls._open_by_name(resource_name, rm_spec, timeout_ms, *args, **kwargs)
+
+    @classmethod
+    def _open_by_name(cls, resource_name: str, rm_spec: str, timeout_ms: float, *args: Any, **kwargs: Any) -> Any:
+        """Open the VISA resource and build the driver on it; the resource is closed if the driver refuses it."""
+        resource = cls._open_resource(resource_name, rm_spec, timeout_ms)
+        try:
+            return cls(resource, *args, **kwargs)
+        except BaseException:
+            resource.close()
+            raise
 
     @property
     def in_sync(self) -> bool:
@@ -461,9 +843,10 @@ class _ScpiDriver:
         if not isinstance(reply, str):
             raise InstrumentError(f"{self.kind}: no valid reply to {command!r}: got {_show(reply)}")
         self._in_sync = True
+        logger.debug("%s: %r -> %r", self.kind, command, reply)
         return reply
 
-    def _ask(self, command: str, parse: Callable[[str, str], Any]) -> Any:
+    def _ask(self, command: str, parse: Parser) -> Any:
         """Query and parse; a reply that does not parse may be an earlier one, so it marks the session out of step."""
         reply = self._query(command)
         try:
@@ -473,6 +856,7 @@ class _ScpiDriver:
             raise
 
     def _write(self, command: str) -> None:
+        """Send one command, then check ``SYST:ERR?``; resynchronise first if the session is out of step."""
         self._ensure_in_sync()
         self._in_sync = False  # a write cut short may leave part of a line at the instrument
         try:
@@ -480,6 +864,7 @@ class _ScpiDriver:
         except Exception as exc:
             raise InstrumentError(f"{self.kind}: could not send {command!r}: {_one_line(exc)}") from exc
         self._in_sync = True
+        logger.debug("%s: %r", self.kind, command)
         self._check_errors(f"after {command!r}")
 
     def _check_errors(self, when: str) -> None:
@@ -516,9 +901,10 @@ class _ScpiDriver:
         try:
             for _ in range(self.MAX_DRAIN_READS):
                 try:
-                    read_raw()
+                    stale = read_raw()
                 except Exception:  # noqa: BLE001 - the timeout that says nothing more is pending
                     break
+                logger.debug("%s: dropped stale input %r", self.kind, stale)
         finally:
             try:
                 self.resource.timeout = saved_ms  # type: ignore[attr-defined]
@@ -533,6 +919,7 @@ class _ScpiDriver:
         InstrumentError
             The session is still out of step after :attr:`RESYNC_ATTEMPTS` rounds.
         """
+        logger.warning("%s: session out of step after an interrupted or failed exchange; resynchronising", self.kind)
         expected_idn = getattr(self, "idn", None)
         problem = "no reply"
         for _ in range(self.RESYNC_ATTEMPTS):
@@ -556,6 +943,7 @@ class _ScpiDriver:
                 in_step = False
             if in_step:
                 self._in_sync = True
+                logger.info("%s: resynchronised", self.kind)
                 return
             problem = "replies " + ", ".join(_show(r) for r in (idn, opc, err))
         raise InstrumentError(
@@ -563,26 +951,49 @@ class _ScpiDriver:
             f"resynchronised in {self.RESYNC_ATTEMPTS} tries ({problem})"
         )
 
+    # --- lifetime
+
     def _close_resource(self) -> None:
         if self._closed:
             return
         self._closed = True
         self.resource.close()
 
+    def close(self) -> None:
+        """Close the resource (the shared ResourceManager stays open)."""
+        self._close_resource()
 
-class BenchSupply(_ScpiDriver):
+    def __enter__(self: _Instrument) -> _Instrument:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+#: The earlier name of :class:`ScpiInstrument`.
+_ScpiDriver = ScpiInstrument
+
+
+def _on_voltage_grid(value_v: float) -> float:
+    """``value_v`` rounded to the 0.1 mV write grid (where ramp steps are measured from)."""
+    return round(value_v * _V_QUANTA_PER_V) / _V_QUANTA_PER_V
+
+
+class BenchSupply(ScpiInstrument):
     """The DIMM's VDD supply, with enforced limits, ramping and settling.
 
     Opening it asks ``*IDN?``, checks that ``SYST:ERR?`` is clean, reads the
     present set point (if it is outside the limits, :class:`SupplyLimitError` is
-    raised and nothing is written) and programs ``limits.current_limit_a``.
+    raised and nothing is written), programs ``limits.current_limit_a`` and reads
+    ``OUTP?``.
 
     Parameters
     ----------
     resource : MessageResource
         An open message-based resource with ``"\\n"`` read/write termination.
     limits : SupplyLimits
-        What the supply may be set to.
+        What the supply may be set to; every ``VOLT`` and ``CURR`` write is checked
+        against the limits the driver holds when it writes.
     sleep : callable
         ``sleep(seconds)``, used between ramp steps and settle polls (inject a
         fake in tests).
@@ -622,12 +1033,12 @@ class BenchSupply(_ScpiDriver):
         self._last_v: float | None = None
         self._output_on: bool | None = None
         super().__init__(resource, clear_errors=clear_errors)
-        present_v = self._read_set_point()
+        present_v = self.voltage_set_v
         try:
             limits.check(present_v)
         except SupplyLimitError as exc:
             raise SupplyLimitError(f"refusing to take over the supply: its present set point is out of range: {exc}") from None
-        self._write(f"CURR {limits.current_limit_a:.4f}")
+        self.current_limit_a = limits.current_limit_a
         self._output_on = self.output_enabled
 
     @classmethod
@@ -656,80 +1067,84 @@ class BenchSupply(_ScpiDriver):
         **kwargs
             Passed to the constructor (``sleep``, ``clock``, ``clear_errors``...).
         """
-        resource = cls._open_resource(resource_name, rm_spec, timeout_ms)
-        try:
-            return cls(resource, limits, **kwargs)
-        except BaseException:
-            resource.close()
-            raise
+        return cls._open_by_name(resource_name, rm_spec, timeout_ms, limits, **kwargs)
 
-    # --- the one place VOLT is written
+    # --- validators: the safety guard of every write (they run before anything is sent)
 
-    def _write_voltage(self, vdd_v: float) -> None:
-        """Send one ``VOLT`` set point after checking the range and the step (the safety guard)."""
-        text = f"{self.limits.check(vdd_v):.{_V_DIGITS}f}"
+    def _validate_set_point(self, vdd_v: object, what: str) -> float:
+        """The ``VOLT`` value to send for ``vdd_v``: within the limits and one step from the last set point."""
+        text = f"{self.limits.check(vdd_v):.{_V_DIGITS}f}"  # type: ignore[arg-type]
         sent_v = float(text)
-        self.limits.check(sent_v)
+        self.limits.check(sent_v)  # a limit off the 0.1 mV grid: check the exact value sent
         if self._last_v is None:
             raise SupplyLimitError("supply set point unknown: refusing to write VOLT before reading VOLT?")
         step_v = abs(sent_v - self._last_v)
         if step_v > self.limits.max_step_v + _EPS_V:
             raise SupplyLimitError(
                 f"supply step {self._last_v:g} -> {sent_v:g} V exceeds max_step_v {self.limits.max_step_v:g} V"
+                " (set_voltage ramps)"
             )
-        self._last_v = None  # unknown until the supply accepted it
-        self._write(f"VOLT {text}")
-        self._last_v = sent_v
+        return sent_v
 
-    # --- reading
+    def _validate_current_limit(self, current_a: object, what: str) -> float:
+        """The ``CURR`` value to send: above 0 and at most the configured limit, on the 0.1 mA grid (rounded down)."""
+        limit_a = self.limits.current_limit_a
+        value_a = _check_number(what, current_a, lo=0.0, lo_open=True, hi=limit_a, unit="A", error=SupplyLimitError)
+        sent_a = math.floor(value_a * 1e4 + 1e-6) / 1e4
+        if sent_a <= 0:
+            raise SupplyLimitError(f"{what} {value_a:g} A is below the 0.1 mA write resolution")
+        return sent_a
 
-    def _read_set_point(self) -> float:
-        value = self._ask("VOLT?", _parse_float)
-        # remember it on the write grid: ramp steps are measured from here
-        self._last_v = round(value * _V_QUANTA_PER_V) / _V_QUANTA_PER_V
-        return value
+    # --- the controls
 
-    @property
-    def voltage_set_v(self) -> float:
-        """The set point as the supply reports it, in V."""
-        return self._read_set_point()
-
-    @property
-    def measured_voltage_v(self) -> float:
-        """The output voltage the supply measures, in V."""
-        return self._ask("MEAS:VOLT?", _parse_float)
-
-    @property
-    def measured_current_a(self) -> float:
-        """The output current the supply measures, in A."""
-        return self._ask("MEAS:CURR?", _parse_float)
+    voltage_set_v = Control(
+        get="VOLT?",
+        set="VOLT {value:.4f}",
+        unit="V",
+        validator=_validate_set_point,
+        remember="_last_v",
+        remember_as=_on_voltage_grid,
+        doc="The set point, in V.  Setting it writes ONE step: refused (SupplyLimitError, nothing sent) "
+        "outside the limits or more than max_step_v from the last set point; set_voltage ramps and settles.",
+    )
+    measured_voltage_v = Control(get="MEAS:VOLT?", unit="V", doc="The output voltage the supply measures, in V.")
+    measured_current_a = Control(get="MEAS:CURR?", unit="A", doc="The output current the supply measures, in A.")
+    current_limit_a = Control(
+        get="CURR?",
+        set="CURR {value:.4f}",
+        unit="A",
+        validator=_validate_current_limit,
+        doc="The current limit programmed in the supply, in A (set to limits.current_limit_a at open; "
+        "it may be lowered, never raised above it).",
+    )
+    current_limited = Control(
+        get="STAT:QUES:COND?",
+        parse=register_bit(0x2),
+        doc="Whether the supply is limiting its current now (questionable condition bit 1).",
+    )
+    output_enabled = Control(
+        get="OUTP?",
+        set="OUTP {value:d}",
+        parse=_parse_bool,
+        validator=boolean,
+        remember="_output_on",
+        doc="Whether the output is on; takes True/False (also numpy.bool_, 0 and 1).",
+    )
 
     @property
     def measured_power_w(self) -> float:
         """Measured output voltage times measured current, in W."""
         return self.measured_voltage_v * self.measured_current_a
 
-    @property
-    def current_limit_a(self) -> float:
-        """The current limit programmed in the supply, in A (set from the limits at open)."""
-        return self._ask("CURR?", _parse_float)
+    # --- the names of the hand-written driver
 
-    @property
-    def current_limited(self) -> bool:
-        """Whether the supply is limiting its current now (``STAT:QUES:COND?`` bit 1)."""
-        return bool(self._ask("STAT:QUES:COND?", _parse_register) & 0x2)
+    def _read_set_point(self) -> float:
+        """Read ``VOLT?`` (and remember it on the write grid: ramp steps are measured from there)."""
+        return self.voltage_set_v
 
-    @property
-    def output_enabled(self) -> bool:
-        """Whether the output is on (``OUTP?``); setting it sends ``OUTP 1`` / ``OUTP 0``."""
-        return self._ask("OUTP?", _parse_bool)
-
-    @output_enabled.setter
-    def output_enabled(self, enabled: bool) -> None:
-        on = _check_bool("supply output_enabled", enabled)
-        self._output_on = None  # unknown if the write fails
-        self._write("OUTP 1" if on else "OUTP 0")
-        self._output_on = on
+    def _write_voltage(self, vdd_v: float) -> None:
+        """Send one ``VOLT`` set point after checking the range and the step (the safety guard)."""
+        self.voltage_set_v = vdd_v
 
     # --- setting
 
@@ -760,7 +1175,7 @@ class BenchSupply(_ScpiDriver):
             ``limits.settle_timeout_s``.
         """
         target_v = self.limits.check(vdd_v)
-        quantised_v = round(target_v * _V_QUANTA_PER_V) / _V_QUANTA_PER_V
+        quantised_v = _on_voltage_grid(target_v)
         self.limits.check(quantised_v)  # a limit off the 0.1 mV grid
         present_v = self._read_set_point()
         if not self.limits.min_v <= present_v <= self.limits.max_v:
@@ -771,7 +1186,7 @@ class BenchSupply(_ScpiDriver):
         previous_v = self._last_v
         assert previous_v is not None
         for step_v in ramp_set_points(previous_v, target_v, self.limits.max_step_v):
-            self._write_voltage(step_v)
+            self.voltage_set_v = step_v
             self._sleep(abs(step_v - previous_v) / self.limits.max_slew_v_per_s)
             previous_v = step_v
         if self._output_on is None:  # an interrupted OUTP write: ask rather than guess
@@ -808,9 +1223,6 @@ class BenchSupply(_ScpiDriver):
         finally:
             self._close_resource()
 
-    def __enter__(self) -> "BenchSupply":
-        return self
-
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
             self.close()
@@ -823,44 +1235,7 @@ class BenchSupply(_ScpiDriver):
             )
 
 
-@dataclass(frozen=True)
-class ThermalLimits:
-    """What the DIMM temperature set point may be.
-
-    Parameters
-    ----------
-    min_c, max_c : float
-        Lowest and highest set point allowed, in degC.
-    band_c : float
-        Default half-width of the band :meth:`ThermalController.wait_stable` waits for, in degC.
-    """
-
-    min_c: float
-    max_c: float
-    band_c: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("min_c", "max_c", "band_c"):
-            object.__setattr__(self, name, _finite(name, getattr(self, name)))
-        if not self.min_c <= self.max_c:
-            raise ValueError(f"min_c ({self.min_c} C) must not exceed max_c ({self.max_c} C)")
-        if self.band_c <= 0:
-            raise ValueError(f"band_c must be positive, got {self.band_c} C")
-        for name, (lo, lo_open, hi, unit) in THERMAL_LIMIT_RANGES.items():
-            _check_number(name, getattr(self, name), lo=lo, hi=hi, lo_open=lo_open, unit=unit, error=ValueError)
-
-    def check(self, temp_c: float) -> float:
-        """Return ``temp_c`` as a float if it is within ``[min_c, max_c]``, else raise :class:`ThermalLimitError`."""
-        if not _is_finite_number(temp_c):
-            raise ThermalLimitError(f"temperature set point {_show(temp_c)} is not a finite number of degC")
-        if not self.min_c <= temp_c <= self.max_c:
-            raise ThermalLimitError(
-                f"temperature set point {_fmt(temp_c)} C outside the configured limits {_fmt(self.min_c)}..{_fmt(self.max_c)} C"
-            )
-        return float(temp_c)
-
-
-class ThermalController(_ScpiDriver):
+class ThermalController(ScpiInstrument):
     """The DIMM heater/TEC controller.
 
     Opening it asks ``*IDN?`` and checks that ``SYST:ERR?`` is clean; the set point
@@ -908,37 +1283,29 @@ class ThermalController(_ScpiDriver):
         **kwargs: Any,
     ) -> "ThermalController":
         """Open a controller by VISA resource name (see :meth:`BenchSupply.open`)."""
-        resource = cls._open_resource(resource_name, rm_spec, timeout_ms)
-        try:
-            return cls(resource, limits, **kwargs)
-        except BaseException:
-            resource.close()
-            raise
+        return cls._open_by_name(resource_name, rm_spec, timeout_ms, limits, **kwargs)
 
-    @property
-    def set_point_c(self) -> float:
-        """Temperature set point in degC, within ``[limits.min_c, limits.max_c]``; checked before sending."""
-        return self._ask("TEMP:SET?", _parse_float)
+    def _validate_set_point(self, temp_c: object, what: str) -> float:
+        """The ``TEMP:SET`` value to send: within the limits, checked again on the 1 mC grid it is sent on."""
+        sent_c = float(f"{self.limits.check(temp_c):.3f}")  # type: ignore[arg-type]
+        return self.limits.check(sent_c)
 
-    @set_point_c.setter
-    def set_point_c(self, temp_c: float) -> None:
-        value = self.limits.check(temp_c)
-        self._write(f"TEMP:SET {value:.3f}")
-
-    @property
-    def temperature_c(self) -> float:
-        """Measured DIMM temperature in degC."""
-        return self._ask("MEAS:TEMP?", _parse_float)
-
-    @property
-    def output_enabled(self) -> bool:
-        """Whether temperature regulation is on (``OUTP?``); setting it sends ``OUTP 1`` / ``OUTP 0``."""
-        return self._ask("OUTP?", _parse_bool)
-
-    @output_enabled.setter
-    def output_enabled(self, enabled: bool) -> None:
-        on = _check_bool("thermal output_enabled", enabled)
-        self._write("OUTP 1" if on else "OUTP 0")
+    set_point_c = Control(
+        get="TEMP:SET?",
+        set="TEMP:SET {value:.3f}",
+        unit="C",
+        validator=_validate_set_point,
+        doc="Temperature set point in degC; a new one must lie within [limits.min_c, limits.max_c] "
+        "(ThermalLimitError, nothing sent).",
+    )
+    temperature_c = Control(get="MEAS:TEMP?", unit="C", doc="Measured DIMM temperature in degC.")
+    output_enabled = Control(
+        get="OUTP?",
+        set="OUTP {value:d}",
+        parse=_parse_bool,
+        validator=boolean,
+        doc="Whether temperature regulation is on; takes True/False (also numpy.bool_, 0 and 1).",
+    )
 
     def wait_stable(
         self,
@@ -1009,9 +1376,3 @@ class ThermalController(_ScpiDriver):
     def close(self) -> None:
         """Close the resource (the shared ResourceManager stays open); the set point is left as it is."""
         self._close_resource()
-
-    def __enter__(self) -> "ThermalController":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -27,6 +27,7 @@ from softmc_host.program import (
     pack_rows,
     row_bursts,
 )
+from softmc_host.schemes import SchemeError, has_tester_scheme, pyserial_schemes, tester_opener, tester_schemes, url_scheme
 from softmc_host.timing import NOMINAL_TIMING, AccessTiming, Ddr3Params, TimingCycles
 
 __all__ = ["TesterSession", "TesterError"]
@@ -95,7 +96,7 @@ class TesterSession:
         self.max_program = values["max_program"]
         self.features = set(features)
         self.timing = timing
-        self._emulator: Any = None  # an emulated bench this session started, closed with it
+        self._emulator: Any = None  # what a tester-scheme plug-in started for this session, closed with it
 
     @classmethod
     def open(
@@ -109,20 +110,32 @@ class TesterSession:
     ) -> "TesterSession":
         """Open a tester by URL and say HELLO.
 
-        ``url`` is anything :func:`firmware_bridge.link.open_transport` opens, or an
-        ``emu://PROFILE?seed=N`` address, which starts an emulated bench in its own
-        process (closed with the session) and connects to its tester.
-        """
-        emulator = None
-        if url.startswith(("emu://", "replay://")):
-            from firmware_bridge.emulator import EmulatorError, spawn
-            from firmware_bridge.emulator.bench import BenchSpecError
+        ``url`` is anything :func:`firmware_bridge.link.open_transport` opens, or a URL of a
+        registered tester scheme (:mod:`softmc_host.schemes`), such as the emulated bench's
+        ``emu://PROFILE?seed=N`` or ``replay://MAP.h5``: its plug-in starts the tester (an
+        emulated bench in its own process), closed with the session.
 
+        Raises
+        ------
+        firmware_bridge.link.LinkError
+            With a one-line message for a bad or unknown URL, a plug-in that cannot start
+            its tester, or a link that cannot be opened.
+        """
+        endpoint = None
+        scheme = url_scheme(url)
+        if scheme is not None and has_tester_scheme(scheme):
             try:
-                emulator = spawn(url)
-            except (BenchSpecError, EmulatorError) as exc:
-                raise LinkError(f"cannot start emulated bench {url!r}: {exc}") from None
-            url = emulator.url
+                endpoint = tester_opener(scheme)(url)
+            except SchemeError as exc:
+                raise LinkError(f"cannot open tester link {url!r}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - whatever the plug-in raises, one line
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                kind = "emulated bench" if scheme in ("emu", "replay") else f"{scheme}:// tester"
+                raise LinkError(f"cannot start {kind} {url!r}: {reason}") from None
+            url = endpoint.url
+        elif scheme is not None and scheme not in pyserial_schemes():
+            known = ", ".join(sorted(set(tester_schemes()) | set(pyserial_schemes())))
+            raise LinkError(f"cannot open tester link {url!r}: unknown tester URL scheme {scheme!r} (known: {known})")
         try:
             link = Link.open(url, timeout_s=timeout_s, retries=retries, spy=spy)
             try:
@@ -131,10 +144,10 @@ class TesterSession:
                 link.close()
                 raise
         except BaseException:
-            if emulator is not None:
-                emulator.close()
+            if endpoint is not None:
+                endpoint.close()
             raise
-        session._emulator = emulator
+        session._emulator = endpoint
         return session
 
     # Geometry and timing ---------------------------------------------------------------------
@@ -243,7 +256,8 @@ class TesterSession:
         if len(per_row) != len(rows):
             raise ValueError(f"{len(rows)} rows but {len(per_row)} data items")
         try:
-            items = [row_bursts(d, self.row_bytes) for d in per_row]  # type: ignore[arg-type]
+            for item in per_row:  # check every item before anything is written
+                row_bursts(item, self.row_bytes)  # type: ignore[arg-type]
         except ProgramError as exc:
             raise ValueError(str(exc)) from None
         cycles = self._cycles_for(timing)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pyvisa
 
-from firmware_bridge.emulator import EmulatorProcess, spawn
+from emubench import EmulatorProcess, spawn
 from softmc_host.bench import Bench, BenchConfig, BenchError, load_bench_file
 from softmc_host.instruments import SupplyLimitError, SupplyLimits, ThermalLimits
 

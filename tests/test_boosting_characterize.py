@@ -9,8 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
-import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from boosting.characterize import (
@@ -20,9 +18,7 @@ from boosting.characterize import (
     coarse_characterize,
     fine_characterize,
 )
-from boosting.data import load_dataset
 from boosting.inference import ErrorSpec, evaluate
-from boosting.networks import get_network
 from errormodels.models import get_model
 
 LAYERS = ("a", "b", "c")

@@ -117,13 +117,31 @@ def test_reseed_shifts_rows_and_restarts_noise() -> None:
     assert mem.noise_seeds == [0, 2]
 
 
+def _config() -> dict:
+    """A minimal valid DRAM configuration: fc1's weight at bank 3, row 12."""
+    setting = {"vdd_v": 1.35, "trcd_ns": 13.75, "trp_ns": 13.75}
+    return {"format": "eden-dram-config", "format_version": 1, "mode": "power", "granularity": "fine",
+            "nominal": setting, "geometry": {"banks": 8, "rows": 32768, "row_bytes": 8192}, "capacity_rows": None,
+            "partitions": [{"label": "bank3", "bank": 3, "rows": [0, 32767], **setting, "predicted_ber": 0.0,
+                            "capacity_bytes": 32768 * 8192, "used_bytes": 8192}],
+            "tensors": [{"layer": "fc1", "kind": "weight", "n_bytes": 100, "tolerable_ber": 1e-4, "partition": "bank3",
+                         "bank": 3, "row": 12, "n_rows": 1, "offset_bytes": 0, "predicted_ber": 0.0, "margin": None}],
+            "savings": {"vdd_reduction_v": 0.0, "trcd_reduction_ns": 0.0, "trp_reduction_ns": 0.0}, "source": {}}
+
+
 def test_placements_from_config_and_bad_config() -> None:
-    cfg = {"geometry": {"banks": 8, "rows": 32768, "row_bytes": 8192},
-           "tensors": [{"layer": "fc1", "kind": "weight", "bank": 3, "row": 12, "offset_bytes": 0}]}
+    from boosting.map import placements
+
+    cfg = _config()
     p = placements_from_config(cfg)
     assert p[("fc1", "weight")].bank == 3 and p[("fc1", "weight")].row == 12
-    with pytest.raises(HilError, match="placement field"):
+    assert p == placements(cfg)  # one reader of a configuration's addresses
+    with pytest.raises(HilError, match="not an eden-dram-config document"):
         placements_from_config({"tensors": []})
+    bad = _config()
+    bad["tensors"][0]["row"] = "12"
+    with pytest.raises(HilError, match=r"tensors\[0\]\.row: expected int, got '12'"):
+        placements_from_config(bad)
     net = torch.nn.Sequential(torch.nn.Linear(4, 2))
     with pytest.raises(HilError, match="unknown layer"):
         HilInjector(net, FakeMemory(), placements=p)

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from boosting.data import load_dataset
 from boosting.inference import (
     AccuracyResult,
     Calibration,

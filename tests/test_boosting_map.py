@@ -22,7 +22,7 @@ from boosting.map import (
 )
 from errormodels.curves import Curve
 
-GEO = Geometry(banks=3, rows=16, row_bytes=1024)
+GEO = Geometry(banks=3, rows=16, columns=128)  # 1 KiB rows on the 64-bit bus
 VDD_X = [1.0, 1.1, 1.2, 1.35]
 TRCD_X = [7.5, 10.0, 13.75]
 # bank0 is the most reliable, bank2 the least.
@@ -95,7 +95,8 @@ def test_capacity_pushes_tensors_to_next_partition() -> None:
     assert len({q["vdd_v"] for q in config["partitions"]}) == 1
     # Too little room for b anywhere it is safe -> a clear error naming it.
     with pytest.raises(MapError, match=r"tensor b/weight .*no room"):
-        map_network(toy_partitions(), {**TOL, ("c", "ifm"): 1e-5}, SIZES, mode="power", geometry=GEO, capacity_rows=1)
+        map_network(toy_partitions(), {**TOL, ("c", "ifm"): 1e-5}, SIZES, mode="power", granularity="fine",
+                    geometry=GEO, capacity_rows=1)
 
 
 def test_latency_fine_per_partition_trcd() -> None:
@@ -194,7 +195,7 @@ def real_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                            dataset={"name": "digits", "root": None, "image_size": 28, "normalize": False, "split_seed": 0})
     keys = list(tensor_sizes(net, "int8", net.input_shape))
     tol = {"format": "eden-tolerance", "format_version": 1, "fmt": "int8", "coarse": {"ber": 1e-5, "found": True},
-           "fine": {"bers": [[l, k, 1e-5 if i == 0 else 1e-3] for i, (l, k) in enumerate(keys)], "start_ber": 1e-5}}
+           "fine": {"bers": [[layer, k, 1e-5 if i == 0 else 1e-3] for i, (layer, k) in enumerate(keys)], "start_ber": 1e-5}}
     tolerance = tmp / "tolerance.json"
     tolerance.write_text(json.dumps(tol))
     return {"tmp": tmp, "model": model, "network": network, "tolerance": tolerance, "keys": keys}
@@ -205,7 +206,8 @@ def test_cli_on_real_fit(real_inputs: dict, capsys: pytest.CaptureFixture) -> No
 
     r = real_inputs
     out = r["tmp"] / "cfg.json"
-    base = ["--model", str(r["model"]), "--tolerance", str(r["tolerance"]), "--network", str(r["network"])]
+    base = ["--error-model", str(r["model"]), "--tolerance", str(r["tolerance"]), "--network-file", str(r["network"]),
+            "--granularity", "fine"]
     assert main([*base, "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "bank" in text and "written" in text
@@ -246,10 +248,72 @@ def test_cli_errors(real_inputs: dict, capsys: pytest.CaptureFixture) -> None:
     assert "chip" in capsys.readouterr().err
     # Below the curves' floor: infeasible, naming the tensor.
     tight = r["tmp"] / "tight.json"
-    tight.write_text(json.dumps({"fmt": "int8", "bers": [[l, k, 1e-9] for l, k in r["keys"]]}))
+    tight.write_text(json.dumps({"fmt": "int8", "bers": [[layer, k, 1e-9] for layer, k in r["keys"]]}))
     assert main(["--model", str(r["model"]), "--tolerance", str(tight), *base]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: tensor ") and "cannot be placed" in err and err.count("\n") == 1
     # Wrong format of the tolerance.
     assert main(["--model", str(r["model"]), "--tolerance", str(r["model"]), *base]) == 2
     assert "eden-tolerance" in capsys.readouterr().err
+
+
+def test_cli_vocabulary_defaults_and_config_file(real_inputs: dict, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """New flags (--error-model, --network-file), default granularity coarse, --config TOML, hidden aliases."""
+    from boosting.map import main, map_files
+
+    r = real_inputs
+    out = tmp_path / "coarse.json"
+    assert main(["--error-model", str(r["model"]), "--tolerance", str(r["tolerance"]),
+                 "--network-file", str(r["network"]), "-o", str(out), "-q"]) == 0
+    coarse = load_config(out)
+    assert coarse["granularity"] == "coarse" and len({p["vdd_v"] for p in coarse["partitions"]}) == 1
+    assert coarse == json.loads(json.dumps(map_files(r["model"], r["tolerance"], r["network"])))  # the library call
+    capsys.readouterr()
+    toml = tmp_path / "map.toml"
+    toml.write_text(f'error-model = "{r["model"]}"\ntolerance = "{r["tolerance"]}"\n'
+                    f'network-file = "{r["network"]}"\ngranularity = "fine"\nout = "{tmp_path / "fine.json"}"\n')
+    assert main(["--config", str(toml)]) == 0
+    assert load_config(tmp_path / "fine.json")["granularity"] == "fine"
+    assert main(["--config", str(toml), "--granularity", "coarse"]) == 0  # flags override the file
+    assert load_config(tmp_path / "fine.json")["granularity"] == "coarse"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--error-model", "--network-file", "--tolerance", "--granularity", "-o PATH, --out", "-q, --quiet",
+                 "-v, --verbose", "--config"):
+        assert flag in help_text, flag
+    assert "--model " not in help_text and "--network " not in help_text  # hidden aliases
+    with pytest.raises(SystemExit) as exc:
+        main(["--tolerance", str(r["tolerance"])])
+    assert exc.value.code == 2
+    assert "--error-model, --network-file" in capsys.readouterr().err
+
+
+def test_format_table_and_print_alias(capsys: pytest.CaptureFixture) -> None:
+    from boosting.map import _print_table, format_table
+
+    config = map_network(toy_partitions(), TOL, SIZES, mode="power", granularity="fine", geometry=GEO)
+    table = format_table(config)
+    lines = table.splitlines()
+    assert lines[0].startswith("power mode, fine mapping") and not table.endswith("\n")
+    assert sum(line.startswith("bank") for line in lines) == 3 and lines[-1].startswith("savings")
+    assert all(f"{layer}/{kind}" in table for layer, kind in SIZES)
+    _print_table(config)
+    assert capsys.readouterr().out == table + "\n"
+
+
+def test_geometry_is_the_host_geometry_and_library_default_coarse() -> None:
+    from softmc_host.geometry import ML605_GEOMETRY
+    from softmc_host.geometry import Geometry as HostGeometry
+
+    assert Geometry is HostGeometry and GEO.row_bytes == 1024
+    config = map_network(toy_partitions(), TOL, SIZES, geometry=GEO)
+    assert config["granularity"] == "coarse" and config["mode"] == "power"
+    assert config["geometry"] == {"banks": 3, "rows": 16, "row_bytes": 1024}
+    ps = [Partition("all", None, (0, ML605_GEOMETRY.rows - 1), toy_partitions()[0].curves)]
+    assert map_network(ps, TOL, SIZES)["geometry"]["row_bytes"] == ML605_GEOMETRY.row_bytes
+    with pytest.raises(MapError, match="geometry banks must be a positive integer"):
+        map_network(toy_partitions(), TOL, SIZES, geometry=Geometry(banks=0))

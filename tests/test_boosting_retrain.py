@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from boosting.data import load_dataset
 from boosting.inference import ErrorSpec, evaluate
 from boosting.networks import get_network
 from boosting.retrain import Curriculum, EpochStats, RetrainError, retrain, spec_at

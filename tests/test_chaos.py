@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from firmware_bridge.emulator import EmulatorProcess, spawn
+from emubench import EmulatorProcess, spawn
 from softmc_host.session import TesterSession
 
 

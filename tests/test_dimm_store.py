@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge.emulator import spawn
-from firmware_bridge.emulator.dimm import (
+from emubench import spawn
+from emubench.dimm import (
     DEFAULT_MAX_STORE_MIB,
     ML605_GEOMETRY,
     EmulatedDimm,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware_bridge.emulator import build_firmware
-from firmware_bridge.emulator.dimm import EmulatedDimm, burst_order
-from firmware_bridge.emulator.firmware import ExecutionError
+from emubench import build_firmware
+from emubench.dimm import EmulatedDimm, burst_order
+from emubench.firmware import ExecutionError
 from firmware_bridge.protocol import ErrorCode
 from softmc_host import isa
 from softmc_host.asm import assemble

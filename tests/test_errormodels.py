@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from errormodels.curves import Curve, curves_for
-from errormodels.fit import fit_all, fit_map, observe, select
+from errormodels.fit import fit_all, observe, select
 from errormodels.models import BitValue, ModelError, Wordline, get_model, model_from_dict, weak_mask
 from profiler.storage import ERROR_DTYPE, BerMap, MapWriter, PointData
 

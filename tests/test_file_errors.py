@@ -160,7 +160,7 @@ def test_model_file_malformed(tmp_path: Path, change: dict, field: str) -> None:
 
 
 @pytest.mark.parametrize("text, field", [
-    (DEEP, "nested too deeply"),
+    (DEEP, "too deeply"),
     ('{"a": ' + "[" * 70 + "]" * 70 + "}", "nested deeper than 64 levels"),
     ('{"format": "eden-error-model", "format_version": ' + "1" * 5000 + "}", "not a readable JSON"),
     (b"\xff\xfe{}", "not a readable JSON"),
@@ -176,26 +176,26 @@ def test_model_file_unparseable(tmp_path: Path, text: Any, field: str) -> None:
 
 # ----------------------------------------------------------------------------- tolerance files
 @pytest.mark.parametrize("text, field", [
-    (DEEP, "nested too deeply"),
-    ('{"ber": ' + "1" * 5000 + "}", "not a readable JSON"),
-    ('{"ber": ' + "1" * 400 + "}", "tolerable BER of ber must be in (0, 1], got an integer of about 400 digits"),
+    (DEEP, "too deeply"),
+    ('{"ber": ' + "1" * 5000 + "}", "is not JSON"),
+    ('{"ber": ' + "1" * 400 + "}", "ber: number out of range, got an integer of about 400 digits"),
     ('{"ber": 1e400}', "got inf"),
     ('{"ber": NaN}', "got nan"),
     ('{"ber": true}', "got True"),
-    ('{"bers": [["conv1", "bias", 1e-4]]}', "kind must be one of weight, ifm, got 'bias'"),
-    ('{"bers": [[7, "weight", 1e-4]]}', "layer must be a non-empty string, got 7"),
+    ('{"bers": [["conv1", "bias", 1e-4]]}', "bers[0][1]: invalid enum value 'bias'"),
+    ('{"bers": [[7, "weight", 1e-4]]}', "bers[0][0]: expected str, got 7"),
     ('{"bers": [["a", "weight", 1e-4], ["a", "weight", 2e-4]]}', "'a'/weight is given twice"),
-    ('{"bers": [["a", "weight"]]}', "is not [layer, kind, ber]"),
+    ('{"bers": [["a", "weight"]]}', "bers[0]: expected array of length 3, got 2"),
     ('{"bers": []}', "'bers' is empty"),
-    ('{"bers": {"a": 1}}', "bers must be a list"),
-    ('{"ber": 1e-4, "fmt": 8}', "fmt must be a string"),
+    ('{"bers": {"a": 1}}', "bers: expected array, got {'a': 1}"),
+    ('{"ber": 1e-4, "fmt": 8}', "fmt: expected str | null, got 8"),
     ('{"format": "eden-tolerance", "format_version": 1, "coarse": {"ber": 1e-4, "found": "yes"}}',
-     "coarse.found must be true or false"),
+     "coarse.found: expected bool, got 'yes'"),
     ('{"format": "eden-tolerance", "format_version": 1, "coarse": {"ber": [], "found": true}}',
-     "tolerable BER of coarse must be in"),
-    ('{"format": "eden-tolerance", "format_version": 1, "fine": [1], "coarse": {"ber": 1e-4}}', "fine must be an object"),
+     "coarse.ber: expected float, got []"),
+    ('{"format": "eden-tolerance", "format_version": 1, "fine": [1], "coarse": {"ber": 1e-4}}', "fine: expected object | null, got [1]"),
     ('{"format": "eden-tolerance", "format_version": 1, "fine": {"bers": "x"}, "coarse": {"ber": 1e-4}}',
-     "fine.bers must be a list"),
+     "fine.bers: expected array, got 'x'"),
     ('{"format": "eden-tolerance", "format_version": true, "coarse": {"ber": 1e-4}}', "format_version True"),
 ])
 def test_tolerance_file_malformed(tmp_path: Path, text: str, field: str) -> None:
@@ -222,32 +222,37 @@ def _config(**change: Any) -> dict:
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"partitions__0__label": ["bank0"]}, "label must be a string"),
-    ({"tensors__0__partition": ["bank0"]}, "is in unknown partition ['bank0']"),
+    ({"partitions__0__label": ["bank0"]}, "partitions[0].label: expected str, got ['bank0']"),
+    ({"tensors__0__partition": ["bank0"]}, "tensors[0].partition: expected str, got ['bank0']"),
+    ({"tensors__0__partition": "bank9"}, "is in unknown partition 'bank9'"),
     ({"geometry__rows": 2**21}, "geometry: location ids need"),
     ({"geometry__banks": 10**400}, "geometry: location ids need"),
-    ({"geometry__rows": True}, "geometry needs positive integer"),
-    ({"partitions__0__vdd_v": "1.2"}, "partition bank0: vdd_v must be a number"),
-    ({"partitions__0__trcd_ns": float("nan")}, "trcd_ns must be a number"),
+    ({"geometry__rows": True}, "geometry.rows: expected int, got True"),
+    ({"geometry__rows": 0}, "geometry.rows: expected int >= 1, got 0"),
+    ({"partitions__0__vdd_v": "1.2"}, "partitions[0].vdd_v: expected float, got '1.2'"),
+    ({"partitions__0__vdd_v": 11.0}, "partitions[0].vdd_v: expected float <= 10.0, got 11.0"),
+    ({"partitions__0__trcd_ns": float("nan")}, "partitions[0].trcd_ns: expected float >= 0.0, got nan"),
     ({"partitions__0__bank": 2}, "bank must be 0, got 2"),
     ({"partitions__0__rows": [0, 10**400]}, "rows must be [0, 63]"),
-    ({"partitions__0__used_bytes": -1}, "used_bytes must be a non-negative integer"),
-    ({"partitions__0__predicted_ber": 1e400}, "predicted_ber must be a finite number"),
-    ({"nominal": KeyError}, "nominal must be an object"),
-    ({"nominal__vdd_v": None}, "nominal.vdd_v must be a number"),
+    ({"partitions__0__used_bytes": -1}, "partitions[0].used_bytes: expected int >= 0, got -1"),
+    ({"partitions__0__predicted_ber": 1e400}, "partitions[0].predicted_ber: expected float <="),
+    ({"nominal": KeyError}, "object missing required field nominal"),
+    ({"nominal": [1.35]}, "nominal: expected object, got [1.35]"),
+    ({"nominal__vdd_v": None}, "nominal.vdd_v: expected float, got None"),
     ({"savings__vdd_reduction_v": "0.1"}, "savings.vdd_reduction_v"),
-    ({"capacity_rows": 0}, "capacity_rows must be null or a positive integer"),
-    ({"tensors__0__kind": "bias"}, "kind one of weight, ifm"),
+    ({"capacity_rows": 0}, "capacity_rows: expected int >= 1, got 0"),
+    ({"tensors__0__kind": "bias"}, "tensors[0].kind: invalid enum value 'bias'"),
     ({"tensors__1__layer": "conv1", "tensors__1__kind": "weight"}, "tensor conv1/weight is given twice"),
-    ({"tensors__0__tolerable_ber": 2.0}, "tolerable BER of conv1/weight must be in (0, 1]"),
+    ({"tensors__0__tolerable_ber": 2.0}, "tensors[0].tolerable_ber: expected float <= 1.0, got 2.0"),
     ({"tensors__0__n_bytes": 10**12}, "do not fit the DIMM"),
     ({"tensors__1__n_bytes": 260_000}, "beyond the DIMM"),
     ({"tensors__0__n_bytes": 200_000}, "n_rows must be 196 for 200000 bytes, got 2"),
     ({"tensors__0__n_bytes": 200_000, "tensors__0__n_rows": 196}, "leave its partition bank0"),
     ({"tensors__1__bank": 0, "tensors__1__row": 1, "tensors__1__partition": "bank0"}, "overlap"),
     ({"tensors__0__offset_bytes": 10**4000}, "do not fit the DIMM"),
-    ({"tensors__0__n_rows": 0}, "n_rows must be a positive integer"),
-    ({"tensors__0__margin": "big"}, "margin must be a finite number"),
+    ({"tensors__0__n_rows": 0}, "tensors[0].n_rows: expected int >= 1, got 0"),
+    ({"tensors__0__margin": "big"}, "tensors[0].margin: expected float | null, got 'big'"),
+    ({"tensors__0__extra": 1}, "tensors[0]: object contains unknown field extra"),
     ({"tensors__0__row": 10**400}, "has an address outside the geometry"),
     ({"format_version": True}, "format_version True is not supported"),
 ])
@@ -271,8 +276,8 @@ def test_config_tensor_outside_its_partition() -> None:
     assert "is outside its partition" in one_line(exc)
 
 
-@pytest.mark.parametrize("text, field", [(DEEP, "nested too deeply"),
-                                         ('{"geometry": {"rows": ' + "9" * 4400 + "}}", "not a readable JSON")])
+@pytest.mark.parametrize("text, field", [(DEEP, "too deeply"),
+                                         ('{"geometry": {"rows": ' + "9" * 4400 + "}}", "is not JSON")])
 def test_config_file_unparseable(tmp_path: Path, text: str, field: str) -> None:
     path = tmp_path / "cfg.json"
     path.write_text(text)
@@ -377,7 +382,7 @@ def test_map_cli_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) 
     broken_net.write_bytes(NET_BYTES[:-100])
     out = str(tmp_path / "cfg.json")
     cases = [([bad_model, tol, net], "source.setting must be an object"),
-             ([good_model, deep, net], "nested too deeply"),
+             ([good_model, deep, net], "too deeply"),
              ([good_model, tol, broken_net], "not a readable network file")]
     for (model, tolerance, network), message in cases:
         rc = boosting.map.main(["--model", str(model), "--tolerance", str(tolerance), "--network", str(network),

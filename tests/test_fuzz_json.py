@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pytest
 from fuzzing import fuzz_settings
 from hypothesis import given
@@ -71,7 +70,7 @@ MODEL_FILE_DOC = {
     "partitions": {f"bank{b}": {"selected": MODEL_DOCS[0], "curves": {"vdd_v": VDD_CURVE, "trcd_ns": TRCD_CURVE}}
                    for b in range(3)},
 }
-GEO = Geometry(banks=4, rows=64, row_bytes=1024)
+GEO = Geometry(banks=4, rows=64, columns=128)  # 1 KiB rows on the 64-bit bus
 SIZES = {("conv1", "weight"): 1500, ("conv1", "ifm"): 800, ("fc", "weight"): 3000}
 TOLERANCE_DOC = {
     "format": "eden-tolerance", "format_version": 1, "fmt": "int8", "mitigation": "zero",

@@ -10,8 +10,8 @@ from fuzzing import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_bridge.emulator import build_firmware
-from firmware_bridge.emulator.server import FirmwareServer
+from emubench import build_firmware
+from emubench.server import FirmwareServer
 from firmware_bridge.framing import Frame, FrameDecoder, encode_frame
 from firmware_bridge.link import Link, LinkError
 from firmware_bridge.protocol import (
@@ -22,7 +22,6 @@ from firmware_bridge.protocol import (
     decode_json,
     decode_program,
     decode_result,
-    encode_json,
     encode_program,
     encode_result,
 )

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from errormodels.fit import FitError, FitWarning, observe
-from profiler.replay import ReplayDimm
+from emubench.replay import ReplayDimm
 from profiler.storage import ERROR_DTYPE, BerMap, MapError
 from test_map_errors import META, W, write_map  # the same small valid map
 

@@ -16,8 +16,8 @@ from fuzzing import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_bridge.emulator.bench import BenchSpec, BenchSpecError, parse_emu_url
-from firmware_bridge.emulator.profiles import PROFILES
+from emubench.bench import BenchSpec, BenchSpecError, parse_emu_url
+from emubench.profiles import PROFILES
 
 pytestmark = pytest.mark.fuzz
 

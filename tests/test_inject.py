@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.special import chdtrc, chdtri  # chi-square survival and its inverse (lighter than scipy.stats)
 
-import errormodels.inject as inj
+import errormodels.inject.flip as inj_flip
+import errormodels.inject.injector as inj_injector
 from errormodels.inject import (
     InjectionError,
     InjectionStats,
@@ -123,7 +124,7 @@ def test_flip_changes_exactly_that_bit(dtype: torch.dtype) -> None:
     for i in (0, 5):
         for k in range(w):
             y = x.clone()
-            inj._Flipper(y.view(-1).view(torch.uint8), int(np.log2(w))).flip(torch.tensor([i * w + k]))
+            inj_flip._Flipper(y.view(-1).view(torch.uint8), int(np.log2(w))).flip(torch.tensor([i * w + k]))
             diff = (x.view(INT_VIEW[dtype]) ^ y.view(INT_VIEW[dtype])).to(torch.int64)
             if w < 64:
                 diff &= (1 << w) - 1  # the flipped bits as an unsigned w-bit number
@@ -132,7 +133,7 @@ def test_flip_changes_exactly_that_bit(dtype: torch.dtype) -> None:
             assert torch.equal(diff, expect), (dtype, i, k)
     if dtype.is_floating_point:  # the top bit is the sign
         y = x.clone()
-        inj._Flipper(y.view(-1).view(torch.uint8), int(np.log2(w))).flip(torch.tensor([w - 1]))
+        inj_flip._Flipper(y.view(-1).view(torch.uint8), int(np.log2(w))).flip(torch.tensor([w - 1]))
         assert y[0] == -x[0]
 
 
@@ -158,7 +159,7 @@ def test_int4_nibbles() -> None:
     for j in range(6):
         for k in range(4):
             y = packed.clone()
-            inj._Flipper(y, 2).flip(torch.tensor([4 * j + k]))
+            inj_flip._Flipper(y, 2).flip(torch.tensor([4 * j + k]))
             diff = unpack_int4(packed, signed=False) ^ unpack_int4(y, signed=False)
             expect = torch.zeros(6, dtype=torch.int8)
             expect[j] = 1 << k
@@ -199,8 +200,8 @@ def test_flip_count_is_binomial(ber: float) -> None:
 
 def test_small_chunks_and_complement_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunked sampling (forced small) keeps counts exact and positions distinct."""
-    monkeypatch.setattr(inj, "_CHUNK_CANDIDATES", 64)
-    monkeypatch.setattr(inj, "_MIN_CHUNK_BITS", 640)
+    monkeypatch.setattr(inj_injector, "_CHUNK_CANDIDATES", 64)
+    monkeypatch.setattr(inj_injector, "_MIN_CHUNK_BITS", 640)
     x = random_tensor(torch.int16, 1000, seed=3)
     counts = []
     for seed in range(100):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import boosting.inference as inference
-import errormodels.inject as inj
+import errormodels.inject.mitigation as inj_mitigation
 from boosting.quant import QuantError, dequantize, get_format, quantize
 
 
@@ -17,7 +17,7 @@ from boosting.quant import QuantError, dequantize, get_format, quantize
 @pytest.mark.parametrize("mitigation", ["zero", "saturate"])
 def test_numpy_mitigation_matches_torch(dtype: torch.dtype, mitigation: str) -> None:
     gen = torch.Generator().manual_seed(5)
-    for trial in range(20):
+    for _trial in range(20):
         if dtype.is_floating_point:
             x = torch.randn(300, generator=gen, dtype=torch.float64).to(dtype)
             x[::37] = math.nan
@@ -30,8 +30,8 @@ def test_numpy_mitigation_matches_torch(dtype: torch.dtype, mitigation: str) -> 
             lo = int(torch.randint(info.min, info.max + 1, (1,), generator=gen))
             hi = int(torch.randint(lo, info.max + 1, (1,), generator=gen))
         a, b = x.clone(), x.clone()
-        n_torch = inj._fix(a, mitigation, lo, hi)[0]
-        n_numpy = inj._fix_np(b.numpy(), mitigation, lo, hi)
+        n_torch = inj_mitigation._fix(a, mitigation, lo, hi)[0]
+        n_numpy = inj_mitigation._fix_np(b.numpy(), mitigation, lo, hi)
         assert n_torch == n_numpy
         assert torch.equal(torch.nan_to_num(a, nan=7.0), torch.nan_to_num(b, nan=7.0))
 
@@ -40,7 +40,7 @@ def test_numpy_mitigation_matches_torch(dtype: torch.dtype, mitigation: str) -> 
 def test_store_and_load_match_quantize(fmt: str) -> None:
     f = get_format(fmt)
     gen = torch.Generator().manual_seed(2)
-    for trial in range(10):
+    for _trial in range(10):
         x = torch.randn(7, 33, generator=gen) * float(torch.rand(1, generator=gen) * 10)
         for scale in (None, 0.0123, 1e-30):
             q_ref = quantize(x, f, scale=scale)

@@ -15,9 +15,10 @@ import torch
 from scipy import stats as sps
 
 import errormodels.inject as inj
+import errormodels.inject.sampler as inj_sampler
 from errormodels.models import BitValue, Bitline, Uniform, Wordline
 
-needs_kernel = pytest.mark.skipif(inj._flipkernel is None, reason="compiled kernel not built (no C compiler)")
+needs_kernel = pytest.mark.skipif(inj_sampler._flipkernel is None, reason="compiled kernel not built (no C compiler)")
 CPU = torch.device("cpu")
 M64 = (1 << 64) - 1
 
@@ -40,7 +41,7 @@ def reference_block(key: int, b: int, nb: int, c: int) -> list[int]:
                 chosen.append(pos)
                 seen.add(pos)
         j += 1
-    return sorted(b * inj._BLOCK_BITS + p for p in chosen)
+    return sorted(b * inj_sampler._BLOCK_BITS + p for p in chosen)
 
 
 def test_kernel_is_built_where_a_compiler_is() -> None:
@@ -55,9 +56,9 @@ def test_kernel_is_built_where_a_compiler_is() -> None:
                                  (140_001, 3e-4), (140_001, 0.05)])
 def test_torch_sampler_follows_the_documented_stream(n: int, p: float) -> None:
     for key in (0, 1, 2**62 - 1, 123_456_789):
-        counts = inj._block_counts(n, p, key)
-        want = [pos for b in range(counts.size) for pos in reference_block(key, b, min(inj._BLOCK_BITS, n - b * inj._BLOCK_BITS), int(counts[b]))]
-        got = inj._ranks_torch(n, counts, key, 0, counts.size, CPU)
+        counts = inj_sampler._block_counts(n, p, key)
+        want = [pos for b in range(counts.size) for pos in reference_block(key, b, min(inj_sampler._BLOCK_BITS, n - b * inj_sampler._BLOCK_BITS), int(counts[b]))]
+        got = inj_sampler._ranks_torch(n, counts, key, 0, counts.size, CPU)
         assert got.tolist() == want
 
 
@@ -66,24 +67,24 @@ def test_torch_sampler_follows_the_documented_stream(n: int, p: float) -> None:
 @pytest.mark.parametrize("p", [1e-5, 1e-3, 0.05, 0.3, 0.5])
 def test_kernel_ranks_match_torch_ranks(n: int, p: float) -> None:
     key = (n * 7919 + int(p * 1e6)) % 2**62
-    counts = inj._block_counts(n, p, key)
-    full = inj._ranks(n, counts, key, 0, counts.size, CPU)
-    assert torch.equal(full, inj._ranks_torch(n, counts, key, 0, counts.size, CPU))
+    counts = inj_sampler._block_counts(n, p, key)
+    full = inj_sampler._ranks(n, counts, key, 0, counts.size, CPU)
+    assert torch.equal(full, inj_sampler._ranks_torch(n, counts, key, 0, counts.size, CPU))
     assert full.numel() == int(counts.sum()) and torch.unique(full).numel() == full.numel()
     assert full.numel() == 0 or (int(full.min()) >= 0 and int(full.max()) < n)
     if counts.size > 2:  # any block range gives that range's part
-        part = inj._ranks(n, counts, key, 1, counts.size - 1, CPU)
-        lo, hi = inj._BLOCK_BITS, (counts.size - 1) * inj._BLOCK_BITS
+        part = inj_sampler._ranks(n, counts, key, 1, counts.size - 1, CPU)
+        lo, hi = inj_sampler._BLOCK_BITS, (counts.size - 1) * inj_sampler._BLOCK_BITS
         assert torch.equal(part, full[(full >= lo) & (full < hi)])
 
 
 def test_torch_sampler_redraws_blocks_that_run_short(monkeypatch: pytest.MonkeyPatch) -> None:
     """With too few words drawn at first, the blocks that ran short are drawn again with more."""
     n, p, key = 200_000, 0.45, 99
-    counts = inj._block_counts(n, p, key)
-    want = inj._ranks_torch(n, counts, key, 0, counts.size, CPU)
-    monkeypatch.setattr(inj, "_WORDS_SLACK", 0.02)
-    assert torch.equal(inj._ranks_torch(n, counts, key, 0, counts.size, CPU), want)
+    counts = inj_sampler._block_counts(n, p, key)
+    want = inj_sampler._ranks_torch(n, counts, key, 0, counts.size, CPU)
+    monkeypatch.setattr(inj_sampler, "_WORDS_SLACK", 0.02)
+    assert torch.equal(inj_sampler._ranks_torch(n, counts, key, 0, counts.size, CPU), want)
 
 
 def bytes_of(t: torch.Tensor) -> torch.Tensor:
@@ -102,7 +103,7 @@ def test_kernel_and_torch_fallback_flip_the_same_bits(monkeypatch: pytest.Monkey
     fast, fast_stats = inj.inject(x, Uniform(ber=ber), seed=3, dtype_bits=dtype_bits)
     in_place = x.clone()
     assert inj.inject_(in_place, Uniform(ber=ber), seed=3, dtype_bits=dtype_bits) == fast_stats
-    monkeypatch.setattr(inj, "_flipkernel", None)
+    monkeypatch.setattr(inj_sampler, "_flipkernel", None)
     slow, slow_stats = inj.inject(x, Uniform(ber=ber), seed=3, dtype_bits=dtype_bits)
     assert torch.equal(bytes_of(fast), bytes_of(slow)) and torch.equal(bytes_of(in_place), bytes_of(fast))
     assert fast_stats == slow_stats
@@ -112,7 +113,7 @@ def test_kernel_and_torch_fallback_flip_the_same_bits(monkeypatch: pytest.Monkey
 def test_kernel_threads_give_the_same_flips(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.randn(300_000, generator=torch.Generator().manual_seed(0))  # 19 blocks
     one, st1 = inj.inject(x, Uniform(ber=2e-3), seed=8)
-    monkeypatch.setattr(inj, "_PAR_MIN_BLOCKS", 2)
+    monkeypatch.setattr(inj_sampler, "_PAR_MIN_BLOCKS", 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     four, st4 = inj.inject(x, Uniform(ber=2e-3), seed=8)
     assert torch.equal(bytes_of(one), bytes_of(four)) and st1 == st4
@@ -132,7 +133,7 @@ def test_non_contiguous_input_is_copied_in_c_order() -> None:
 
 @needs_kernel
 def test_kernel_rejects_bad_arguments() -> None:
-    k = inj._flipkernel
+    k = inj_sampler._flipkernel
     dst = np.zeros(100, np.uint8)
     good = np.array([3], np.int64)
     with pytest.raises(ValueError, match="elem_shift"):
@@ -160,11 +161,11 @@ def test_kernel_rejects_bad_arguments() -> None:
 
 def test_positions_are_uniform_and_counts_binomial() -> None:
     """Over many keys: counts per block follow Binomial(nb, p) and positions spread evenly."""
-    n, p = 3 * inj._BLOCK_BITS + 5000, 2e-3
+    n, p = 3 * inj_sampler._BLOCK_BITS + 5000, 2e-3
     totals, hist = [], np.zeros(64, np.int64)
     for key in range(300):
-        counts = inj._block_counts(n, p, key)
-        pos = inj._ranks(n, counts, key, 0, counts.size, CPU).numpy()
+        counts = inj_sampler._block_counts(n, p, key)
+        pos = inj_sampler._ranks(n, counts, key, 0, counts.size, CPU).numpy()
         totals.append(pos.size)
         hist += np.bincount(pos * 64 // n, minlength=64)
     mean, var = n * p, n * p * (1 - p)
@@ -173,8 +174,8 @@ def test_positions_are_uniform_and_counts_binomial() -> None:
     assert sps.chisquare(hist).pvalue > 1e-3
     low_bits = np.zeros(8, np.int64)  # bit-within-byte positions are even too
     for key in range(50):
-        counts = inj._block_counts(n, p, key)
-        low_bits += np.bincount(inj._ranks(n, counts, key, 0, counts.size, CPU).numpy() & 7, minlength=8)
+        counts = inj_sampler._block_counts(n, p, key)
+        low_bits += np.bincount(inj_sampler._ranks(n, counts, key, 0, counts.size, CPU).numpy() & 7, minlength=8)
     assert sps.chisquare(low_bits).pvalue > 1e-3
 
 
@@ -183,17 +184,17 @@ def test_positions_are_uniform_and_counts_binomial() -> None:
 def test_other_models_same_flips_with_and_without_kernel(monkeypatch: pytest.MonkeyPatch, model) -> None:
     x = torch.randn(120_000, generator=torch.Generator().manual_seed(2)).to(torch.float16)
     a, sa = inj.inject(x, model, seed=6)
-    monkeypatch.setattr(inj, "_flipkernel", None)
+    monkeypatch.setattr(inj_sampler, "_flipkernel", None)
     b, sb = inj.inject(x, model, seed=6)
     assert sa == sb and torch.equal(bytes_of(a), bytes_of(b)) and sa.bits_flipped > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: no CUDA device on this machine")
 def test_cuda_sampler_matches_cpu() -> None:
-    for n, p in [(1000, 0.3), (1_000_003, 1e-3), (5 * inj._BLOCK_BITS, 0.5)]:
-        counts = inj._block_counts(n, p, 77)
-        cpu = inj._ranks(n, counts, 77, 0, counts.size, CPU)
-        assert torch.equal(inj._ranks_torch(n, counts, 77, 0, counts.size, torch.device("cuda")).cpu(), cpu)
+    for n, p in [(1000, 0.3), (1_000_003, 1e-3), (5 * inj_sampler._BLOCK_BITS, 0.5)]:
+        counts = inj_sampler._block_counts(n, p, 77)
+        cpu = inj_sampler._ranks(n, counts, 77, 0, counts.size, CPU)
+        assert torch.equal(inj_sampler._ranks_torch(n, counts, 77, 0, counts.size, torch.device("cuda")).cpu(), cpu)
 
 
 @needs_kernel
@@ -208,7 +209,7 @@ def test_large_copies_streamed_match_the_fallback(monkeypatch: pytest.MonkeyPatc
     for ber in (1e-7, 1e-3):
         fast, st = inj.inject(x, Uniform(ber=ber), seed=2)
         with monkeypatch.context() as m:
-            m.setattr(inj, "_flipkernel", None)
+            m.setattr(inj_sampler, "_flipkernel", None)
             slow, st_slow = inj.inject(x, Uniform(ber=ber), seed=2)
         assert st == st_slow and torch.equal(bytes_of(fast), bytes_of(slow))
         flipped = int(np.bitwise_count(bytes_of(fast).numpy() ^ bytes_of(x).numpy()).sum())
@@ -219,8 +220,8 @@ def test_large_copies_streamed_match_the_fallback(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("model", [Uniform(ber=0.01), BitValue(ber=0.01)], ids=lambda m: m.name)
 def test_in_place_injection_tells_autograd(monkeypatch: pytest.MonkeyPatch, model) -> None:
     """Values saved for backward and then corrupted in place make backward fail, kernel or not."""
-    for kernel in (inj._flipkernel, None):
-        monkeypatch.setattr(inj, "_flipkernel", kernel)
+    for kernel in (inj_sampler._flipkernel, None):
+        monkeypatch.setattr(inj_sampler, "_flipkernel", kernel)
         w = torch.randn(50_000, requires_grad=True)
         loss = (w * w).sum()
         with torch.no_grad():
@@ -232,10 +233,11 @@ def test_in_place_injection_tells_autograd(monkeypatch: pytest.MonkeyPatch, mode
 FORK_SCRIPT = """
 import os, signal, sys, torch
 import errormodels.inject as inj
+import errormodels.inject.sampler as inj_sampler
 from errormodels.models import Uniform
 x = torch.arange(3_000_000, dtype=torch.int32).to(torch.float32)
 want, st = inj.inject(x, Uniform(ber=1e-3), seed=1)
-if inj._pool is None:
+if inj_sampler._pool is None:
     print("no helper threads"); sys.exit(0)
 pid = os.fork()
 if pid == 0:

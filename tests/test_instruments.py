@@ -12,7 +12,7 @@ import pyvisa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge.emulator.instruments import EmulatedSupply, EmulatedThermal, ScpiServer
+from emubench.instruments import EmulatedSupply, EmulatedThermal, ScpiServer
 from softmc_host.ddr3_power import DDR3L_1600_X8_4GB, interval_power
 from softmc_host.instruments import (
     BenchSupply,
@@ -724,7 +724,7 @@ def test_a_reply_that_does_not_fit_marks_the_session_out_of_step(local_psu: tupl
     psu, res = local_psu
     res.query = lambda message: '0,"No error"'  # type: ignore[method-assign]  # a reply shifted by one
     with pytest.raises(InstrumentError, match=r"supply VOLT\?: expected a number"):
-        psu.voltage_set_v
+        _ = psu.voltage_set_v
     assert not psu.in_sync
     del res.query  # answers in turn again
     res.traffic.clear()

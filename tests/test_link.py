@@ -9,8 +9,8 @@ from typing import Callable, Iterator
 import pytest
 import serial
 
-from firmware_bridge.emulator import build_firmware
-from firmware_bridge.emulator.server import FirmwareServer, bind_listener, serve_socket
+from emubench import build_firmware
+from emubench.server import FirmwareServer, bind_listener, serve_socket
 from firmware_bridge.framing import HEADER_SIZE, Frame, encode_frame
 from firmware_bridge.link import Link, LinkError, LinkTimeoutError, RemoteError, open_transport
 from firmware_bridge.protocol import ErrorCode, MsgType, decode_json, decode_result, encode_program

@@ -14,8 +14,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from firmware_bridge.emulator import build_firmware
-from firmware_bridge.emulator.server import FirmwareServer, bind_listener, serve_socket
+from emubench import build_firmware
+from emubench.server import FirmwareServer, bind_listener, serve_socket
 from firmware_bridge.framing import HEADER_SIZE, FrameDecoder, encode_frame
 from firmware_bridge.link import Link, LinkTimeoutError, RemoteError, open_transport
 from firmware_bridge.protocol import ErrorCode, MsgType, ProtocolError, decode_json, encode_json, encode_program

@@ -18,7 +18,7 @@ import pytest
 from errormodels import fit
 from profiler import plot
 from profiler.patterns import parse_pattern
-from profiler.replay import ReplayDimm, ReplayError, check_replay_map
+from emubench.replay import ReplayDimm, ReplayError, check_replay_map
 from profiler.storage import ERROR_DTYPE, REQUIRED_FILE_ATTRS, REQUIRED_POINT_ATTRS, BerMap, MapError, MapWriter, PointData
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware_bridge.emulator.firmware import ExecutionError, TesterFirmware
-from firmware_bridge.emulator.physics import PhysicsDimm
-from firmware_bridge.emulator.profiles import PROFILES, LogCurve, cell_p_for_line_fraction, get_profile, line_fraction
+from emubench.firmware import ExecutionError, TesterFirmware
+from emubench.physics import PhysicsDimm
+from emubench.profiles import PROFILES, LogCurve, cell_p_for_line_fraction, get_profile, line_fraction
 from firmware_bridge.protocol import ErrorCode
 from softmc_host.asm import assemble
 from softmc_host.program import append_row_read, append_row_write, pack_rows

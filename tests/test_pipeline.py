@@ -1,46 +1,173 @@
-"""The whole EDEN flow on the emulated bench, small: stages, resume, report tracing, energy model."""
+"""The whole EDEN flow on the emulated bench, small: stages, resume, report tracing, energy model.
+
+The flow runs once per module (``flow_run``) with the ``main()`` of every module of the other
+packages replaced by a recorder: a stage that drives another command through its ``main``
+instead of its library function fails :func:`test_no_stage_calls_another_commands_main`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import logging
+import pkgutil
+import shutil
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
 from pipeline import stages as st
+from pipeline.__main__ import _parser, main, options_from_args
 from pipeline.energy import DdrTiming, Tensor, energy_report, latency_ns, stream_of
 from pipeline.flow import STAGES, FlowError, FlowOptions, run_flow
+from pipeline.records import json_schemas
 from pipeline.report import check_report, lookup
+from softmc_host.cli import parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The packages whose commands the pipeline must reach through library functions only.
+COMMAND_PACKAGES = ("firmware_bridge", "softmc_host", "profiler", "errormodels", "boosting", "emubench")
 
 
-def _small(out: Path, **kw) -> FlowOptions:
-    base = dict(out=str(out), vdd="1.35,1.1,1.05,1.025,1.0", epochs=2, boost_epochs=1, seeds=(0, 1),
-                hil_repeats=2, batch_size=12, workers=0, progress=False)
+def _small(out: Path, **kw: Any) -> FlowOptions:
+    base: dict[str, Any] = dict(out=str(out), vdd="1.35,1.1,1.05,1.025,1.0", epochs=2, boost_epochs=1, seeds=(0, 1),
+                                hil_repeats=2, batch_size=12, workers=0, progress=False)
     base.update(kw)
     return FlowOptions(**base)
 
 
+class _Lines(logging.Handler):
+    """Collects the formatted messages of the ``pipeline`` loggers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[list[str]]:
+    handler = _Lines()
+    log = logging.getLogger("pipeline")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _command_modules() -> list[Any]:
+    """Every importable module of :data:`COMMAND_PACKAGES` that has a ``main`` (optional modules that
+    fail to import are skipped; ``__main__`` shims run their command on import and are skipped)."""
+    found = []
+    for name in COMMAND_PACKAGES:
+        package = importlib.import_module(name)
+        modules = [package]
+        for info in pkgutil.walk_packages(package.__path__, name + ".", onerror=lambda _n: None):
+            if info.name.endswith(".__main__") and not _guarded(info):
+                continue
+            try:
+                modules.append(importlib.import_module(info.name))
+            except Exception:  # an optional dependency missing: nothing there to call
+                continue
+        found += [m for m in modules if callable(getattr(m, "main", None))]
+    return found
+
+
+def _guarded(info: pkgutil.ModuleInfo) -> bool:
+    """Whether a ``__main__`` module runs its command only under ``if __name__ == "__main__"``."""
+    spec = info.module_finder.find_spec(info.name.rsplit(".", 1)[1], None)  # type: ignore[call-arg]
+    origin = getattr(spec, "origin", None)
+    try:
+        return origin is not None and "if __name__ ==" in Path(origin).read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+#: Commands whose work the stages do through library functions (the guard must cover them).
+REPLACED_COMMANDS = {"profiler.sweep", "profiler.plot", "errormodels.fit", "boosting.train", "boosting.characterize"}
+
+
+class _MainCalled(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _mains_guarded() -> Iterator[list[str]]:
+    """Replace the ``main`` of every command module (and any reference a pipeline module holds to
+    one) with a recorder that raises; yield the list of the commands called."""
+    called: list[str] = []
+    modules = _command_modules()
+    names = {m.__name__ for m in modules}
+    # the guard really covers the commands the stages once drove through their main()
+    assert REPLACED_COMMANDS <= names and any(n.startswith("boosting.map") for n in names), sorted(names)
+    originals = {id(m.main): m.__name__ for m in modules}
+
+    def recorder(module_name: str) -> Any:
+        def fake_main(*_args: Any, **_kwargs: Any) -> int:
+            called.append(module_name)
+            raise _MainCalled(f"a stage called {module_name}.main()")
+        return fake_main
+
+    with pytest.MonkeyPatch.context() as mp:
+        for m in modules:
+            mp.setattr(m, "main", recorder(m.__name__))
+        import pipeline
+
+        for info in pkgutil.walk_packages(pipeline.__path__, "pipeline."):
+            if info.name.endswith(".__main__"):
+                continue
+            pm = importlib.import_module(info.name)
+            for attr, value in list(vars(pm).items()):
+                if id(value) in originals:
+                    mp.setattr(pm, attr, recorder(originals[id(value)]))
+        yield called
+
+
 @pytest.fixture(scope="module")
-def flow_run(tmp_path_factory) -> tuple[Path, list[str]]:
+def flow_run(tmp_path_factory) -> tuple[Path, list[str], list[str], bool]:
     out = tmp_path_factory.mktemp("eden")
-    lines: list[str] = []
-    run_flow(_small(out), log=lines.append)
-    return out, lines
+    completed = False
+    with _mains_guarded() as called, _captured() as lines:
+        try:
+            run_flow(_small(out))
+            completed = True
+        except _MainCalled:
+            pass
+    return out, lines, called, completed
+
+
+def test_no_stage_calls_another_commands_main(flow_run) -> None:
+    _out, _lines, called, completed = flow_run
+    assert called == [], f"stages called {called}: call the library functions instead"
+    assert completed
 
 
 def test_every_stage_writes_its_outputs(flow_run) -> None:
-    out, lines = flow_run
+    out, lines, _, _ = flow_run
     record = json.loads((out / "stages.json").read_text())["stages"]
     assert list(record) == list(STAGES)
     for stage, entry in record.items():
         assert entry["outputs"] and all((out / p).exists() for p in entry["outputs"]), stage
+        # each file a stage wrote is one its table entry declares
+        assert all(STAGES[stage].writes(p) for p in entry["outputs"]), (stage, entry["outputs"])
     config = json.loads((out / "dram-config.json").read_text())
     assert config["format"] == "eden-dram-config" and config["mode"] == "power"
     assert config["partitions"][0]["vdd_v"] < config["nominal"]["vdd_v"]
+    text = "\n".join(lines)
+    assert "[profile] running" in text and "[report] finished" in text and "baseline tolerates BER" in text
 
 
 def test_bench_validation_agrees_with_simulation_and_reports_flips(flow_run) -> None:
-    out, _ = flow_run
+    out = flow_run[0]
     val = json.loads((out / "validate.json").read_text())
     assert val["runs"]["nominal"]["flips"] == 0
     assert val["runs"]["chosen"]["vdd_v"] < val["runs"]["nominal"]["vdd_v"]
@@ -52,76 +179,184 @@ def test_bench_validation_agrees_with_simulation_and_reports_flips(flow_run) -> 
     assert abs(hil - sim["mean"]) <= max(0.05, sim["ci_high"] - sim["ci_low"])
 
 
-def test_report_numbers_recompute_from_their_files(flow_run) -> None:
-    out, _ = flow_run
-    assert check_report(out) == []
-    text = (out / "report.md").read_text()
+def test_report_numbers_recompute_from_their_files(flow_run, tmp_path) -> None:
+    copy = tmp_path / "report"
+    shutil.copytree(flow_run[0], copy)
+    assert check_report(copy) == []
+    text = (copy / "report.md").read_text()
     assert "validate.json: `runs.chosen.accuracy.mean`" in text
     for png in ("report-accuracy.png", "report-energy.png", "report-ber-curves.png", "report-accuracy-sweep.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (copy / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # tamper with a cited file: the check notices
-    energy = json.loads((out / "energy.json").read_text())
+    energy = json.loads((copy / "energy.json").read_text())
     energy["energy_saving"]["model"] = 0.99
-    (out / "energy.json").write_text(json.dumps(energy))
-    problems = check_report(out)
+    (copy / "energy.json").write_text(json.dumps(energy))
+    problems = check_report(copy)
     assert any("energy.json: changed" in p for p in problems)
     assert any("energy_saving.model" in p for p in problems)
 
 
-def test_rerun_skips_finished_stages_and_an_option_reruns_what_it_affects(flow_run, tmp_path) -> None:
-    out, _ = flow_run
-    import shutil
+def test_check_command_and_a_malformed_facts_file(flow_run, tmp_path, capsys) -> None:
+    copy = tmp_path / "facts"
+    shutil.copytree(flow_run[0], copy)
+    assert main(["check", str(copy)]) == 0
+    assert "report agrees with its files" in capsys.readouterr().out
+    facts = json.loads((copy / "report-facts.json").read_text())
+    facts["facts"][0]["text"] = 5  # not a string
+    (copy / "report-facts.json").write_text(json.dumps(facts))
+    with pytest.raises(FlowError, match=r"report facts .*facts\[0\]\.text"):
+        check_report(copy)
+    assert main(["check", "-o", str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "facts[0].text" in err[0]
 
+
+def test_rerun_skips_finished_stages_and_an_option_reruns_what_it_affects(flow_run, tmp_path) -> None:
     copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    lines: list[str] = []
-    run_flow(_small(copy), log=lines.append)
+    shutil.copytree(flow_run[0], copy)
+    with _captured() as lines:
+        run_flow(_small(copy))
     assert all(f"[{s}] done before, skipped" in "\n".join(lines) for s in STAGES)
-    lines.clear()
-    run_flow(_small(copy, hil_repeats=3), log=lines.append, stop_after="validate")
+    with _captured() as lines:
+        run_flow(_small(copy, hil_repeats=3), stop_after="validate")
     text = "\n".join(lines)
     assert "[map] done before, skipped" in text and "[validate] running" in text
+    assert "[energy]" not in text
 
 
 def test_interrupted_flow_resumes_at_the_stage_it_was_in(flow_run, tmp_path, monkeypatch) -> None:
-    out, _ = flow_run
-    import shutil
-
     copy = tmp_path / "resume"
-    shutil.copytree(out, copy)
+    shutil.copytree(flow_run[0], copy)
     record = json.loads((copy / "stages.json").read_text())
     for s in ("energy", "report"):
         record["stages"].pop(s)
     (copy / "stages.json").write_text(json.dumps(record))
 
-    def interrupted(*_a, **_k):
+    def interrupted(_ctx: Any) -> list[Path]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(st, "stage_energy", interrupted)
+    monkeypatch.setattr(STAGES["energy"], "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_flow(_small(copy), log=lambda _l: None)
+        run_flow(_small(copy))
     done = json.loads((copy / "stages.json").read_text())["stages"]
     assert "validate" in done and "energy" not in done  # finished stages stay on record
     monkeypatch.undo()
-    lines: list[str] = []
-    run_flow(_small(copy), log=lines.append)
+    with _captured() as lines:
+        run_flow(_small(copy))
     text = "\n".join(lines)
     assert "[validate] done before, skipped" in text and "[energy] running" in text
 
 
+def test_redo_reruns_a_stage_and_everything_after_it(flow_run, tmp_path, monkeypatch) -> None:
+    copy = tmp_path / "redo"
+    shutil.copytree(flow_run[0], copy)
+    ran: list[str] = []
+    for name in ("energy", "report"):
+        real = STAGES[name].run
+        monkeypatch.setattr(STAGES[name], "run", lambda ctx, real=real, name=name: ran.append(name) or real(ctx))
+    with _captured() as lines:
+        run_flow(_small(copy), redo=["energy"])
+    assert ran == ["energy", "report"]  # report depends on energy's new token
+    assert "[validate] done before, skipped" in "\n".join(lines)
+
+
+def test_a_malformed_stage_record_is_a_one_line_error(tmp_path) -> None:
+    (tmp_path / "stages.json").write_text(json.dumps(
+        {"format": "eden-flow-stages", "format_version": 1,
+         "stages": {"profile": {"key": "k", "token": "t", "outputs": ["sweep.h5"], "seconds": "slow",
+                                "finished": "now"}}}))
+    with pytest.raises(FlowError, match=r"stage record .*stages\.profile\.seconds"):
+        run_flow(_small(tmp_path))
+    (tmp_path / "stages.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(FlowError, match="not a stage record of this flow"):
+        run_flow(_small(tmp_path))
+
+
 def test_bad_options_are_one_line_errors(tmp_path) -> None:
-    with pytest.raises(FlowError, match="mode must be"):
+    with pytest.raises(FlowError, match="mode"):
         run_flow(_small(tmp_path, mode="turbo"))
+    with pytest.raises(FlowError, match="epochs"):
+        run_flow(_small(tmp_path, epochs=0))
+    with pytest.raises(FlowError, match="seeds"):
+        run_flow(_small(tmp_path, seeds=()))
     with pytest.raises(FlowError, match="unknown stage 'fitt'"):
         run_flow(_small(tmp_path), redo=["fitt"])
+    with pytest.raises(FlowError, match="unknown field `epoch`"):
+        FlowOptions.from_mapping({"epoch": 3})
 
 
 def test_cli_bad_bench_is_a_one_line_error(tmp_path, capsys) -> None:
-    from pipeline.__main__ import main
-
     code = main(["--out", str(tmp_path / "x"), "--bench", "emu://Z", "--no-progress", "--stop-after", "profile"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error:")
+    # at the default verbosity the stages log (INFO) and the error is still one line, the last
+    code = main(["-o", str(tmp_path / "y"), "--bench", "emu://Z", "--stop-after", "profile"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "[profile] running" in err and [e for e in err if e.startswith("error:")] == [err[-1]]
+
+
+def test_config_file_sets_options_and_flags_override_it(tmp_path, capsys) -> None:
+    cfg = tmp_path / "flow.toml"
+    cfg.write_text('out = "o/x"\nmax-drop = 0.05\nepochs = 2\nseeds = [3, 4]\nmitigation = "none"\n'
+                   'boost_epochs = 0\nquiet = true\nmode = "latency"\n')
+    opts = options_from_args(parse_args(_parser(), ["--config", str(cfg), "--epochs", "3"]))
+    assert (opts.out, opts.max_drop, opts.epochs, opts.seeds, opts.mitigation, opts.boost_epochs) == \
+        ("o/x", 0.05, 3, (3, 4), None, 0)
+    assert opts.progress is False and opts.mode == "latency" and opts.granularity == "coarse"
+    assert options_from_args(parse_args(_parser(), ["--config", str(cfg), "-o", "elsewhere"])).out == "elsewhere"
+    # an unknown key, or a bad value, is one line naming it
+    (tmp_path / "bad.toml").write_text("epoch = 3\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(tmp_path / "bad.toml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "unknown option 'epoch'" in err[0]
+    (tmp_path / "bad.toml").write_text('mode = "turbo"\n')
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "bad.toml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "turbo" in err[0]
+    # a value the schema refuses (the flag's type accepts it)
+    assert main(["-o", str(tmp_path / "z"), "--epochs", "0", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epochs" in err[0]
+
+
+def test_cli_vocabulary(tmp_path) -> None:
+    p = _parser()
+    args = parse_args(p, ["-o", "a", "-q", "-v"])
+    assert (args.out, args.quiet, args.verbose, args.granularity, args.mode) == ("a", True, 1, "coarse", "power")
+    assert parse_args(p, ["--no-progress"]).quiet is True  # the old spelling
+    assert options_from_args(parse_args(p, ["run", str(tmp_path)])).out == str(tmp_path)  # positional alias
+    assert not any("--error-model" in a.option_strings for a in p._actions)  # the pipeline fits its own
+    with pytest.raises(SystemExit):
+        parse_args(p, ["--mode", "fine"])
+
+
+def test_stage_table_is_one_table_and_keeps_the_resume_keys() -> None:
+    # the dependencies follow from the files each stage reads and equal the flow's since its start
+    # (so the keys of existing stages.json files stay valid)
+    assert {s.name: s.after for s in STAGES.stages} == {
+        "profile": (), "fit": ("profile",), "train": (), "tolerance0": ("fit", "train"), "boost": ("tolerance0",),
+        "tolerance": ("boost",), "map": ("tolerance",), "validate": ("map",), "energy": ("validate",),
+        "report": ("energy",)}
+    assert STAGES["map"].options == ("mode", "granularity", "batch_size")
+    with pytest.raises(ValueError, match="no earlier stage writes"):
+        st.StageTable([st.Stage("a", lambda ctx: [], "x", inputs=("nothing.json",))])
+    with pytest.raises(ValueError, match="not a FlowOptions field"):
+        st.StageTable([st.Stage("a", lambda ctx: [], "x", options=("speed",))])
+
+
+def test_docs_show_the_stage_table() -> None:
+    assert STAGES.markdown() in (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8")
+
+
+def test_schemas_of_the_options_and_documents() -> None:
+    schemas = json_schemas()
+    assert set(schemas) == {"flow-options", "stages", "report-facts"}
+    props = schemas["flow-options"]["$defs"]["FlowOptions"]["properties"]
+    assert sorted(props["mode"]["enum"]) == ["latency", "power"] and props["max_drop"]["exclusiveMaximum"] == 1.0
+    assert FlowOptions.json_schema() == schemas["flow-options"]
+    json.dumps(schemas)  # JSON-ready
 
 
 def test_energy_model_scales_with_vdd_squared_and_timing_shortens_the_stream() -> None:

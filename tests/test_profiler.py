@@ -448,7 +448,7 @@ def test_every_config_value_is_validated(tmp_path: Path, text: str, message: str
 @pytest.mark.parametrize("url", ["emu://[B", "emu://]", "emu://?seed=\u00b2", "emu://B?seed=" + "9" * 5000,
                                  "emu://B?temp_c=\u0664\u0660", "emu://B?seed=18446744073709551616", 5])
 def test_emu_address_parser_raises_only_bench_spec_error(url) -> None:
-    from firmware_bridge.emulator.bench import BenchSpecError, parse_emu_url
+    from emubench.bench import BenchSpecError, parse_emu_url
 
     with pytest.raises(BenchSpecError) as info:
         parse_emu_url(url)
@@ -462,7 +462,7 @@ def test_replayed_bench_checks_the_recorded_nominal_voltage(tmp_path: Path, nomi
 
     import h5py
 
-    from firmware_bridge.emulator.bench import BenchSpecError, EmulatedBench, parse_emu_url
+    from emubench.bench import BenchSpecError, EmulatedBench, parse_emu_url
 
     path = tmp_path / "m.h5"
     shutil.copy(ROOT / "data" / "maps" / "B-seed1.h5", path)

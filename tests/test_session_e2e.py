@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from firmware_bridge.emulator import EmulatorProcess, spawn
+from emubench import EmulatorProcess, spawn
 from firmware_bridge.link import RemoteError
 from softmc_host.session import TesterSession
 from softmc_host.timing import AccessTiming

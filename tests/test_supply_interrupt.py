@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytest
 import pyvisa
 
-from firmware_bridge.emulator.instruments import EmulatedSupply, EmulatedThermal, ScpiServer
+from emubench.instruments import EmulatedSupply, EmulatedThermal, ScpiServer
 from softmc_host.instruments import BenchSupply, InstrumentError, SupplyLimits, ThermalController, ThermalLimits
 
 FAST = SupplyLimits(nominal_v=1.35, min_v=1.0, max_v=1.5, max_step_v=0.05, max_slew_v_per_s=50.0, current_limit_a=2.0)
@@ -123,7 +123,7 @@ def test_replies_are_not_shifted_after_an_interrupted_query(served: tuple[Loggin
         psu.set_voltage(1.2)
         Interrupt(psu.resource, 1)
         with pytest.raises(KeyboardInterrupt):
-            psu.measured_current_a
+            _ = psu.measured_current_a
         # without resynchronisation this VOLT? would read the MEAS:CURR? reply
         assert psu.voltage_set_v == pytest.approx(1.2)
         assert psu.output_enabled is True
@@ -137,7 +137,7 @@ def test_a_late_reply_after_a_timeout_is_discarded(served: tuple[LoggingSupply, 
         psu.set_voltage(1.25)
         emu.slow_query, emu.slow_s = "CURR?", 0.3  # answered 0.2 s after the driver gave up
         with pytest.raises(InstrumentError, match=r"no valid reply to 'CURR\?'"):
-            psu.current_limit_a
+            _ = psu.current_limit_a
         assert psu.voltage_set_v == pytest.approx(1.25)
         assert psu.measured_voltage_v == pytest.approx(1.25)
     assert emu.voltage_set_v == pytest.approx(FAST.nominal_v)
@@ -149,7 +149,7 @@ def test_restore_fails_cleanly_when_the_supply_stops_answering(served: tuple[Log
     psu.set_voltage(1.3)
     Interrupt(psu.resource, 1)
     with pytest.raises(KeyboardInterrupt):
-        psu.measured_voltage_v
+        _ = psu.measured_voltage_v
     # from now on every reply is lost: the driver must say so instead of trusting stale input
     psu.resource.read = lambda *a, **k: (_ for _ in ()).throw(
         pyvisa.errors.VisaIOError(pyvisa.constants.StatusCode.error_timeout)
@@ -167,7 +167,7 @@ def test_thermal_controller_resynchronises_after_an_interrupt() -> None:
             tec.set_point_c = 40.0
             Interrupt(tec.resource, 1, "half-read")
             with pytest.raises(KeyboardInterrupt):
-                tec.output_enabled
+                _ = tec.output_enabled
             assert tec.set_point_c == pytest.approx(40.0)
             tec.set_point_c = 41.0
             assert tec.set_point_c == pytest.approx(41.0)

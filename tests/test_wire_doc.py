@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge.emulator import spawn
+from emubench import spawn
 from firmware_bridge.framing import encode_frame
 from firmware_bridge.protocol import ErrorCode, MsgType
 from softmc_host.session import TesterSession

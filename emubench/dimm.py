@@ -27,6 +27,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from softmc_host.geometry import ML605_GEOMETRY, Geometry  # re-exported: the one definition
+
 __all__ = [
     "Geometry",
     "ML605_GEOMETRY",
@@ -46,35 +48,6 @@ _MIB = 1 << 20
 
 class StoreFullError(RuntimeError):
     """A written row cannot be stored: the row store's configured limit (or its disk) is full."""
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Shape of a DIMM rank."""
-
-    banks: int = 8
-    rows: int = 32768
-    columns: int = 1024
-    bus_bytes: int = 8
-    burst_length: int = 8
-
-    @property
-    def row_bytes(self) -> int:
-        """Bytes in one row across all chips."""
-        return self.columns * self.bus_bytes
-
-    @property
-    def burst_bytes(self) -> int:
-        """Bytes moved by one RD or WR."""
-        return self.bus_bytes * self.burst_length
-
-    @property
-    def bursts_per_row(self) -> int:
-        """Bursts needed to cover a row."""
-        return self.columns // self.burst_length
-
-
-ML605_GEOMETRY = Geometry()
 
 
 def burst_order(column: int, write: bool = False) -> list[int]:

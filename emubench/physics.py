@@ -38,9 +38,11 @@ from typing import Callable
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from firmware_bridge.emulator.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry, RowAccess
-from firmware_bridge.emulator.profiles import VendorProfile
+from emubench.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry, RowAccess
+from emubench.profiles import VendorProfile
 from firmware_bridge.protocol import BURST_BYTES
+from softmc_host.splitmix import splitmix64
+from softmc_host.timing import ML605_TCK_NS
 
 __all__ = ["PhysicsDimm", "Environment"]
 
@@ -60,14 +62,6 @@ def _key(seed: int, profile_id: int, tag: int, extra: int = 0) -> np.ndarray:
     """
     low = (profile_id & 0xFFFF) << 48 | (tag & 0xFF) << 40 | (extra & ((1 << 40) - 1))
     return np.array([seed & 0xFFFFFFFFFFFFFFFF, low], dtype=np.uint64)
-
-
-def _mix64(x: int) -> int:
-    """splitmix64 of a Python integer (full-width hashing of noise-stream indices)."""
-    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
 
 
 def _normals(key: np.ndarray, n: int) -> np.ndarray:
@@ -113,7 +107,7 @@ class PhysicsDimm(EmulatedDimm):
         geometry: Geometry = ML605_GEOMETRY,
         seed: int = 0,
         environment: Environment | None = None,
-        tck_ns: float = 2.5,
+        tck_ns: float = ML605_TCK_NS,
     ) -> None:
         super().__init__(geometry, seed)
         self.profile = profile
@@ -307,7 +301,7 @@ class PhysicsDimm(EmulatedDimm):
             if access.activation_id is None:
                 self._activations += 1
                 access.activation_id = self._activations
-            noise_index = _mix64(_mix64(self._noise_seed) ^ (access.activation_id << 8 | burst))
+            noise_index = splitmix64(splitmix64(self._noise_seed) ^ (access.activation_id << 8 | burst))
             rng = np.random.Generator(np.random.Philox(key=_key(self.seed, self._pid, 0xE7, noise_index)))
             g = np.clip(rng.standard_normal(hi - lo), -_NOISE_SPAN, _NOISE_SPAN)
             limit = limit * np.exp(self.profile.read_noise * g)

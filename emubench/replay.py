@@ -32,8 +32,9 @@ from typing import Callable
 
 import numpy as np
 
-from firmware_bridge.emulator.dimm import EmulatedDimm, Geometry, RowAccess
+from emubench.dimm import EmulatedDimm, Geometry, RowAccess
 from profiler.storage import BerMap, MapError
+from softmc_host.splitmix import GAMMA, mix64_array, uniform53
 
 __all__ = ["ReplayDimm", "ReplayError", "check_replay_map", "replay_path"]
 
@@ -46,15 +47,8 @@ _HARSH_SIGN = {"vdd_v": -1.0, "trcd_ns": -1.0, "trp_ns": -1.0, "temp_c": 1.0}
 
 def _cell_uniform(seed: int, bank: int, row: int, bits: np.ndarray) -> np.ndarray:
     """A fixed uniform number in [0, 1) per cell (splitmix64 of its address), independent of the others."""
-    x = (bits.astype(np.uint64) + np.uint64(((seed & 0xFFFF) << 48) | (bank << 40) | (row << 17))) * np.uint64(
-        0x9E3779B97F4A7C15
-    )
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    address = bits.astype(np.uint64) + np.uint64(((seed & 0xFFFF) << 48) | (bank << 40) | (row << 17))
+    return uniform53(mix64_array(address * np.uint64(GAMMA)))
 
 
 class ReplayError(MapError):
@@ -238,7 +232,7 @@ class ReplayDimm(EmulatedDimm):
                 if not line:
                     continue
                 sign = _HARSH_SIGN[axis]
-                severity = lambda s: sign * s.values[axis]  # noqa: E731
+                severity = lambda s, sign=sign, axis=axis: sign * s.values[axis]  # noqa: E731
                 here = sign * current[axis]
                 milder = [s for s in line if severity(s) <= here]
                 harsher = [s for s in line if severity(s) > here]

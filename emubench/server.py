@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable
 
-from firmware_bridge.emulator.firmware import ExecutionError, TesterFirmware
+from emubench.firmware import ExecutionError, TesterFirmware
 from firmware_bridge.framing import FRAME_TIMEOUT_S, Frame, FrameDecoder, encode_frame
 from firmware_bridge.protocol import (
     ErrorCode,

@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from firmware_bridge.emulator.dimm import EmulatedDimm, RowAccess
+from emubench.dimm import EmulatedDimm, RowAccess
 from firmware_bridge.protocol import BURST_BYTES, MAX_PROGRAM_SLOTS, ErrorCode
 from softmc_host import isa
-from softmc_host.timing import NOMINAL_TIMING, Ddr3Params, ns_to_cycles
+from softmc_host.timing import ML605_TCK_NS, NOMINAL_TIMING, Ddr3Params, ns_to_cycles
 
 __all__ = ["ExecutionError", "ProgramTrace", "TesterFirmware", "INTER_PROGRAM_GAP_CYCLES", "FIRMWARE_NAME"]
 
@@ -94,7 +94,7 @@ class TesterFirmware:
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, dimm: EmulatedDimm, tck_ns: float = 2.5) -> None:
+    def __init__(self, dimm: EmulatedDimm, tck_ns: float = ML605_TCK_NS) -> None:
         self.dimm = dimm
         self.tck_ns = float(tck_ns)
         self.cycle = 0

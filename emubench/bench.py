@@ -9,7 +9,7 @@ Address of an emulated bench (what ``emu://`` URLs and the emulator CLI take)::
 
     emu://<profile>?seed=N&temp_c=T&tck_ns=X
 
-``profile`` is a name from :data:`firmware_bridge.emulator.profiles.PROFILES`
+``profile`` is a name from :data:`emubench.profiles.PROFILES`
 (default ``B``); ``seed`` the DIMM's identity (default 0); ``temp_c`` the
 starting temperature (default: the profile's reference, 20 C); ``tck_ns`` the
 tester clock (default: the profile's, 2.5 ns for SoftMC on the ML605).  Values are
@@ -25,16 +25,27 @@ import os
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from firmware_bridge.emulator.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry
-from firmware_bridge.emulator.firmware import TesterFirmware
-from firmware_bridge.emulator.instruments import EmulatedSupply, EmulatedThermal
-from firmware_bridge.emulator.physics import PhysicsDimm
-from firmware_bridge.emulator.profiles import PROFILES, ProfileError, VendorProfile, get_profile
+from emubench.dimm import ML605_GEOMETRY, EmulatedDimm, Geometry
+from emubench.firmware import TesterFirmware
+from emubench.instruments import EmulatedSupply, EmulatedThermal
+from emubench.physics import PhysicsDimm
+from emubench.profiles import PROFILES, ProfileError, VendorProfile, get_profile
 from softmc_host.ddr3_power import DDR3L_1600_X8_4GB, interval_power
 
-__all__ = ["BenchSpec", "BenchSpecError", "parse_emu_url", "is_emulated_address", "EmulatedBench", "DEFAULT_PROFILE"]
+if TYPE_CHECKING:
+    from profiler.storage import BerMap
+
+__all__ = [
+    "BenchSpec",
+    "BenchSpecError",
+    "parse_emu_url",
+    "is_emulated_address",
+    "nominal_vdd_v",
+    "EmulatedBench",
+    "DEFAULT_PROFILE",
+]
 
 DEFAULT_PROFILE = "B"
 
@@ -187,6 +198,37 @@ def _recorded_number(path: str, what: str, get: Callable[[], object], default: f
     return number
 
 
+def nominal_vdd_v(spec: BenchSpec, ber_map: "BerMap | None" = None) -> float:
+    """The nominal supply voltage of a bench, in V: its profile's, or the one a replayed map recorded.
+
+    Parameters
+    ----------
+    spec : BenchSpec
+        The bench.
+    ber_map : BerMap, optional
+        The replayed map, already open (opened from ``spec.replay`` when not given).
+
+    Raises
+    ------
+    BenchSpecError
+        For an unreadable map, or a recorded ``bench.supply.nominal_v`` that is not a number in
+        0.45..100 V (a map without one replays at the profile's nominal).
+    """
+    nominal_v = spec.resolved_profile().vdd_nominal_v
+    if spec.replay is None:
+        return nominal_v
+    if ber_map is None:
+        from profiler.storage import BerMap, MapError
+
+        try:
+            ber_map = BerMap(spec.replay)
+        except MapError as exc:
+            raise BenchSpecError(str(exc)) from None
+    recorded = ber_map
+    return _recorded_number(spec.replay, "bench.supply.nominal_v",
+                            lambda: recorded.meta["bench"]["supply"]["nominal_v"], nominal_v, 0.45, 100.0)
+
+
 class EmulatedBench:
     """Everything an emulated bench process serves, wired together.
 
@@ -204,30 +246,25 @@ class EmulatedBench:
         profile = spec.resolved_profile()
         self.spec = spec
         self.profile = profile
-        nominal_v = profile.vdd_nominal_v
         ber_map = None
         tck_ns = spec.effective_tck_ns
         if spec.replay is not None:
-            from profiler.replay import ReplayError
             from profiler.storage import BerMap, MapError
 
             try:
                 ber_map = BerMap(spec.replay)
             except MapError as exc:
                 raise BenchSpecError(str(exc)) from None
-            nominal_v = _recorded_number(
-                spec.replay, "bench.supply.nominal_v", lambda: ber_map.meta["bench"]["supply"]["nominal_v"],
-                nominal_v, 0.45, 100.0,
-            )
             if spec.tck_ns is None:
                 tck_ns = _recorded_number(spec.replay, "geometry.tck_ns", lambda: ber_map.geometry["tck_ns"],
                                           tck_ns, 0.25, 100.0)
+        nominal_v = nominal_vdd_v(spec, ber_map)
         self.supply = EmulatedSupply(nominal_v=nominal_v, serial=f"PSU-{spec.seed:04d}", current_limit_a=2.0)
         self.thermal = EmulatedThermal(
             initial_c=spec.effective_temp_c, seed=spec.seed, tau_s=thermal_tau_s, serial=f"TEC-{spec.seed:04d}"
         )
         if ber_map is not None:
-            from profiler.replay import ReplayDimm
+            from emubench.replay import ReplayDimm, ReplayError
 
             try:
                 self.dimm: EmulatedDimm = ReplayDimm(ber_map, self.environment, tck_ns, seed=spec.seed)

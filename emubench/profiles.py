@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr
 
+from softmc_host.timing import ML605_TCK_NS
+
 __all__ = [
     "LogCurve",
     "VendorProfile",
@@ -172,7 +174,7 @@ class VendorProfile:
     temp_ref_c: float = 20.0
     rcd_anti_bias: float = 0.3
     read_noise: float = 0.05
-    tck_ns: float = 2.5
+    tck_ns: float = ML605_TCK_NS
     margin_curve: LogCurve = field(default=_DEFAULT_MARGIN)
     published_line_fraction: tuple[tuple[float, float], ...] = ()
 
