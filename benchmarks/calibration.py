@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from softmc_host.bench import Bench  # noqa: E402
+from softmc_host.files import atomic_write  # noqa: E402
 from softmc_host.timing import AccessTiming  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,8 +129,7 @@ def main() -> None:
         ax.set_ylabel("bank")
         fig.colorbar(image, ax=ax)
     axes[-1].set_xlabel("row")
-    os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
-    fig.savefig(args.png, dpi=110)
+    atomic_write(args.png, lambda fh: fig.savefig(fh, format="png", dpi=110))  # creates the directory
     print(f"\nerror maps written to {args.png}; total {time.perf_counter() - start:.0f} s")
 
 

@@ -1,737 +1,118 @@
-"""Error-tolerance characterization of a network (EDEN, MICRO 2019, Algorithms 2 and 3).
+"""Error tolerance of a network file (``python -m boosting.characterize``; EDEN Algorithms 2 and 3).
 
-EDEN's second stage finds how many bit errors a network tolerates before its accuracy falls
-below a goal, first for the whole network (coarse) and then per layer and data kind (fine).
+This module is the command; the searches, their workloads and executors and
+:func:`~boosting.characterization.characterize_network` live in
+:mod:`boosting.characterization` and are re-exported here under their old names
+(``coarse_characterize``, ``fine_characterize``, ``NetworkWorkload``, ``SerialExecutor``,
+``Probe``, ``CoarseResult``, ``FineResult``, ``CharacterizeError``, ``STATISTICS``,
+``characterize_network``, ``probe_rows``), with :func:`confidence_interval` (the old private
+``_interval`` stays an alias).
 
-Goal
-----
-``goal = baseline - max_drop``, where ``baseline`` is the clean accuracy (no injector; or a
-value the caller gives) and ``max_drop`` an absolute accuracy drop (0.01 is one percentage
-point). A probe (one error spec) **passes** when ``statistic >= goal``; ``statistic`` is
+Command
+-------
+``python -m boosting.characterize --network-file NET.pt [--error-model model.json|NAME]
+[--partition LABEL] [--model-param k=v ...] [--fmt int8] [--mitigation zero|saturate|none]
+[--max-drop 0.01] [--seeds 0,1,2] [--statistic ci_low|mean] [--search coarse|fine|both]
+[--ber-min 1e-7] [--ber-max 0.1] [--tol 0.25] [--factor 2] [--max-steps 20] [--start-ber B]
+[--retrain-epochs N] [--workers 2] [--samples N] [-o tolerance.json] [-q] [-v] [--config FILE.toml]``
 
-* ``"ci_low"`` (default, conservative): the lower bound of the confidence interval of the mean
-  accuracy over the error seeds (Student's t over the per-seed accuracies with two or more
-  seeds; Wilson's score interval over the samples with one seed, which is wide: with a single
-  seed prefer ``"mean"`` or a larger ``max_drop``);
-* ``"mean"``: the mean accuracy over the seeds.
-
-The interval is computed exactly as :func:`boosting.inference.evaluate` does.
-
-Coarse (Algorithm 2): :func:`coarse_characterize`
--------------------------------------------------
-The highest *uniform* BER (the same for every layer and kind: ``spec.model.ber``, no
-overrides) that passes, searched on ``log10(BER)`` in ``[ber_min, ber_max]``:
-
-1. probe ``ber_min``; if it fails the result is ``ber = 0.0`` (``found`` is False);
-2. probe ``ber_max``; if it passes the result is ``ber_max``;
-3. otherwise bisect: ``lo, hi = log10(ber_min), log10(ber_max)``; while ``hi - lo > tol``
-   (decades) probe ``mid = (lo + hi) / 2`` and set ``lo = mid`` if it passes, ``hi = mid``
-   if not. The result is ``10 ** lo``, the highest BER that passed.
-
-If ``retrain`` is given, ``retrain(spec)`` is called in the calling process before each probe
-(bounds included) with the probe's spec; it must update, in place, the network the workload
-evaluates (error-aware retraining at that BER, e.g. :mod:`boosting.retrain`). Accuracy is then
-assumed to be monotone only for the retrained network at each step, as in the paper.
-
-Fine (Algorithm 3): :func:`fine_characterize`
----------------------------------------------
-Per ``(layer, kind)`` with ``kind`` in ``("weight", "ifm")``, greedy, starting from
-``start_ber`` (normally the coarse result, which must be > 0) for every key:
-
-1. *sensitivity probe*: for every key, probe the start spec with only that key raised one step
-   (``start_ber * factor``, clipped to ``ber_max``); its sensitivity is
-   ``baseline - statistic`` (the accuracy lost). All these probes are submitted at once.
-2. visit the keys in order of increasing sensitivity (ties: layer order, weight before ifm);
-3. for the visited key, repeat at most ``max_steps`` times: candidate ``= current * factor``
-   (clipped to ``ber_max``; stop if it does not grow); probe the current per-key BERs with this
-   key at the candidate; if it passes, keep the candidate and go on; if it fails, **roll back**
-   (keep the last passing BER; the probe is recorded with ``rolled_back=True``) and go to the
-   next key.
-
-Keys already visited keep their raised BERs while later keys are raised, so the final
-assignment passed its last probe (or is the start assignment), and each BER is ``>= start_ber``.
-
-Execution
----------
-Every probe is split into one task per error seed, ``_run_probe(workload, spec, seed)``, a
-picklable top-level call submitted to a :class:`concurrent.futures.Executor`: the seeds of a
-probe (and all sensitivity probes) run in parallel, the searches themselves are sequential.
-The default is a local ``ProcessPoolExecutor(max_workers=2)`` with the ``spawn`` start method
-(forking a process whose torch thread pools are running can deadlock; created and shut down by
-the call; the workload is pickled into each task, so it must be importable by the workers); :class:`SerialExecutor` runs tasks in the
-calling process, deterministically (tests, small nets, debugging); a ``ThreadPoolExecutor``
-also works. A workload is any picklable object with ``layers`` (layer names), ``clean()`` and
-``__call__(spec, seed)`` returning ``(accuracy, n_samples)``; :class:`NetworkWorkload` is the
-one for a real network on tensors.
+The network file may also be given as the first positional argument (the old spelling), and
+``--mode`` is the old name of ``--search``. Every probe is logged on stderr (hidden by ``-q``),
+a results table is printed on stdout; the document is written to ``--out`` with its probes in
+``<stem>.csv`` and a plot in ``<stem>.png`` (``docs/tolerance-format.md``). Bad input prints one
+line ``error: ...`` on stderr and exits 2; an interruption exits 130.
 """
 
 from __future__ import annotations
 
-import math
-import multiprocessing
-import threading
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional, Protocol, Sequence
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
-import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
-from boosting.inference import KINDS, Calibration, ErrorSpec, evaluate, injectable_layers
+from boosting.characterization import (
+    SEARCHES,
+    STATISTICS,
+    CharacterizeError,
+    CoarseResult,
+    FineResult,
+    NetworkWorkload,
+    Probe,
+    SerialExecutor,
+    Workload,
+    characterize_network,
+    coarse_characterize,
+    fine_characterize,
+    probe_line,
+)
+from boosting.cli_args import (
+    OneLineParser,
+    add_error_model_args,
+    add_network_file,
+    ber_arg,
+    error_model_from,
+    fraction_arg,
+    mitigation_arg,
+    network_file_of,
+    nonneg_int,
+    parse_model_params,
+    positive_float,
+    positive_int,
+    seeds_arg,
+)
+from boosting.inference import ErrorSpec, confidence_interval
+from boosting.records import probe_rows, side_path, write_tolerance
+from boosting.training import TrainError
+from softmc_host.cli import add_config, add_out, add_verbosity, configure_logging, fail, parse_args
 
 __all__ = [
     "CharacterizeError",
     "STATISTICS",
+    "SEARCHES",
     "Workload",
     "NetworkWorkload",
     "SerialExecutor",
     "Probe",
     "CoarseResult",
     "FineResult",
+    "confidence_interval",
     "coarse_characterize",
     "fine_characterize",
+    "characterize_network",
+    "probe_rows",
+    "format_summary",
+    "build_parser",
+    "main",
 ]
 
-STATISTICS = ("ci_low", "mean")
-"""Statistics a probe's pass/fail decision can use."""
-
-Key = tuple[str, str]
-Progress = Callable[["Probe"], None]
-
-
-class CharacterizeError(ValueError):
-    """Bad search parameters."""
-
-
-# ------------------------------------------------------------------------ workloads
-class Workload(Protocol):
-    """What the searches evaluate: picklable, with layer names, clean and erroneous accuracy."""
-
-    layers: Sequence[str]
-
-    def clean(self) -> tuple[float, int]:
-        """Clean accuracy and the number of samples."""
-
-    def __call__(self, spec: ErrorSpec, seed: int) -> tuple[float, int]:
-        """Accuracy under ``spec`` with error seed ``seed``, and the number of samples."""
-
-
-@dataclass
-class NetworkWorkload:
-    """A network evaluated on in-memory tensors with :func:`boosting.inference.evaluate`.
-
-    Parameters
-    ----------
-    net : nn.Module
-        The network (picklable; it travels to worker processes with each task).
-    x, y : torch.Tensor
-        Inputs ``(N, C, H, W)`` and labels ``(N,)``.
-    batch_size : int
-        Evaluation batch size.
-    calibration : Calibration, optional
-        Passed to :func:`~boosting.inference.evaluate` (required with mitigation).
-    """
-
-    net: nn.Module
-    x: torch.Tensor
-    y: torch.Tensor
-    batch_size: int = 256
-    calibration: Optional[Calibration] = None
-
-    @property
-    def layers(self) -> list[str]:
-        """Names of the network's injectable layers."""
-        return [n for n, _ in injectable_layers(self.net)]
-
-    def _loader(self) -> DataLoader:
-        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size, shuffle=False)
-
-    def clean(self) -> tuple[float, int]:
-        """Clean accuracy (no injector) and the number of samples."""
-        r = evaluate(self.net, self._loader(), None)
-        return r.mean, r.n_samples
-
-    def __call__(self, spec: ErrorSpec, seed: int) -> tuple[float, int]:
-        """Accuracy under ``spec`` with the single error seed ``seed``."""
-        r = evaluate(self.net, self._loader(), spec, seeds=(seed,), calibration=self.calibration)
-        return r.mean, r.n_samples
-
-
-def _run_probe(workload: Workload, spec: Optional[ErrorSpec], seed: int) -> tuple[float, int]:
-    """One task: the workload's accuracy under ``spec`` and ``seed`` (clean if ``spec`` is None)."""
-    if spec is None:
-        return workload.clean()
-    return workload(spec, seed)
-
-
-# ------------------------------------------------------------------------- executor
-class SerialExecutor(Executor):
-    """An executor running each task at submission, in the calling thread.
-
-    Attributes
-    ----------
-    submitted : int
-        Tasks submitted so far.
-    """
-
-    def __init__(self) -> None:
-        self.submitted = 0
-        self._shutdown = False
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """Run ``fn(*args, **kwargs)`` now; return a finished future with its result or exception."""
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot submit after shutdown")
-            self.submitted += 1
-        future: Future = Future()
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - delivered through the future, like other executors
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Refuse further tasks."""
-        with self._lock:
-            self._shutdown = True
-
-
-# -------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class Probe:
-    """One evaluated error configuration.
-
-    Attributes
-    ----------
-    stage : str
-        ``"baseline"``, ``"coarse"``, ``"sensitivity"`` or ``"fine"``.
-    ber : float
-        The uniform BER (``spec.model.ber``).
-    overrides : dict
-        ``{(layer, kind): ber}`` of the spec.
-    mean, ci_low, ci_high : float
-        Mean accuracy over the seeds and its confidence interval.
-    per_seed : tuple of float
-        Accuracy under each seed.
-    passed : bool
-        Whether the decision statistic reached the goal (True for the baseline).
-    key : tuple of str, optional
-        The (layer, kind) this probe raised (sensitivity and fine stages).
-    rolled_back : bool
-        A failed fine step whose BER was rolled back.
-    """
-
-    stage: str
-    ber: float
-    overrides: dict[Key, float]
-    mean: float
-    ci_low: float
-    ci_high: float
-    per_seed: tuple[float, ...]
-    passed: bool
-    key: Optional[Key] = None
-    rolled_back: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (overrides as ``[layer, kind, ber]`` lists)."""
-        return {"stage": self.stage, "ber": self.ber,
-                "overrides": [[k[0], k[1], v] for k, v in self.overrides.items()],
-                "mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "per_seed": list(self.per_seed), "passed": self.passed,
-                "key": list(self.key) if self.key is not None else None, "rolled_back": self.rolled_back}
-
-
-@dataclass(frozen=True)
-class CoarseResult:
-    """Outcome of :func:`coarse_characterize`.
-
-    Attributes
-    ----------
-    ber : float
-        Highest uniform BER that passed (0.0 if even ``ber_min`` failed).
-    found : bool
-        Whether some probed BER passed.
-    baseline, goal : float
-        Clean accuracy and ``baseline - max_drop``.
-    statistic : str
-        Decision statistic (:data:`STATISTICS`).
-    probes : tuple of Probe
-        The baseline and every coarse probe, in order.
-    """
-
-    ber: float
-    found: bool
-    baseline: float
-    goal: float
-    statistic: str
-    probes: tuple[Probe, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {"ber": self.ber, "found": self.found, "baseline": self.baseline, "goal": self.goal,
-                "statistic": self.statistic, "probes": [p.to_dict() for p in self.probes]}
-
-
-@dataclass(frozen=True)
-class FineResult:
-    """Outcome of :func:`fine_characterize`.
-
-    Attributes
-    ----------
-    bers : dict
-        ``{(layer, kind): ber}``, every key ``>= start_ber``.
-    start_ber : float
-        The common starting BER.
-    order : tuple of key
-        Keys in the order they were raised (increasing sensitivity).
-    sensitivity : dict
-        ``{(layer, kind): accuracy lost}`` by the sensitivity probe.
-    baseline, goal : float
-        Clean accuracy and ``baseline - max_drop``.
-    statistic : str
-        Decision statistic.
-    probes : tuple of Probe
-        The baseline, sensitivity and fine probes, in order.
-    """
-
-    bers: dict[Key, float]
-    start_ber: float
-    order: tuple[Key, ...]
-    sensitivity: dict[Key, float]
-    baseline: float
-    goal: float
-    statistic: str
-    probes: tuple[Probe, ...] = field(default=())
-
-    def spec(self, base: ErrorSpec) -> ErrorSpec:
-        """``base`` with the per-(layer, kind) BERs as overrides."""
-        return replace(base, model=base.model.with_ber(self.start_ber), overrides=dict(self.bers))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (keys as ``[layer, kind, ...]`` lists)."""
-        return {"bers": [[k[0], k[1], v] for k, v in self.bers.items()], "start_ber": self.start_ber,
-                "order": [list(k) for k in self.order],
-                "sensitivity": [[k[0], k[1], v] for k, v in self.sensitivity.items()],
-                "baseline": self.baseline, "goal": self.goal, "statistic": self.statistic,
-                "probes": [p.to_dict() for p in self.probes]}
-
-
-# ---------------------------------------------------------------------- machinery
-def _interval(per_seed: Sequence[float], n: int, confidence: float) -> tuple[float, float, float]:
-    """Mean and CI as :func:`boosting.inference.evaluate` computes them."""
-    mean = float(np.mean(per_seed))
-    if len(per_seed) >= 2:
-        from scipy.stats import t as student_t
-
-        sem = float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
-        half = float(student_t.ppf(0.5 + confidence / 2, len(per_seed) - 1)) * sem
-        return mean, max(0.0, mean - half), min(1.0, mean + half)  # an accuracy lies in [0, 1]
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + confidence / 2))
-    if n == 0:
-        return mean, 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (mean + z * z / (2 * n)) / denom
-    half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / denom
-    return mean, max(0.0, centre - half), min(1.0, centre + half)
-
-
-class _Runner:
-    """Submits probes (one task per seed), aggregates them, decides, records."""
-
-    def __init__(self, workload: Workload, executor: Optional[Executor], seeds: Sequence[int], max_drop: float,
-                 statistic: str, confidence: float, baseline: Optional[float], progress: Optional[Progress]) -> None:
-        if statistic not in STATISTICS:
-            raise CharacterizeError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds or any(s < 0 for s in seeds):
-            raise CharacterizeError(f"give at least one non-negative error seed, got {seeds!r}")
-        if not (isinstance(max_drop, (int, float)) and 0.0 <= max_drop <= 1.0):
-            raise CharacterizeError(f"max_drop must be in [0, 1], got {max_drop!r}")
-        if not 0.0 < confidence < 1.0:
-            raise CharacterizeError(f"confidence must be in (0, 1), got {confidence!r}")
-        self.workload = workload
-        self.own = executor is None
-        self.executor = (ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
-                         if executor is None else executor)
-        self.seeds = seeds
-        self.statistic = statistic
-        self.confidence = confidence
-        self.progress = progress
-        self.probes: list[Probe] = []
-        try:
-            if baseline is None:
-                acc, _ = self.executor.submit(_run_probe, workload, None, 0).result()
-                baseline = float(acc)
-            self.baseline = float(baseline)
-        except BaseException:
-            self.close()
-            raise
-        self.goal = self.baseline - float(max_drop)
-        self._record(Probe("baseline", 0.0, {}, self.baseline, self.baseline, self.baseline, (self.baseline,), True))
-
-    def close(self) -> None:
-        if self.own:
-            self.executor.shutdown(wait=True)
-
-    def _record(self, probe: Probe) -> Probe:
-        self.probes.append(probe)
-        if self.progress is not None:
-            self.progress(probe)
-        return probe
-
-    def submit(self, spec: ErrorSpec) -> list[Future]:
-        return [self.executor.submit(_run_probe, self.workload, spec, s) for s in self.seeds]
-
-    def collect(self, stage: str, spec: ErrorSpec, futures: list[Future], key: Optional[Key] = None,
-                rollback_on_fail: bool = False) -> Probe:
-        results = [f.result() for f in futures]
-        per_seed = tuple(float(a) for a, _ in results)
-        mean, lo, hi = _interval(per_seed, int(results[0][1]), self.confidence)
-        passed = (lo if self.statistic == "ci_low" else mean) >= self.goal
-        return self._record(Probe(stage, spec.model.ber, dict(spec.overrides), mean, lo, hi, per_seed, passed,
-                                  key, rollback_on_fail and not passed))
-
-    def probe(self, stage: str, spec: ErrorSpec, key: Optional[Key] = None, rollback_on_fail: bool = False) -> Probe:
-        return self.collect(stage, spec, self.submit(spec), key, rollback_on_fail)
-
-
-def _check_bounds(ber_min: float, ber_max: float) -> None:
-    if not (0.0 < ber_min < ber_max <= 1.0):
-        raise CharacterizeError(f"need 0 < ber_min < ber_max <= 1, got {ber_min!r}, {ber_max!r}")
-
-
-def _uniform(base: ErrorSpec, ber: float) -> ErrorSpec:
-    return replace(base, model=base.model.with_ber(ber), overrides={})
-
-
-# ------------------------------------------------------------------------ searches
-def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float = 0.01,
-                        ber_min: float = 1e-9, ber_max: float = 0.5, tol: float = 0.1,
-                        seeds: Sequence[int] = (0, 1, 2), statistic: str = "ci_low", confidence: float = 0.95,
-                        retrain: Optional[Callable[[ErrorSpec], None]] = None, baseline: Optional[float] = None,
-                        executor: Optional[Executor] = None, progress: Optional[Progress] = None) -> CoarseResult:
-    """Highest uniform BER whose accuracy stays within ``max_drop`` of the baseline (Algorithm 2).
-
-    Parameters
-    ----------
-    workload : Workload
-        What to evaluate (:class:`NetworkWorkload` or any object with ``layers``, ``clean()``
-        and ``__call__(spec, seed)``); picklable if the executor uses processes.
-    base : ErrorSpec
-        Error model shape, format, mitigation, layout and seed; its BER and overrides are replaced.
-    max_drop : float
-        Tolerated absolute accuracy drop below the baseline.
-    ber_min, ber_max : float
-        Search bounds, ``0 < ber_min < ber_max <= 1``.
-    tol : float
-        Stop bisecting when the bracket is at most this wide in decades of BER.
-    seeds : sequence of int
-        Error seeds of every probe (one task each).
-    statistic : {"ci_low", "mean"}
-        Decision statistic (see the module docstring).
-    confidence : float
-        Confidence level of the interval.
-    retrain : callable, optional
-        ``retrain(spec) -> None`` called before each probe (see the module docstring).
-    baseline : float, optional
-        Clean accuracy; measured (one task) if None.
-    executor : Executor, optional
-        Where tasks run; default a local ``ProcessPoolExecutor(max_workers=2)`` (spawn), shut down on return.
-    progress : callable, optional
-        Called with every recorded :class:`Probe`.
-
-    Returns
-    -------
-    CoarseResult
-    """
-    _check_bounds(ber_min, ber_max)
-    if not (isinstance(tol, (int, float)) and tol > 0):
-        raise CharacterizeError(f"tol must be > 0, got {tol!r}")
-    runner = _Runner(workload, executor, seeds, max_drop, statistic, confidence, baseline, progress)
-    try:
-        def passes(log_ber: float) -> bool:
-            spec = _uniform(base, 10.0 ** log_ber)
-            if retrain is not None:
-                retrain(spec)
-            return runner.probe("coarse", spec).passed
-
-        lo, hi = math.log10(ber_min), math.log10(ber_max)
-        if not passes(lo):
-            ber, found = 0.0, False
-        elif passes(hi):
-            ber, found = ber_max, True
-        else:
-            while hi - lo > tol:
-                mid = (lo + hi) / 2
-                if passes(mid):
-                    lo = mid
-                else:
-                    hi = mid
-            ber, found = 10.0 ** lo, True
-        return CoarseResult(ber, found, runner.baseline, runner.goal, statistic, tuple(runner.probes))
-    finally:
-        runner.close()
-
-
-def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, max_drop: float = 0.01,
-                      factor: float = 2.0, max_steps: int = 20, ber_max: float = 0.5,
-                      keys: Optional[Sequence[Key]] = None, seeds: Sequence[int] = (0, 1, 2),
-                      statistic: str = "ci_low", confidence: float = 0.95, baseline: Optional[float] = None,
-                      executor: Optional[Executor] = None, progress: Optional[Progress] = None) -> FineResult:
-    """Per-(layer, kind) BERs raised greedily from ``start_ber`` within the accuracy goal (Algorithm 3).
-
-    Parameters
-    ----------
-    workload : Workload
-        What to evaluate (see :func:`coarse_characterize`).
-    base : ErrorSpec
-        Error model shape, format, mitigation, layout and seed; BER and overrides are replaced.
-    start_ber : float
-        Common starting BER, normally :attr:`CoarseResult.ber`; must be in ``(0, ber_max]``.
-    max_drop : float
-        Tolerated absolute accuracy drop below the baseline.
-    factor : float
-        Multiplicative step (> 1) of a key's BER.
-    max_steps : int
-        Most steps per key (>= 1).
-    ber_max : float
-        Ceiling of any BER (<= 1).
-    keys : sequence of (layer, kind), optional
-        Keys to raise; default every layer of ``workload.layers`` with each of ``("weight", "ifm")``.
-    seeds, statistic, confidence, baseline, executor, progress
-        As in :func:`coarse_characterize`.
-
-    Returns
-    -------
-    FineResult
-    """
-    if not (isinstance(start_ber, (int, float)) and 0.0 < start_ber <= ber_max <= 1.0):
-        raise CharacterizeError(f"need 0 < start_ber <= ber_max <= 1, got {start_ber!r}, {ber_max!r}")
-    if not (isinstance(factor, (int, float)) and factor > 1.0):
-        raise CharacterizeError(f"factor must be > 1, got {factor!r}")
-    if not (isinstance(max_steps, int) and max_steps >= 1):
-        raise CharacterizeError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-    if keys is None:
-        keys = [(layer, kind) for layer in workload.layers for kind in KINDS]
-    keys = [tuple(k) for k in keys]
-    bad = [k for k in keys if len(k) != 2 or k[1] not in KINDS]
-    if bad or not keys or len(set(keys)) != len(keys):
-        raise CharacterizeError(f"keys must be distinct (layer, 'weight' | 'ifm') pairs, got {keys!r}")
-    start_ber = float(start_ber)
-    runner = _Runner(workload, executor, seeds, max_drop, statistic, confidence, baseline, progress)
-    try:
-        bers: dict[Key, float] = {k: start_ber for k in keys}
-
-        def spec_with(key: Key, ber: float) -> ErrorSpec:
-            return replace(base, model=base.model.with_ber(start_ber), overrides={**bers, key: ber})
-
-        step_up = min(start_ber * factor, ber_max)
-        submitted = [(k, spec_with(k, step_up)) for k in keys]
-        futures = [(k, s, runner.submit(s)) for k, s in submitted]  # all at once: parallel
-        sensitivity = {}
-        for k, s, fs in futures:
-            p = runner.collect("sensitivity", s, fs, key=k)
-            sensitivity[k] = runner.baseline - (p.ci_low if statistic == "ci_low" else p.mean)
-        index = {k: i for i, k in enumerate(keys)}
-        order = tuple(sorted(keys, key=lambda k: (sensitivity[k], index[k])))
-        for k in order:
-            for _ in range(max_steps):
-                candidate = min(bers[k] * factor, ber_max)
-                if candidate <= bers[k]:
-                    break
-                if runner.probe("fine", spec_with(k, candidate), key=k, rollback_on_fail=True).passed:
-                    bers[k] = candidate
-                else:
-                    break
-        return FineResult(bers, start_ber, order, sensitivity, runner.baseline, runner.goal, statistic,
-                          tuple(runner.probes))
-    finally:
-        runner.close()
-
-
-# ------------------------------------------------------------------------------- CLI
-def _probe_line(search: str, probe: Probe) -> str:
-    key = ""
-    if probe.key is not None:
-        key = f" {probe.key[0]}.{probe.key[1]}={probe.overrides.get(probe.key, probe.ber):.2e}"
-    status = "PASS" if probe.passed else ("fail, rolled back" if probe.rolled_back else "fail")
-    return (f"{search:<6} {probe.stage:<11} BER {probe.ber:9.3e}{key:<34} acc {probe.mean:.4f} "
-            f"[{probe.ci_low:.4f}, {probe.ci_high:.4f}]  {status}")
-
-
-def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: str = "coarse", max_drop: float = 0.01,
-                         seeds: Sequence[int] = (0, 1, 2), ber_min: float = 1e-7, ber_max: float = 0.1,
-                         tol: float = 0.25, factor: float = 2.0, max_steps: int = 20,
-                         start_ber: Optional[float] = None, statistic: str = "ci_low", confidence: float = 0.95,
-                         retrain_epochs: int = 0, retrain_lr: float = 1e-3, workers: int = 2,
-                         samples: Optional[int] = None, calib_samples: int = 512, data_dir: Any = None,
-                         progress: Optional[Callable[[str, Probe], None]] = None) -> dict[str, Any]:
-    """Coarse and/or fine tolerance characterization of a network file; the tolerance document.
-
-    Parameters
-    ----------
-    net_file : NetworkFile or str or Path
-        The network (:func:`boosting.checkpoint.load_network`).
-    spec : ErrorSpec
-        Error model shape, format, mitigation and seed (its BER and overrides are searched).
-    mode : {"coarse", "fine", "both"}
-        ``fine`` starts from ``start_ber`` if given, else runs the coarse search first (and
-        the document then holds both).
-    max_drop, seeds, statistic, confidence
-        Goal and decision (:func:`coarse_characterize`).
-    ber_min, ber_max, tol
-        Coarse search bounds and resolution (decades); ``ber_max`` is also the fine ceiling.
-    factor, max_steps
-        Fine search step and steps per key.
-    start_ber : float, optional
-        Fine start BER instead of the coarse result.
-    retrain_epochs : int
-        With N > 0, before every coarse probe a copy of the network (the original weights)
-        is retrained N epochs at the probe's spec on the training split (EDEN's Algorithm 2
-        with boosting); the fine search then uses the network retrained at the coarse BER.
-    retrain_lr : float
-        Learning rate of those retrainings.
-    workers : int
-        Worker processes (spawn); 0 runs every evaluation in this process (:class:`SerialExecutor`).
-    samples : int, optional
-        Evaluate on the first N test images (default all).
-    calib_samples : int
-        Training images calibrating the mitigation ranges and IFM scales.
-    data_dir : str or Path, optional
-        Overrides the dataset directory stored in the network file.
-    progress : callable, optional
-        ``progress(search, probe)`` for every recorded probe (``search`` is coarse or fine).
-
-    Returns
-    -------
-    dict
-        The tolerance document (``docs/tolerance-format.md``).
-    """
-    from pathlib import Path
-
-    from boosting.checkpoint import NetworkFile, load_network
-    from boosting.inference import calibrate
-    from boosting.retrain import retrain as _retrain
-    from boosting.train import file_sha256, spec_to_dict
-
-    if mode not in ("coarse", "fine", "both"):
-        raise CharacterizeError(f"mode must be coarse, fine or both, got {mode!r}")
-    if not (isinstance(workers, int) and workers >= 0):
-        raise CharacterizeError(f"workers must be an integer >= 0, got {workers!r}")
-    if not (isinstance(retrain_epochs, int) and retrain_epochs >= 0):
-        raise CharacterizeError(f"retrain_epochs must be an integer >= 0, got {retrain_epochs!r}")
-    if samples is not None and not (isinstance(samples, int) and samples >= 1):
-        raise CharacterizeError(f"samples must be an integer >= 1, got {samples!r}")
-    nf = net_file if isinstance(net_file, NetworkFile) else load_network(net_file)
-    net = nf.net.eval()
-    train = nf.load_split("train", root=data_dir)
-    test = nf.load_split("test", root=data_dir)
-    x, y = test.tensors
-    if samples is not None:
-        x, y = x[:samples], y[:samples]
-    xc = train.tensors[0][:calib_samples]
-    calibration = calibrate(net, DataLoader(TensorDataset(xc), batch_size=256), spec.fmt)
-    workload = NetworkWorkload(net, x, y, calibration=calibration)
-    original = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    retrain_hook = None
-    if retrain_epochs > 0:
-        def retrain_hook(probe_spec: ErrorSpec) -> None:
-            workload.net.load_state_dict(original)
-            _retrain(workload.net, train, probe_spec, epochs=retrain_epochs, lr=retrain_lr,
-                     calibration=calibration, seed=0)
-            workload.net.eval()
-
-    executor: Executor = (SerialExecutor() if workers == 0 else
-                          ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")))
-    coarse = fine = None
-    try:
-        common = dict(max_drop=max_drop, seeds=seeds, statistic=statistic, confidence=confidence, executor=executor)
-        if mode in ("coarse", "both") or (mode == "fine" and start_ber is None):
-            coarse = coarse_characterize(workload, spec, ber_min=ber_min, ber_max=ber_max, tol=tol,
-                                         retrain=retrain_hook,
-                                         progress=(lambda p: progress("coarse", p)) if progress else None, **common)
-        if mode in ("fine", "both"):
-            start = start_ber if start_ber is not None else coarse.ber  # type: ignore[union-attr]
-            if start > 0:
-                if retrain_hook is not None:
-                    retrain_hook(_uniform(spec, start))
-                fine = fine_characterize(workload, spec, start, factor=factor, max_steps=max_steps,
-                                         ber_max=ber_max, baseline=coarse.baseline if coarse else None,
-                                         progress=(lambda p: progress("fine", p)) if progress else None, **common)
-    finally:
-        executor.shutdown(wait=True)
-    path = Path(nf.path)
-    return {
-        "format": "eden-tolerance",
-        "format_version": 1,
-        "network": {"path": str(path), "sha256": file_sha256(path), "name": nf.network,
-                    "kind": nf.meta.get("kind")},
-        "fmt": spec.fmt,
-        "mitigation": spec.mitigation,
-        "model": spec.model.to_dict(),
-        "spec": spec_to_dict(spec),
-        "max_drop": float(max_drop),
-        "seeds": [int(s) for s in seeds],
-        "statistic": statistic,
-        "confidence": confidence,
-        "mode": mode,
-        "search": {"ber_min": ber_min, "ber_max": ber_max, "tol": tol, "factor": factor, "max_steps": max_steps,
-                   "start_ber": start_ber},
-        "retrain_epochs": retrain_epochs,
-        "samples": int(len(y)),
-        "layers": workload.layers,
-        "coarse": coarse.to_dict() if coarse is not None else None,
-        "fine": fine.to_dict() if fine is not None else None,
-    }
-
-
-def probe_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every probe of a tolerance document as flat CSV rows (``search`` = coarse or fine)."""
-    rows = []
-    for search in ("coarse", "fine"):
-        part = doc.get(search)
-        for i, p in enumerate((part or {}).get("probes", [])):
-            key = p.get("key") or ["", ""]
-            rows.append({"search": search, "index": i, "stage": p["stage"], "ber": p["ber"], "layer": key[0],
-                         "kind": key[1], "key_ber": max((o[2] for o in p["overrides"] if o[:2] == key), default=""),
-                         "mean": p["mean"], "ci_low": p["ci_low"], "ci_high": p["ci_high"],
-                         "per_seed": " ".join(f"{a:.6g}" for a in p["per_seed"]), "passed": p["passed"],
-                         "rolled_back": p["rolled_back"], "n_overrides": len(p["overrides"])})
-    return rows
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``python -m boosting.characterize``; 0 on success, 2 on bad input, 130 when interrupted."""
-    import csv
-    import json
-    import sys
-    from pathlib import Path
-
-    from boosting.checkpoint import CheckpointError
-    from boosting.train import (TrainError, _Parser, add_error_model_args, ber_arg, error_model_from, mitigation_arg,
-                                nonneg_int, parse_model_params, positive_float, positive_int, seeds_arg, side_path)
-
-    p = _Parser(prog="python -m boosting.characterize",
-                description="Error tolerance of a network file: coarse (highest uniform BER, EDEN Algorithm 2) "
-                            "and fine (per layer and data kind, Algorithm 3) characterization.")
-    p.add_argument("network", metavar="NET.pt", help="network file (python -m boosting.train)")
+_interval = confidence_interval  # the old private name (pipeline.report and boosting.hil used it)
+_probe_line = probe_line  # the old private name
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m boosting.characterize``."""
+    p = OneLineParser(prog="python -m boosting.characterize",
+                      description="Error tolerance of a network file: coarse (highest uniform BER, EDEN Algorithm 2) "
+                                  "and fine (per layer and data kind, Algorithm 3) characterization.")
+    add_network_file(p, "network file (python -m boosting.train); may also be given as the first argument",
+                     positional=True)
     add_error_model_args(p, required=False)
     p.add_argument("--error-seed", type=nonneg_int, default=0, help="seed of the error spec (default 0)")
-    p.add_argument("--max-drop", type=float, default=0.01, help="tolerated accuracy drop, absolute (default 0.01)")
+    p.add_argument("--max-drop", type=fraction_arg, default=0.01,
+                   help="tolerated accuracy drop, absolute, in [0, 1] (default 0.01)")
     p.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="error seeds per probe (default 0,1,2)")
     p.add_argument("--statistic", default="ci_low", choices=STATISTICS, help="pass/fail statistic (default ci_low)")
-    p.add_argument("--mode", default="coarse", choices=("coarse", "fine", "both"), help="search (default coarse)")
+    p.add_argument("--search", default="coarse", choices=SEARCHES,
+                   help="coarse (uniform BER), fine (per layer and kind) or both (default coarse)")
+    p.add_argument("--mode", dest="search", default=argparse.SUPPRESS, choices=SEARCHES,
+                   help=argparse.SUPPRESS)  # old name of --search
     p.add_argument("--ber-min", type=ber_arg, default=1e-7, help="lowest BER probed (default 1e-7)")
     p.add_argument("--ber-max", type=ber_arg, default=0.1, help="highest BER probed (default 0.1)")
     p.add_argument("--tol", type=positive_float, default=0.25, help="coarse resolution in decades (default 0.25)")
-    p.add_argument("--factor", type=positive_float, default=2.0, help="fine step factor (default 2)")
+    p.add_argument("--factor", type=positive_float, default=2.0, help="fine step factor, > 1 (default 2)")
     p.add_argument("--max-steps", type=positive_int, default=20, help="fine steps per key (default 20)")
     p.add_argument("--start-ber", type=ber_arg, help="fine start BER (default: the coarse result)")
     p.add_argument("--retrain-epochs", type=nonneg_int, default=0,
@@ -741,72 +122,92 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--samples", type=positive_int, help="evaluate on the first N test images (default all)")
     p.add_argument("--calib-samples", type=positive_int, default=512, help="calibration images (default 512)")
     p.add_argument("--data-dir", help="dataset directory (overrides the one in the network file)")
-    p.add_argument("--quiet", action="store_true", help="no line per probe")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
-    p.add_argument("-o", "--out", default="tolerance.json", help="output JSON (default tolerance.json)")
-    args = p.parse_args(argv)
+    add_out(p, "tolerance.json", "tolerance document to write (JSON; .csv and .png beside it)")
+    add_verbosity(p)
+    add_config(p)
+    return p
+
+
+def format_summary(doc: dict[str, Any]) -> str:
+    """The results table of a tolerance document, as printed by the command."""
+    from errormodels.models import ModelError, model_from_dict
+
     try:
-        if not 0.0 <= args.max_drop <= 1.0:
-            raise CharacterizeError(f"--max-drop must be in [0, 1], got {args.max_drop!r}")
-        if not args.ber_min < args.ber_max:
-            raise CharacterizeError(f"--ber-min {args.ber_min:g} must be below --ber-max {args.ber_max:g}")
-        if args.factor <= 1:
-            raise CharacterizeError(f"--factor must be > 1, got {args.factor:g}")
-        if not Path(args.network).is_file():
-            raise CharacterizeError(f"network file {args.network!r} does not exist")
-        model = error_model_from(args.error_model, parse_model_params(args.model_param), args.partition)
-        spec = ErrorSpec(model, fmt=args.fmt, mitigation=mitigation_arg(args.mitigation), seed=args.error_seed)
+        model = model_from_dict(doc["model"]).describe()
+    except (ModelError, KeyError, TypeError, ValueError):
+        model = str(doc.get("model", {}).get("model", "?"))
+    lines = [f"network {doc['network']['path']} ({doc['network']['name']}), model {model}, "
+             f"fmt {doc['fmt']}, mitigation {doc['mitigation']}, {doc['samples']} samples, seeds {doc['seeds']}"]
+    part = doc["coarse"] or doc["fine"]
+    if part is not None:
+        lines.append(f"baseline {part['baseline']:.4f}, goal {part['goal']:.4f} (max drop {doc['max_drop']:g}, "
+                     f"statistic {doc['statistic']})")
+    if doc["coarse"] is not None:
+        c = doc["coarse"]
+        lines.append(f"\n{'BER':>10} {'mean':>7} {'CI low':>7} {'CI high':>7}  result")
+        for pr in c["probes"]:
+            if pr["stage"] == "coarse":
+                lines.append(f"{pr['ber']:>10.3e} {pr['mean']:>7.4f} {pr['ci_low']:>7.4f} {pr['ci_high']:>7.4f}  "
+                             f"{'pass' if pr['passed'] else 'fail'}")
+        lines.append(f"coarse: tolerated uniform BER {c['ber']:.3e}" + ("" if c["found"] else " (even ber-min failed)"))
+    if doc["fine"] is not None:
+        f = doc["fine"]
+        sens = {(a, b): v for a, b, v in f["sensitivity"]}
+        lines.append(f"\nfine (start BER {f['start_ber']:.3e}):\n{'layer':<24} {'kind':<6} {'BER':>10} "
+                     f"{'sensitivity':>12}")
+        for layer, kind, ber in f["bers"]:
+            lines.append(f"{layer:<24} {kind:<6} {ber:>10.3e} {sens.get((layer, kind), float('nan')):>12.4f}")
+    elif doc.get("mode") != "coarse":
+        lines.append("fine: skipped (no BER passed the coarse search)")
+    return "\n".join(lines)
 
-        def show(search: str, probe: Probe) -> None:
-            print(_probe_line(search, probe), file=sys.stderr, flush=True)
 
-        doc = characterize_network(args.network, spec, mode=args.mode, max_drop=args.max_drop, seeds=args.seeds,
-                                   ber_min=args.ber_min, ber_max=args.ber_max, tol=args.tol, factor=args.factor,
-                                   max_steps=args.max_steps, start_ber=args.start_ber, statistic=args.statistic,
-                                   retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
-                                   workers=args.workers, samples=args.samples, calib_samples=args.calib_samples,
-                                   data_dir=args.data_dir, progress=None if args.quiet else show)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (TrainError, CharacterizeError, CheckpointError, ValueError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """Characterize as the parsed arguments say; return the document and the path written."""
+    if not args.ber_min < args.ber_max:
+        raise CharacterizeError(f"--ber-min {args.ber_min:g} must be below --ber-max {args.ber_max:g}")
+    if args.factor <= 1:
+        raise CharacterizeError(f"--factor must be > 1, got {args.factor:g}")
+    net_path = network_file_of(args)
+    if not Path(net_path).is_file():
+        raise CharacterizeError(f"network file {net_path!r} does not exist")
+    model = error_model_from(args.error_model, parse_model_params(args.model_param), args.partition)
+    spec = ErrorSpec(model, fmt=args.fmt, mitigation=mitigation_arg(args.mitigation), seed=args.error_seed)
+
+    def show(search: str, probe: Probe) -> None:
+        log.info("%s", probe_line(search, probe))
+
+    doc = characterize_network(net_path, spec, search=args.search, max_drop=args.max_drop, seeds=args.seeds,
+                               ber_min=args.ber_min, ber_max=args.ber_max, tol=args.tol, factor=args.factor,
+                               max_steps=args.max_steps, start_ber=args.start_ber, statistic=args.statistic,
+                               retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
+                               workers=args.workers, samples=args.samples, calib_samples=args.calib_samples,
+                               data_dir=args.data_dir, progress=show)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=1, default=float)
-    rows = probe_rows(doc)
-    with open(side_path(out, ".csv"), "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["search"])
-        w.writeheader()
-        w.writerows(rows)
+    write_tolerance(doc, out)
     if not args.no_plot:
         from boosting.plots import plot_tolerance
 
         plot_tolerance(doc, side_path(out, ".png"))
-    print(f"network {doc['network']['path']} ({doc['network']['name']}), model {spec.model.describe()}, "
-          f"fmt {doc['fmt']}, mitigation {doc['mitigation']}, {doc['samples']} samples, seeds {doc['seeds']}")
-    part = doc["coarse"] or doc["fine"]
-    print(f"baseline {part['baseline']:.4f}, goal {part['goal']:.4f} (max drop {doc['max_drop']:g}, "
-          f"statistic {doc['statistic']})")
-    if doc["coarse"] is not None:
-        c = doc["coarse"]
-        print(f"\n{'BER':>10} {'mean':>7} {'CI low':>7} {'CI high':>7}  result")
-        for pr in c["probes"]:
-            if pr["stage"] == "coarse":
-                print(f"{pr['ber']:>10.3e} {pr['mean']:>7.4f} {pr['ci_low']:>7.4f} {pr['ci_high']:>7.4f}  "
-                      f"{'pass' if pr['passed'] else 'fail'}")
-        print(f"coarse: tolerated uniform BER {c['ber']:.3e}" + ("" if c["found"] else " (even ber-min failed)"))
-    if doc["fine"] is not None:
-        f = doc["fine"]
-        sens = {(a, b): v for a, b, v in f["sensitivity"]}
-        print(f"\nfine (start BER {f['start_ber']:.3e}):\n{'layer':<24} {'kind':<6} {'BER':>10} {'sensitivity':>12}")
-        for layer, kind, ber in f["bers"]:
-            print(f"{layer:<24} {kind:<6} {ber:>10.3e} {sens.get((layer, kind), float('nan')):>12.4f}")
-    elif args.mode != "coarse":
-        print("fine: skipped (no BER passed the coarse search)")
+    return doc, out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``python -m boosting.characterize``; 0 on success, 2 on bad input, 130 when interrupted."""
+    from boosting.checkpoint import CheckpointError
+    from errormodels.models import ModelError
+
+    args = parse_args(build_parser(), argv)
+    configure_logging(args.verbose, args.quiet)
+    try:
+        doc, out = _run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (TrainError, CharacterizeError, CheckpointError, ModelError, ValueError, OSError) as exc:
+        return fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    print(format_summary(doc))
     print(f"written {out}, {side_path(out, '.csv')}" + ("" if args.no_plot else f", {side_path(out, '.png')}"))
     return 0
 

@@ -48,18 +48,17 @@ the file and the key, for every malformed file; the CLIs print it as ``error: ..
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
 from boosting.data import load_dataset
 from boosting.networks import get_network
+from softmc_host.files import atomic_write as files_atomic_write
 
 __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "NetworkFile", "atomic_write", "save_network", "load_network"]
 
@@ -73,23 +72,8 @@ class CheckpointError(ValueError):
     """A network file that is missing, corrupt or of another format."""
 
 
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write a file so that it is either complete or absent: ``write(fh)`` fills a temporary file in
-    the same directory, which is flushed to disk and renamed over ``path`` (an interruption leaves
-    any previous file intact). Parent directories are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+atomic_write = files_atomic_write
+"""Old name of :func:`softmc_host.files.atomic_write` (complete or absent, fsync-ed): kept for callers."""
 
 
 class NetworkFile:
@@ -133,7 +117,7 @@ class NetworkFile:
 
 def save_network(path: PathLike, net: nn.Module, *, network: str, build: dict[str, Any], seed: int,
                  dataset: dict[str, Any], meta: Optional[dict[str, Any]] = None) -> Path:
-    """Write ``net`` atomically (temporary file, then rename) in the network-file format.
+    """Write ``net`` atomically (:func:`softmc_host.files.atomic_write`) in the network-file format.
 
     Parameters
     ----------
@@ -166,7 +150,7 @@ def save_network(path: PathLike, net: nn.Module, *, network: str, build: dict[st
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    return atomic_write(path, lambda fh: torch.save(doc, fh))
+    return files_atomic_write(path, lambda fh: torch.save(doc, fh))
 
 
 #: Largest image side a network file may declare (the forward pass of a larger one could exhaust memory).

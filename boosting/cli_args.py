@@ -173,11 +173,15 @@ def error_model_from(arg: str, params: Optional[Mapping[str, Any]] = None,
                      partition: Optional[str] = None) -> ErrorModel:
     """An error model from a registry name or a fitted-model JSON (``--error-model NAME|FILE``).
 
+    The reading is :func:`errormodels.error_model_from` (the one reader of ``model.json``,
+    :func:`errormodels.read_model_file`); this wrapper only gives its file and partition
+    problems the boosting commands' exception.
+
     Parameters
     ----------
     arg : str
         A name or number of :func:`errormodels.models.get_model` (``uniform``, ``wordline``,
-        ``bitline``, ``bit-value``, 0-3), or the path of a JSON written by
+        ``bitline``, ``bit-value``, 0-3, a registered model), or the path of a JSON written by
         ``python -m errormodels.fit`` (any existing file, or a name ending in ``.json``).
     params : mapping, optional
         Model parameters: for a name, the constructor arguments; for a fitted model, values
@@ -198,48 +202,18 @@ def error_model_from(arg: str, params: Optional[Mapping[str, Any]] = None,
     ModelError
         Unknown model name, bad parameter.
     """
-    import json
-    from pathlib import Path
+    from errormodels import error_model_from as read_error_model
+    from errormodels.models import ModelError
+    from errormodels.modelfile import ModelFileError
 
-    from errormodels.models import get_model, model_from_dict
-
-    params = dict(params or {})
-    path = Path(str(arg))
-    if not (path.is_file() or str(arg).lower().endswith(".json")):
-        if partition is not None:
-            raise TrainError(f"--partition applies to a fitted-model JSON, not to the model name {arg!r}")
-        return get_model(str(arg), **params)
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except RecursionError:
-        raise TrainError(f"cannot read fitted model {str(path)!r}: JSON nests too deeply") from None
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, int digit limit
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else text
-        raise TrainError(f"cannot read fitted model {str(path)!r}: {detail}") from None
-    if not isinstance(doc, dict) or doc.get("format") != "eden-error-model" \
-            or not isinstance(doc.get("partitions"), dict):
-        raise TrainError(f"{path}: not an eden-error-model JSON (write one with python -m errormodels.fit)")
-    parts: dict[str, Any] = doc["partitions"]
-    for label, part in parts.items():
-        if not isinstance(part, dict):
-            raise TrainError(f"{path}: partition {label!r} is not an object")
-    if partition is None:
-        if "all" in parts:
-            partition = "all"
-        else:
-            chosen = [k for k, v in parts.items()
-                      if isinstance(v.get("selected"), dict) and v["selected"].get("model") == doc.get("selected_model")]
-            if not chosen:
-                raise TrainError(f"{path}: no partition selected {doc.get('selected_model')!r}; give --partition")
-            partition = chosen[0]
-    if partition not in parts:
-        raise TrainError(f"{path}: unknown partition {partition!r}; known: {', '.join(parts) or 'none'}")
-    selected = parts[partition].get("selected")  # checked further by model_from_dict
-    if not isinstance(selected, dict):
-        raise TrainError(f"{path}: partition {partition!r} has no selected model")
-    return model_from_dict({**selected, **params})
+        return read_error_model(str(arg), params, partition)
+    except ModelFileError as exc:
+        raise TrainError(str(exc)) from None
+    except ModelError as exc:
+        if partition is not None:  # with a file every problem is a ModelFileError: a partition given with a name
+            raise TrainError(str(exc)) from None
+        raise
 
 
 def add_error_model_args(p: Any, required: bool) -> None:

@@ -283,7 +283,7 @@ def hil_evaluate(net: nn.Module, loader: Iterable[Any], memory: RowMemory, *, fm
             stats = dict(injector.stats)
     finally:
         net.train(was_training)
-    from boosting.characterize import _interval
+    from boosting.inference import confidence_interval as _interval
 
     mean, lo, hi = _interval(per, n, confidence)
     method = "t" if len(per) >= 2 else "wilson"

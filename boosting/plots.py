@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from softmc_host.files import atomic_write  # noqa: E402
+
 __all__ = ["Series", "plot_accuracy_vs_ber", "plot_tolerance", "plot_history"]
 
 PathLike = Union[str, Path]
@@ -29,11 +31,13 @@ Series = tuple[str, Sequence[float], Sequence[float], Sequence[float], Sequence[
 
 
 def _save(fig: Any, out_png: PathLike) -> Path:
+    """Write ``fig`` as a PNG through :func:`softmc_host.files.atomic_write` and close it."""
     path = Path(out_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return path
 
 

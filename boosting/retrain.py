@@ -29,7 +29,8 @@ Checkpoints
 -----------
 After every epoch the network, the optimizer, the epoch count, the global step, the
 per-epoch history and the loader's generator state are written to ``checkpoint_path``
-atomically (a temporary file in the same directory, then ``os.replace``). A later call with the
+atomically (:func:`softmc_host.files.atomic_write`: a temporary file in the same directory,
+fsync-ed, then renamed). A later call with the
 same arguments resumes from it, and finishes with the same weights, bit for bit, as a run
 that was never interrupted.
 """
@@ -47,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from boosting.checkpoint import atomic_write
 from boosting.inference import Calibration, ErrorInjector, ErrorSpec, _batches, _device_of, _seed_of
+from softmc_host.files import atomic_write
 
 __all__ = [
     "RetrainError",
@@ -275,6 +276,7 @@ def _epoch_batches(data: Any, epoch: int, seed: int, batch_size: int) -> Iterabl
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save`` through :func:`softmc_host.files.atomic_write` (complete or absent, fsync-ed)."""
     atomic_write(path, lambda fh: torch.save(obj, fh))
 
 

@@ -153,7 +153,8 @@ def _print_clean(record: dict[str, Any], out: Path) -> None:
           f"Adam lr {s['lr']:g}, batch {s['batch_size']}, seed {s['seed']}")
     print(f"{'epoch':>5} {'loss':>9} {'train acc':>10} {'test acc':>9} {'time (s)':>9}")
     for row in record["history"]:
-        print(f"{row['epoch'] + 1:>5} {row['loss']:>9.4f} {row['train_acc']:>10.4f} {row['test_acc']:>9.4f} "
+        loss = float("nan") if row["loss"] is None else row["loss"]  # JSON holds a NaN loss as null
+        print(f"{row['epoch'] + 1:>5} {loss:>9.4f} {row['train_acc']:>10.4f} {row['test_acc']:>9.4f} "
               f"{row['seconds']:>9.1f}")
     print(f"clean test accuracy {record['clean_test_accuracy']:.4f}; written {out}")
 

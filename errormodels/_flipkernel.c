@@ -2,7 +2,7 @@
  * Compiled kernel of errormodels.inject: the block sampler of a Bernoulli process, and
  * uniform bit flipping fused with the copy of the data.
  *
- * The stream is defined in errormodels/inject.py (section "block sampler"), which also holds
+ * The stream is defined in errormodels/inject/sampler.py (the comment above _BLOCK_BITS), which also holds
  * a vectorised torch version of it; both give the same positions for the same key and counts,
  * and tests/test_inject_kernel.py checks that they do.
  *

@@ -385,7 +385,7 @@ class Wordline(_Clustered):
     def fit(cls, obs: Observations, seed: int = 0) -> Optional[Candidate]:
         """A two-component binomial mixture over groups of ``g`` adjacent bits of a tested row, by EM,
         for each ``g`` of :data:`GROUP_BITS` (the best kept); needs complete error positions."""
-        if not obs.positions_complete or obs.k == 0:
+        if not obs.positions_complete or obs.k == 0 or obs.row_bits < 1:
             return None
         test, _, _, bit = obs.positions()
         best = None
@@ -421,7 +421,7 @@ class Bitline(_Clustered):
     def fit(cls, obs: Observations, seed: int = 0) -> Optional[Candidate]:
         """A two-component binomial mixture over bitlines (a bit position of a bank across the rows
         tested), by EM; needs complete error positions."""
-        if not obs.positions_complete or obs.k == 0:
+        if not obs.positions_complete or obs.k == 0 or obs.row_bits < 1:
             return None
         _, bank, _, bit = obs.positions()
         ks_all, n_all, mult_all = [], [], []
@@ -469,9 +469,9 @@ def register_model(cls: Optional[M] = None, *, name: Optional[str] = None) -> Un
     def add(model_cls: M) -> M:
         if not (isinstance(model_cls, type) and issubclass(model_cls, ErrorModel) and is_dataclass(model_cls)):
             raise ModelError(f"register_model takes an ErrorModel dataclass, got {show(model_cls)}")
-        if name is not None:
-            model_cls.name = name
-        key, number = model_cls.name, model_cls.number
+        key, number = (model_cls.name if name is None else name), model_cls.number
+        if name is not None and name != model_cls.name and model_cls in MODELS.values():
+            raise ModelError(f"error model {model_cls.name!r} is registered; it cannot be renamed {name!r}")
         if not isinstance(key, str) or not key or key != key.strip().lower() or key.isdigit():
             raise ModelError(f"model name must be a non-empty lower-case string that is not a number, got {show(key)}")
         if not isinstance(number, int) or isinstance(number, bool) or number < 0:
@@ -479,6 +479,7 @@ def register_model(cls: Optional[M] = None, *, name: Optional[str] = None) -> Un
         for taken, what in ((MODELS.get(key), f"name {key!r}"), (_BY_NUMBER.get(number), f"number {number}")):
             if taken is not None and taken is not model_cls and taken.__qualname__ != model_cls.__qualname__:
                 raise ModelError(f"error model {what} is taken by {taken.__name__}")
+        model_cls.name = key
         MODELS[key] = model_cls
         _BY_NUMBER[number] = model_cls
         return model_cls

@@ -1,6 +1,8 @@
-"""Shared fixtures: a LeNet trained once per test session on scikit-learn's digits (seeded)."""
+"""Shared fixtures: a LeNet trained once per test session on scikit-learn's digits (seeded); clean logging."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -44,3 +46,20 @@ def lenet_from(state: dict) -> torch.nn.Module:
     net = get_network("lenet", seed=0)
     net.load_state_dict(state)
     return net.eval()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Undo a command's :func:`softmc_host.cli.configure_logging` after each test.
+
+    A command run in-process attaches a handler to the root logger writing to the ``sys.stderr``
+    of that moment (pytest's capture of the test); left in place it would write to a closed
+    stream in later tests.
+    """
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if getattr(handler, "_eden_cli", False):
+            root.removeHandler(handler)
+    root.setLevel(level)

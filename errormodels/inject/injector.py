@@ -154,8 +154,10 @@ def inject_(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torc
         int4 is a uint8 (or int8) tensor with ``dtype_bits=4``. A non-contiguous tensor is
         processed in C order through a contiguous copy.
     model : ErrorModel
-        :class:`~errormodels.models.Uniform`, :class:`~errormodels.models.Wordline`,
-        :class:`~errormodels.models.Bitline` or :class:`~errormodels.models.BitValue`.
+        Any model with a flip plan: :class:`~errormodels.models.Uniform`,
+        :class:`~errormodels.models.Wordline`, :class:`~errormodels.models.Bitline`,
+        :class:`~errormodels.models.BitValue`, or one added with
+        :func:`~errormodels.models.register_model`.
     generator : torch.Generator, optional
         Source of randomness, on the tensor's device. Give this or ``seed``.
     seed : int, optional
@@ -183,6 +185,8 @@ def inject_(tensor: torch.Tensor, model: ErrorModel, *, generator: Optional[torc
         device, or ``mitigation`` and ``value_range`` not given together.
     LayoutError
         If the tensor does not fit in the DIMM from the layout's start address.
+    ModelError
+        A model that defines no flip plan.
     """
     width, value_range = _check_args(tensor, model, dtype_bits, mitigation, value_range)
     gen = _generator(tensor, generator, seed)
