@@ -28,6 +28,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from softmc_host.geometry import ML605_GEOMETRY, Geometry  # re-exported: the one definition
+from softmc_host.timing import REFRESH_COMMANDS_PER_WINDOW  # re-exported
 
 __all__ = [
     "Geometry",
@@ -38,6 +39,8 @@ __all__ = [
     "RowStore",
     "StoreFullError",
     "DEFAULT_MAX_STORE_MIB",
+    "RefreshClock",
+    "REFRESH_COMMANDS_PER_WINDOW",
 ]
 
 DEFAULT_MAX_STORE_MIB = 1024
@@ -355,6 +358,95 @@ def _reserve(fd: int, offset: int, length: int) -> None:
         done += os.pwrite(fd, zeros[: length - done], offset + done)
 
 
+
+
+
+class RefreshClock:
+    """When each row of a DIMM was last restored, on the tester's virtual clock.
+
+    A row is restored when it is activated (the sense amplifiers write its charge
+    back) and when a REF reaches it.  DDR3 refreshes rows in counter order:
+    each REF refreshes the next ``rows_per_ref`` rows of every bank, and 8192 REFs
+    cover the device.  Auto-refresh (SoftMC's SET_TREFI) is kept as *segments*
+    (start, period, counter) and worked out analytically, so a long hold with
+    auto-refresh costs nothing per REF.  For every row the clock keeps the
+    longest time it went unrestored since it was last activated (``max_gap``),
+    which is what retention physics needs.
+
+    Times are in ns; every row counts as restored at time 0 (power-up).
+    """
+
+    def __init__(self, geometry: Geometry) -> None:
+        self.banks = geometry.banks
+        self.rows = geometry.rows
+        self.rows_per_ref = -(-geometry.rows // REFRESH_COMMANDS_PER_WINDOW)
+        self.groups = -(-geometry.rows // self.rows_per_ref)
+        self.counter = 0
+        self.restored_ns = np.zeros((geometry.banks, geometry.rows))
+        self.max_gap_ns = np.zeros((geometry.banks, geometry.rows))
+        self._segment: tuple[float, float, int] | None = None  # (start_ns, trefi_ns, counter at start)
+        self.maintenance_row = (0, 0)  # SoftMC reads bank 0 row 0 every 1 us between programs
+
+    @property
+    def auto_refresh_ns(self) -> float:
+        """The auto-refresh interval in force (0 = off)."""
+        return 0.0 if self._segment is None else self._segment[1]
+
+    def _apply_segment(self, rows: np.ndarray | slice, until_ns: float) -> None:
+        """Fold the open auto-refresh segment's REFs up to ``until_ns`` into ``rows`` (all banks)."""
+        if self._segment is None:
+            return
+        start, period, counter0 = self._segment
+        index = np.arange(self.rows)[rows]
+        restored = self.restored_ns[:, index]
+        window = self.groups * period
+        first = start + (((index // self.rows_per_ref) - counter0) % self.groups + 1) * period  # per row
+        # The first REF of each row after its last restore, and the last one before until_ns.
+        after = first + np.ceil(np.maximum(restored - first, 0.0) / window) * window
+        after = np.where(after <= restored, after + window, after)
+        count = np.floor((until_ns - after) / window) + 1
+        hit = count >= 1
+        if not hit.any():
+            return
+        last = after + (count - 1) * window
+        gap = np.where(hit, after - restored, 0.0)
+        gap = np.where(count >= 2, np.maximum(gap, window), gap)
+        self.max_gap_ns[:, index] = np.maximum(self.max_gap_ns[:, index], gap)
+        self.restored_ns[:, index] = np.where(hit, last, restored)
+
+    def set_auto_refresh(self, now_ns: float, trefi_ns: float) -> None:
+        """Auto-refresh every ``trefi_ns`` from ``now_ns`` on (0 = off)."""
+        if self._segment is not None:
+            self._apply_segment(slice(None), now_ns)
+            start, period, counter0 = self._segment
+            self.counter = (counter0 + int((now_ns - start) // period)) % self.groups
+        self._segment = (float(now_ns), float(trefi_ns), self.counter) if trefi_ns > 0 else None
+
+    def refresh(self, now_ns: float) -> None:
+        """One REF command: the next group of rows in every bank is restored."""
+        if self._segment is not None:  # an explicit REF during auto-refresh: settle first
+            self.set_auto_refresh(now_ns, self._segment[1])
+        group = self.counter % self.groups
+        rows = slice(group * self.rows_per_ref, min(self.rows, (group + 1) * self.rows_per_ref))
+        gap = now_ns - self.restored_ns[:, rows]
+        self.max_gap_ns[:, rows] = np.maximum(self.max_gap_ns[:, rows], gap)
+        self.restored_ns[:, rows] = now_ns
+        self.counter = (self.counter + 1) % self.groups
+
+    def unrestored_ns(self, bank: int, row: int, now_ns: float) -> float:
+        """The longest time the row went without restore since it was last activated."""
+        if (bank, row) == self.maintenance_row:
+            return 0.0
+        if self._segment is not None:
+            self._apply_segment(slice(row, row + 1), now_ns)
+        return max(float(self.max_gap_ns[bank, row]), now_ns - float(self.restored_ns[bank, row]))
+
+    def restore(self, bank: int, row: int, now_ns: float) -> None:
+        """The row was activated at ``now_ns``: its charge is restored and its history starts again."""
+        self.restored_ns[bank, row] = now_ns
+        self.max_gap_ns[bank, row] = 0.0
+
+
 @dataclass
 class RowAccess:
     """One open row: reads and writes go through it, with their effective timing.
@@ -420,6 +512,28 @@ class EmulatedDimm:
         g = geometry
         self._read_index = [self._burst_bytes_index(c, False) for c in range(g.columns)]
         self._write_index = [self._burst_bytes_index(c, True) for c in range(g.columns)]
+        #: The tester's clock in ns, set by the firmware before every call into the DIMM.
+        self.now_ns = 0.0
+        self._clock: RefreshClock | None = None  # allocated when first needed
+
+    @property
+    def refresh_clock(self) -> RefreshClock:
+        """When each row was last restored (allocated at first use: 16 bytes per row)."""
+        if self._clock is None:
+            self._clock = RefreshClock(self.geometry)
+        return self._clock
+
+    def refresh(self, now_ns: float) -> None:
+        """One REF command at ``now_ns``: the next group of rows is refreshed (DDR3 counter order)."""
+        self.now_ns = now_ns
+        self.refresh_clock.refresh(now_ns)
+
+    def set_auto_refresh(self, now_ns: float, trefi_ns: float) -> None:
+        """Auto-refresh every ``trefi_ns`` from ``now_ns`` on (0 turns it off), as SET_TREFI does."""
+        self.now_ns = now_ns
+        if self._clock is None and trefi_ns <= 0:
+            return
+        self.refresh_clock.set_auto_refresh(now_ns, trefi_ns)
 
     def _burst_bytes_index(self, column: int, write: bool) -> np.ndarray:
         cols = np.array(burst_order(column, write), dtype=np.intp)

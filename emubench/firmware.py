@@ -8,6 +8,15 @@ PRE the cycles from the ACT it closes.  Between two programs the clock advances
 by :data:`INTER_PROGRAM_GAP_CYCLES` (the host's turnaround), so results do not
 depend on wall-clock time.
 
+The cycle counter is the DIMM's clock as well: before every call into the DIMM
+(activate, a row access's read / write / close, refresh, auto-refresh) the
+firmware sets ``dimm.now_ns = cycle * tck_ns``, so cells age only while programs
+run (instructions, WAITs and the inter-program gap), never while the host
+sleeps.  ``REF`` is one ``dimm.refresh(now_ns)``; ``SET_TREFI n`` is
+``dimm.set_auto_refresh(now_ns, n * 200)`` (0 turns auto-refresh off), and the
+DIMM works out which rows auto-refresh reached when.  A DIMM class without
+``set_auto_refresh`` (an older one) gets neither call.
+
 A program is checked completely before it runs; a bad one is rejected with an
 :class:`ExecutionError` and leaves the DIMM untouched.
 """
@@ -20,6 +29,7 @@ from typing import Any, Sequence
 from emubench.dimm import EmulatedDimm, RowAccess
 from firmware_bridge.protocol import BURST_BYTES, MAX_PROGRAM_SLOTS, ErrorCode
 from softmc_host import isa
+from softmc_host.program import TREFI_TICK_NS
 from softmc_host.timing import ML605_TCK_NS, NOMINAL_TIMING, Ddr3Params, ns_to_cycles
 
 __all__ = ["ExecutionError", "ProgramTrace", "TesterFirmware", "INTER_PROGRAM_GAP_CYCLES", "FIRMWARE_NAME"]
@@ -104,6 +114,8 @@ class TesterFirmware:
         self.banks = [_Bank() for _ in range(dimm.geometry.banks)]
         self.last_trace = ProgramTrace()
         self.programs_run = 0
+        # DIMMs with a refresh model (retention) get the REF / SET_TREFI calls; older classes do not.
+        self._refreshing = hasattr(dimm, "set_auto_refresh") and hasattr(dimm, "refresh")
         self._decoded: dict[int, isa.Instruction] = {}
         # Auto-precharge starts after tRTP (reads) or write recovery (writes), and the
         # DRAM holds it until tRAS(min) has passed, as DDR3 devices do.
@@ -149,6 +161,9 @@ class TesterFirmware:
         self._close_all()
         self.bus = isa.BusDirection.READ
         self.trefi = 0
+        if self._refreshing:
+            self.dimm.now_ns = self.cycle * self.tck_ns
+            self.dimm.set_auto_refresh(self.dimm.now_ns, 0.0)
 
     # Execution -----------------------------------------------------------------------------
 
@@ -253,6 +268,8 @@ class TesterFirmware:
         cycle = self.cycle
         banks = self.banks
         dimm = self.dimm
+        tck_ns = self.tck_ns
+        refreshing = self._refreshing
         wbuf: bytes | None = None
         for ins in program:
             if isinstance(ins, isa.Wait):
@@ -265,6 +282,7 @@ class TesterFirmware:
                 bank = banks[ins.bank]
                 trcd = cycle - bank.act_cycle
                 trace.note("min_trcd_cycles", trcd)
+                dimm.now_ns = cycle * tck_ns
                 out += bank.open.read(ins.column, trcd)  # type: ignore[union-attr]
                 trace.reads += 1
                 if ins.auto_precharge:
@@ -275,6 +293,7 @@ class TesterFirmware:
                 trace.note("min_trcd_cycles", trcd)
                 burst = wbuf if wbuf is not None else bytes((ins.data,)) * BURST_BYTES
                 wbuf = None
+                dimm.now_ns = cycle * tck_ns
                 bank.open.write(ins.column, burst, trcd)  # type: ignore[union-attr]
                 trace.writes += 1
                 if ins.auto_precharge:
@@ -284,6 +303,7 @@ class TesterFirmware:
                 trp = cycle - bank.pre_cycle
                 if bank.pre_cycle >= 0:
                     trace.note("min_trp_cycles", trp)
+                dimm.now_ns = cycle * tck_ns
                 bank.open = dimm.activate(ins.bank, ins.row, trp)
                 bank.act_cycle = cycle
                 trace.activates += 1
@@ -295,10 +315,16 @@ class TesterFirmware:
                     self._precharge(bank, cycle, trace)
             elif isinstance(ins, isa.Ref):
                 trace.refreshes += 1
+                if refreshing:
+                    dimm.now_ns = cycle * tck_ns
+                    dimm.refresh(dimm.now_ns)
             elif isinstance(ins, isa.SetBusDir):
                 self.bus = ins.direction
             elif isinstance(ins, isa.SetTrefi):
                 self.trefi = ins.value
+                if refreshing:
+                    dimm.now_ns = cycle * tck_ns
+                    dimm.set_auto_refresh(dimm.now_ns, ins.value * TREFI_TICK_NS)
             elif isinstance(ins, isa.SetTrfc):
                 self.trfc = ins.value
             elif isinstance(ins, isa.End):
@@ -314,6 +340,7 @@ class TesterFirmware:
         if bank.open is not None:
             tras = cycle - bank.act_cycle
             trace.note("min_tras_cycles", tras)
+            self.dimm.now_ns = cycle * self.tck_ns
             bank.open.close(tras)
             bank.open = None
         bank.pre_cycle = cycle
@@ -321,6 +348,7 @@ class TesterFirmware:
     def _close_all(self) -> None:
         for bank in self.banks:
             if bank.open is not None:
+                self.dimm.now_ns = self.cycle * self.tck_ns
                 bank.open.close(self.cycle - bank.act_cycle)
                 bank.open = None
             bank.pre_cycle = self.cycle

@@ -21,6 +21,13 @@ How a read is answered:
   1->0 only while it holds 1; all patterns measured at a setting are merged.
 - A row the map did not measure fails at its bank's recorded bit error rate and
   0->1 / 1->0 split, at positions drawn from a generator keyed by the row.
+- The refresh interval (``trefi_ms`` of a map swept with ``--trefi-ms``) is matched
+  exactly, not interpolated: a read while auto-refresh is set (SET_TREFI) so that
+  every row is refreshed every X ms answers from the points recorded at X (within
+  1 %); with no points at X, from the longest recorded interval below X, else the
+  shortest recorded one.  A read with auto-refresh off answers from the points
+  recorded without an interval, else from the shortest recorded interval.  A map
+  without intervals answers every read as recorded, whatever the refresh.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import numpy as np
 
 from emubench.dimm import EmulatedDimm, Geometry, RowAccess
 from profiler.storage import BerMap, MapError
+from softmc_host.session import REFRESH_COMMANDS_PER_WINDOW
 from softmc_host.splitmix import GAMMA, mix64_array, uniform53
 
 __all__ = ["ReplayDimm", "ReplayError", "check_replay_map", "replay_path"]
@@ -43,6 +51,14 @@ _SCALE = {"vdd_v": 0.010, "trcd_ns": 0.5, "trp_ns": 0.5, "temp_c": 5.0}
 _AXES = ("vdd_v", "trcd_ns", "trp_ns", "temp_c")
 # Harsher means: lower VDD, shorter tRCD/tRP, higher temperature.
 _HARSH_SIGN = {"vdd_v": -1.0, "trcd_ns": -1.0, "trp_ns": -1.0, "temp_c": 1.0}
+# Refresh intervals are told apart to 1 %.
+_REFRESH_TOLERANCE = 0.01
+
+
+def _refresh_ms(row: dict) -> float | None:
+    """A summary row's refresh interval (ms), None for a point measured without one."""
+    value = row.get("trefi_ms")
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def _cell_uniform(seed: int, bank: int, row: int, bits: np.ndarray) -> np.ndarray:
@@ -111,6 +127,7 @@ class _Setting:
     bits: int
     cells: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None  # (bank,row) -> (bit, dir)
     bank_rates: dict[int, tuple[float, float]] | None = None  # bank -> (p 0->1, p 1->0) per bit
+    refresh_ms: float | None = None  # the refresh interval held before the read (None: none)
 
 
 class ReplayDimm(EmulatedDimm):
@@ -154,8 +171,10 @@ class ReplayDimm(EmulatedDimm):
                 else math.nan
                 for axis in _AXES
             }
+            refresh = _refresh_ms(row)
             label = tuple(round(values[a] / _TOLERANCE[a]) if math.isfinite(values[a]) else None for a in _AXES)
-            setting = settings.setdefault(label, _Setting(values, [], 0, 0))
+            label += (None if refresh is None else round(math.log(refresh) / _REFRESH_TOLERANCE),)
+            setting = settings.setdefault(label, _Setting(values, [], 0, 0, refresh_ms=refresh))
             setting.keys.append(row["key"])
             setting.flips += row["flips_0to1"] + row["flips_1to0"]
             setting.bits += row["bits"]
@@ -167,6 +186,39 @@ class ReplayDimm(EmulatedDimm):
         }
         self._choice_cache: dict[tuple, list[tuple[_Setting, float]]] = {}
         self._measured_rows: set[tuple[int, int]] = set()
+        self._recorded_refresh = sorted({st.refresh_ms for st in self.settings if st.refresh_ms is not None})
+        self._has_unrefreshed = any(st.refresh_ms is None for st in self.settings)
+        self._refresh_window_ms: float | None = None  # auto-refresh as the firmware set it (None: off)
+        self._pool = self._settings_at(None)
+
+    # Refresh ----------------------------------------------------------------------------
+
+    def _settings_at(self, window_ms: float | None) -> list[_Setting]:
+        """The recorded settings that answer reads while every row is refreshed every ``window_ms``."""
+        recorded = self._recorded_refresh
+        if window_ms is None:
+            chosen = None if self._has_unrefreshed or not recorded else recorded[0]
+        else:
+            near = [r for r in recorded if abs(r - window_ms) <= _REFRESH_TOLERANCE * r]
+            below = [r for r in recorded if r < window_ms]
+            chosen = near[0] if near else below[-1] if below else recorded[0] if recorded else None
+        return [st for st in self.settings if st.refresh_ms == chosen]
+
+    def set_auto_refresh(self, now_ns: float, trefi_ns: float) -> None:
+        """Auto-refresh every ``trefi_ns`` from ``now_ns`` (0: off): selects the recorded interval that answers."""
+        parent = getattr(super(), "set_auto_refresh", None)
+        if parent is not None:
+            parent(now_ns, trefi_ns)
+        window = float(trefi_ns) * REFRESH_COMMANDS_PER_WINDOW / 1e6 if trefi_ns > 0 else None
+        if window != self._refresh_window_ms:
+            self._refresh_window_ms = window
+            self._pool = self._settings_at(window)
+
+    def refresh(self, now_ns: float) -> None:
+        """One REF command (replayed errors do not depend on single REFs)."""
+        parent = getattr(super(), "refresh", None)
+        if parent is not None:
+            parent(now_ns)
 
     # Loading ---------------------------------------------------------------------------
 
@@ -213,7 +265,8 @@ class ReplayDimm(EmulatedDimm):
 
     def _choose(self, current: dict[str, float]) -> list[tuple[_Setting, float]]:
         """Recorded settings answering ``current``, each with the share of its extra cells that fail."""
-        label = tuple(round(current[a] / _TOLERANCE[a]) for a in _AXES)
+        pool = self._pool
+        label = tuple(round(current[a] / _TOLERANCE[a]) for a in _AXES) + (self._refresh_window_ms,)
         cached = self._choice_cache.get(label)
         if cached is not None:
             return cached
@@ -222,13 +275,13 @@ class ReplayDimm(EmulatedDimm):
             value = setting.values[axis]
             return not math.isfinite(value) or abs(value - current[axis]) <= _TOLERANCE[axis]
 
-        exact = [s for s in self.settings if all(matches(s, a) for a in _AXES)]
+        exact = [s for s in pool if all(matches(s, a) for a in _AXES)]
         choice: list[tuple[_Setting, float]] = []
         if exact:
             choice = [(exact[0], 1.0)]
         else:
             for axis in _AXES:
-                line = [s for s in self.settings if all(matches(s, a) for a in _AXES if a != axis)]
+                line = [s for s in pool if all(matches(s, a) for a in _AXES if a != axis)]
                 if not line:
                     continue
                 sign = _HARSH_SIGN[axis]
@@ -252,7 +305,7 @@ class ReplayDimm(EmulatedDimm):
                 break
             else:
                 nearest = min(
-                    self.settings,
+                    pool,
                     key=lambda s: sum(
                         ((s.values[a] - current[a]) / _SCALE[a]) ** 2 for a in _AXES if math.isfinite(s.values[a])
                     ),
@@ -323,7 +376,7 @@ class ReplayDimm(EmulatedDimm):
             "trp_ns": min(access.trp_cycles * self.tck_ns, self._longest["trp_ns"]),
             "temp_c": temp_c,
         }
-        label = tuple(round(current[a] / _TOLERANCE[a]) for a in _AXES)
+        label = tuple(round(current[a] / _TOLERANCE[a]) for a in _AXES) + (self._refresh_window_ms,)
         masks = access.replay_masks  # type: ignore[attr-defined]
         mask = masks.get(label)
         if mask is None:

@@ -24,7 +24,7 @@ from scipy.stats import beta
 
 from errormodels.models import ModelError, finite_float, show
 from errormodels.observations import FitError, partition_rows
-from profiler.reference import RANGES, SETTING_PARAMS, nominal_value, reference_value
+from profiler.reference import RANGES, SETTING_PARAMS, at_reference_refresh, nominal_value, reference_value
 from profiler.storage import BerMap
 from softmc_host.timing import NOMINAL_TRCD_NS, NOMINAL_TRP_NS
 
@@ -52,7 +52,7 @@ def ber_table(ber_map: BerMap, partition: str = "dimm") -> dict[str, dict[tuple,
     table: dict[str, dict[tuple, list[int]]] = {}
     if partition == "chip":
         raise FitError("error curves are per bank, row group or DIMM (the map counts flips per row, not per chip)")
-    for row in ber_map.summary():
+    for row in at_reference_refresh(ber_map.summary()):  # a refresh sweep: its reference interval
         setting = tuple(
             None if row.get(k) is None or (isinstance(row[k], float) and math.isnan(row[k])) else round(float(row[k]), 6)
             for k in PARAMS

@@ -39,7 +39,7 @@ import numpy as np
 from errormodels.curves import ber_table, curves_for
 from errormodels.models import GROUP_BITS, MODELS
 from errormodels.observations import Candidate, FitError, Observations, partition_rows
-from profiler.reference import nominal_vdd_of
+from profiler.reference import at_reference_refresh, nominal_vdd_of
 from profiler.storage import BerMap, PointData
 from softmc_host.files import sha256_file
 from softmc_host.patterns import Pattern, PatternError, parse_pattern
@@ -268,9 +268,12 @@ def select(obs: Observations, label: str, criterion: str = "bic", seed: int = 0)
 
 
 def settings_of(ber_map: BerMap) -> dict[tuple, list[str]]:
-    """Point keys grouped by setting (vdd_v, trcd_ns, trp_ns, temp_c): patterns and reps merged."""
+    """Point keys grouped by setting (vdd_v, trcd_ns, trp_ns, temp_c): patterns and reps merged.
+
+    A map swept over the refresh interval contributes its points at the reference interval only
+    (:func:`profiler.reference.at_reference_refresh`)."""
     groups: dict[tuple, list[str]] = {}
-    for row in ber_map.summary():
+    for row in at_reference_refresh(ber_map.summary()):
         setting = tuple(
             None if row.get(k) is None or (isinstance(row.get(k), float) and math.isnan(row[k])) else round(float(row[k]), 6)
             for k in ("vdd_v", "trcd_ns", "trp_ns", "temp_c")

@@ -30,7 +30,12 @@ back to nominal.
 
 At each point the rows are written with the pattern at the point's VDD and nominal
 timing, then read at the point's timing; with a reduced tRCD or tRP every burst gets its
-own activation, so each is read exactly tRCD after its ACT.
+own activation, so each is read exactly tRCD after its ACT.  A point with a refresh
+interval (``trefi_ms`` X) sets the tester's auto-refresh between the write and the read so
+that every row is refreshed once every X ms (tREFI = X / 8192, in 200 ns ticks), holds
+2X (WAIT programs: every row then has seen a whole gap of X between two refreshes), reads,
+and puts back the refresh setting the tester had.  Whatever ends the run, the refresh
+setting is put back as well (after the supply).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from softmc_host.bench import Bench
 from softmc_host.geometry import ML605_GEOMETRY
 from softmc_host.instruments import SupplyLimitError
 from softmc_host.patterns import Pattern
+from softmc_host.session import REFRESH_COMMANDS_PER_WINDOW
 from softmc_host.timing import NOMINAL_TRCD_NS, NOMINAL_TRP_NS, AccessTiming
 
 __all__ = [
@@ -152,9 +158,18 @@ def measure_point(
     row_bytes = tester.row_bytes
     expected = np.stack([pattern.data(b, r, i, row_bytes) for i, (b, r) in enumerate(rows)])
     tester.write_rows(rows, list(expected))
+    refresh: dict[str, Any] = {}
+    if point.trefi_ms is not None:
+        before_ns = tester.refresh_interval_ns
+        trefi_ns = tester.set_refresh_interval(point.trefi_ms * 1e6 / REFRESH_COMMANDS_PER_WINDOW)
+        window_ms = (trefi_ns or 0.0) * REFRESH_COMMANDS_PER_WINDOW / 1e6
+        held_ns = tester.hold(2e6 * max(point.trefi_ms, window_ms))
+        refresh = {"effective_trefi_ms": window_ms, "hold_ms": held_ns / 1e6}
     timing = AccessTiming(point.trcd_ns, point.trp_ns, point.tras_ns)
     per_burst = point.trcd_ns < NOMINAL_TRCD_NS or point.trp_ns < NOMINAL_TRP_NS
     read = tester.read_rows(rows, timing, per_burst_activate=per_burst)
+    if point.trefi_ms is not None:
+        tester.set_refresh_interval(before_ns)
     measured_vdd = bench.supply.measured_voltage_v if bench.supply is not None else None
     current = bench.supply.measured_current_a if bench.supply is not None else None
     measured_temp = bench.thermal.temperature_c if bench.thermal is not None else None
@@ -193,6 +208,7 @@ def measure_point(
         "effective_trcd_ns": cycles.trcd_ns,
         "effective_trp_ns": cycles.trp_ns,
         "effective_tras_ns": cycles.tras_ns,
+        **refresh,
         "measured_vdd_v": measured_vdd,
         "measured_temp_c": measured_temp,
         "supply_current_a": current,
@@ -359,6 +375,7 @@ def _plan_doc(plan: SweepPlan) -> dict[str, Any]:
         "trcd_ns": sorted({p.trcd_ns for p in points}, reverse=True),
         "trp_ns": sorted({p.trp_ns for p in points}, reverse=True),
         "temp_c": sorted({p.temp_c for p in points if p.temp_c is not None}),
+        "trefi_ms": sorted({p.trefi_ms for p in points if p.trefi_ms is not None}),
         "patterns": list(plan.patterns),
     }
 
@@ -401,7 +418,8 @@ def run_sweep(
         and before anything is set.
     KeyboardInterrupt, Exception
         Whatever interrupted the run or went wrong in the bench or a subscriber, re-raised
-        after the supply is back at nominal and the stop document (``"interrupted"`` for a
+        after the supply is back at nominal, the tester's refresh setting is back as it was
+        (when a point with ``trefi_ms`` was started), and the stop document (``"interrupted"`` for a
         KeyboardInterrupt, ``"failed"`` otherwise) has been emitted.
     """
     subscribers = list(subscribers)
@@ -413,6 +431,8 @@ def run_sweep(
     measured = 0
     status, reason = "success", ""
     error: BaseException | None = None
+    refresh_before_ns = getattr(bench.tester, "refresh_interval_ns", None)
+    refresh_touched = False  # a point with a refresh interval was started: put the setting back on exit
     t0 = time.perf_counter()
     try:
         _emit(subscribers, "start", {
@@ -425,6 +445,7 @@ def run_sweep(
             if stop_requested is not None and stop_requested():
                 status, reason = "interrupted", "stop requested"
                 break
+            refresh_touched = refresh_touched or point.trefi_ms is not None
             data = measure_point(bench, point, plan.patterns[point.pattern], plan.rowset, index=index,
                                  sweep_seed=plan.seed, max_error_positions=plan.max_error_positions)
             measured += 1
@@ -447,6 +468,14 @@ def run_sweep(
                 status, reason, error = "failed", f"restoring the nominal VDD: {_one_line(exc)}", exc
             else:
                 add_note(error, f"while restoring the nominal VDD: {_one_line(exc)}")
+    if refresh_touched and (error is not None or bench.tester.refresh_interval_ns != refresh_before_ns):
+        try:
+            bench.tester.set_refresh_interval(refresh_before_ns)
+        except BaseException as exc:  # noqa: BLE001 - the stop document still goes out
+            if error is None:
+                status, reason, error = "failed", f"restoring the refresh interval: {_one_line(exc)}", exc
+            else:
+                add_note(error, f"while restoring the refresh interval: {_one_line(exc)}")
     summary = SweepSummary(uid, status, reason, total, skipped, measured, time.perf_counter() - t0, at_nominal)
     if status != "success":
         logger.debug("sweep %s stopped: %s (%s)", uid, status, reason)

@@ -3,7 +3,7 @@
 A :class:`SweepConfig` comes from a TOML file (``--config``) with command-line
 flags overriding it; :func:`build_plan` expands it into an ordered list of
 :class:`Point` (temperature outermost, as it is the slowest to change, then VDD,
-tRCD, tRP, pattern and repetition).  Every point has a stable key, so a rerun
+tRCD, tRP, refresh interval, pattern and repetition).  Every point has a stable key, so a rerun
 recognises finished points and resumes.
 
 Value lists are written ``1.35,1.3,1.25`` or ``start:stop:step`` (``stop``
@@ -55,6 +55,7 @@ __all__ = [
     "MAX_PLAN_POINTS",
     "MAX_VALUES_PER_SETTING",
     "MAX_SEED",
+    "TREFI_RANGE_MS",
 ]
 
 # NOMINAL_TRCD_NS, NOMINAL_TRP_NS, NOMINAL_TRAS_NS: re-exported from softmc_host.timing (their one source).
@@ -62,7 +63,7 @@ __all__ = [
 #: Most points a plan may have (``--max-points`` raises it). 100 000 points are about 30 MB of
 #: plan and days of measuring; a bigger plan is almost always a typo (a step of 1e-12).
 MAX_PLAN_POINTS = 100_000
-#: Most values one swept setting (``vdd_v``, ``trcd_ns``, ``trp_ns``, ``temp_c``) may list.
+#: Most values one swept setting (``vdd_v``, ``trcd_ns``, ``trp_ns``, ``temp_c``, ``trefi_ms``) may list.
 MAX_VALUES_PER_SETTING = 10_000
 #: Largest seed (row sampling, random patterns, read noise): 64 bits.
 MAX_SEED = (1 << 64) - 1
@@ -73,6 +74,10 @@ VDD_RANGE_V = (0.0, 5.0)  # lower bound excluded
 TEMP_RANGE_C = (-55.0, 150.0)
 TIMING_MAX_NS = 1000.0
 TRAS_MAX_NS = 10000.0
+#: Refresh intervals a sweep may hold (``trefi_ms``: every row refreshed once per interval).  Below
+#: 8 ms a tREFI of interval / 8192 is under five 200 ns SET_TREFI ticks (rounding it is then off by
+#: more than 10 %); 16384 ms (a hold of 33 s per point) is past any DDR3 cell's retention at 85 C.
+TREFI_RANGE_MS = (8.0, 16384.0)
 
 # Numbers in settings are ASCII only: str.isdigit(), int() and float() also take other scripts'
 # digits (``²``, ``٣``), underscores and blanks.
@@ -276,7 +281,12 @@ def parse_rows(text: str | int | Sequence[int], n_rows: int, seed: int) -> list[
 
 @dataclass(frozen=True)
 class Point:
-    """One measurement: settings (units in the names), data pattern and repetition."""
+    """One measurement: settings (units in the names), data pattern and repetition.
+
+    ``trefi_ms`` is the refresh interval held before the read (every row refreshed once per
+    interval, then a hold of twice the interval); None: no hold, refresh as the tester has it
+    (the point's key, settings and HDF5 attributes are then those of a sweep without it).
+    """
 
     temp_c: float | None
     vdd_v: float | None
@@ -285,6 +295,7 @@ class Point:
     tras_ns: float
     pattern: str
     rep: int
+    trefi_ms: float | None = None
 
     @property
     def key(self) -> str:
@@ -292,11 +303,15 @@ class Point:
         temp = "na" if self.temp_c is None else f"{self.temp_c:g}"
         vdd = "na" if self.vdd_v is None else f"{self.vdd_v:.4f}"
         pattern = "".join(c if c.isalnum() or c in "-." else "_" for c in self.pattern)
-        return f"T{temp}_V{vdd}_RCD{self.trcd_ns:g}_RP{self.trp_ns:g}_RAS{self.tras_ns:g}_{pattern}_r{self.rep}"
+        refresh = "" if self.trefi_ms is None else f"_REF{self.trefi_ms:g}"
+        return f"T{temp}_V{vdd}_RCD{self.trcd_ns:g}_RP{self.trp_ns:g}_RAS{self.tras_ns:g}{refresh}_{pattern}_r{self.rep}"
 
     def as_dict(self) -> dict[str, Any]:
-        """The point's fields, for metadata."""
-        return asdict(self)
+        """The point's fields, for metadata (``trefi_ms`` only when the point holds one)."""
+        values = asdict(self)
+        if self.trefi_ms is None:
+            del values["trefi_ms"]
+        return values
 
 
 @dataclass
@@ -316,6 +331,7 @@ class SweepConfig:
     seed: int = 0
     out: str = "sweep.h5"
     max_error_positions: int = 1_000_000
+    trefi_ms: list[float] | None = None
 
     def resolved_patterns(self) -> list[Pattern]:
         """The named patterns, built (raises PlanError for an unknown name)."""
@@ -325,13 +341,19 @@ class SweepConfig:
             raise PlanError(str(exc)) from None
 
     def as_dict(self) -> dict[str, Any]:
-        """The configuration as plain values, for metadata."""
-        return asdict(self)
+        """The configuration as plain values, for metadata (``trefi_ms`` only when set, so that a
+        sweep without it has the metadata and identity it had before the setting existed)."""
+        values = asdict(self)
+        if self.trefi_ms is None:
+            del values["trefi_ms"]
+        return values
 
 
 _CONFIG_KEYS = {f.name for f in fields(SweepConfig)}
 # The swept settings and their units.
-_SWEPT = {"vdd_v": "V", "trcd_ns": "ns", "trp_ns": "ns", "temp_c": "C"}
+_SWEPT = {"vdd_v": "V", "trcd_ns": "ns", "trp_ns": "ns", "temp_c": "C", "trefi_ms": "ms"}
+# Swept settings that may be left out (None: the bench keeps its own value).
+_OPTIONAL = ("vdd_v", "temp_c", "trefi_ms")
 
 
 def _key_list(keys: set[str]) -> str:
@@ -381,7 +403,7 @@ def validate_config(config: SweepConfig) -> None:
     """Check every setting of a configuration: types, finite numbers and ranges.
 
     Ranges: ``vdd_v`` in (0, 5] V, ``temp_c`` in [-55, 150] C, ``trcd_ns``/``trp_ns`` in
-    (0, 1000] ns, ``tras_ns`` in (0, 10000] ns, ``reps`` >= 1, ``seed`` in 0..2**64-1,
+    (0, 1000] ns, ``trefi_ms`` in [8, 16384] ms (:data:`TREFI_RANGE_MS`), ``tras_ns`` in (0, 10000] ns, ``reps`` >= 1, ``seed`` in 0..2**64-1,
     ``max_error_positions`` in 0..2**63-1, at most :data:`MAX_VALUES_PER_SETTING` values per
     swept setting; ``banks``/``rows`` within what the ISA can address (the bench's geometry
     is checked again when it is known).  The bench's supply and thermal limits are checked
@@ -414,10 +436,11 @@ def validate_config(config: SweepConfig) -> None:
         "temp_c": (TEMP_RANGE_C[0], TEMP_RANGE_C[1], True),
         "trcd_ns": (0.0, TIMING_MAX_NS, False),
         "trp_ns": (0.0, TIMING_MAX_NS, False),
+        "trefi_ms": (TREFI_RANGE_MS[0], TREFI_RANGE_MS[1], True),
     }
     for name, unit in _SWEPT.items():
         values = getattr(config, name)
-        optional = name in ("vdd_v", "temp_c")
+        optional = name in _OPTIONAL
         if values is None and optional:
             continue
         if not isinstance(values, list) or not all(_is_number(v) for v in values) or (not values and not optional):
@@ -450,6 +473,7 @@ def plan_size(config: SweepConfig) -> int:
         * len(config.vdd_v or [None])
         * len(config.trcd_ns)
         * len(config.trp_ns)
+        * len(config.trefi_ms or [None])
         * len(config.patterns)
         * config.reps
     )
@@ -479,12 +503,14 @@ def build_plan(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> list[P
     patterns = config.resolved_patterns()
     temps: list[float | None] = list(config.temp_c) if config.temp_c else [None]
     vdds: list[float | None] = list(config.vdd_v) if config.vdd_v else [None]
+    refreshes: list[float | None] = list(config.trefi_ms) if config.trefi_ms else [None]
     points = [
-        Point(t, v, rcd, rp, config.tras_ns, p.name, rep)
+        Point(t, v, rcd, rp, config.tras_ns, p.name, rep, trefi)
         for t in temps
         for v in vdds
         for rcd in config.trcd_ns
         for rp in config.trp_ns
+        for trefi in refreshes
         for p in patterns
         for rep in range(config.reps)
     ]

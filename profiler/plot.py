@@ -10,7 +10,7 @@ Plots written (``PREFIX`` defaults to the map's file name without ``.h5``, ``DIR
 the map's directory); the command prints the path of every file it writes:
 
 ``PREFIX_ber_vs_PARAM.png``
-    One per swept parameter (``vdd_v``, ``trcd_ns``, ``trp_ns``, ``temp_c``) that
+    One per swept parameter (``vdd_v``, ``trcd_ns``, ``trp_ns``, ``temp_c``, ``trefi_ms``) that
     takes more than one value in the map: bit error rate (log scale) against that
     parameter, one line per bank.  A bank's BER at a setting is the flips (0->1 plus
     1->0) over the bits tested in that bank's rows, summed over every data pattern
@@ -88,22 +88,24 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The settings a sweep can vary, in the order the plots are written.
-SWEPT_PARAMS: tuple[str, ...] = ("vdd_v", "trcd_ns", "trp_ns", "temp_c")
+SWEPT_PARAMS: tuple[str, ...] = ("vdd_v", "trcd_ns", "trp_ns", "temp_c", "trefi_ms")
 
 _LABELS = {
     "vdd_v": "supply voltage VDD (V)",
     "trcd_ns": "tRCD (ns)",
     "trp_ns": "tRP (ns)",
     "temp_c": "DIMM temperature (°C)",
+    "trefi_ms": "refresh interval, every row (ms)",
 }
 _SHORT = {
     "vdd_v": ("VDD", "V"),
     "trcd_ns": ("tRCD", "ns"),
     "trp_ns": ("tRP", "ns"),
     "temp_c": ("temp", "°C"),
+    "trefi_ms": ("tREFW", "ms"),
 }
 # Which way is gentler on the DIMM: +1 = a higher value is gentler (used to break ties).
-_GENTLER = {"vdd_v": +1, "trcd_ns": +1, "trp_ns": +1, "temp_c": -1}
+_GENTLER = {"vdd_v": +1, "trcd_ns": +1, "trp_ns": +1, "temp_c": -1, "trefi_ms": -1}
 _DPI = 120
 
 
@@ -302,7 +304,8 @@ def _ber_by_bank(points: Sequence[PointRows], param: str, reference: dict[str, f
         np.add.at(flips[:, k], slots, point.flips)
         np.add.at(bits[:, k], slots, point.bits_tested)
     numeric = np.array([np.nan if v is None else v for v in values], dtype=float)
-    fixed = {o: reference[o] for o in SWEPT_PARAMS if o != param}
+    # The refresh interval is listed only where the map swept it (maps without it: as before).
+    fixed = {o: reference[o] for o in SWEPT_PARAMS if o != param and (o != "trefi_ms" or reference[o] is not None)}
     return BankBer(param, numeric, np.array(banks, dtype=np.int64), flips, bits, fixed, len(chosen))
 
 

@@ -73,7 +73,9 @@ class ProgressBar:
             self.bar = tqdm(total=doc["total"], initial=doc["skipped"], unit="pt", dynamic_ncols=True,
                             file=self.file if self.file is not None else sys.stderr)
         elif name == "point" and self.bar is not None:
-            self.bar.set_postfix_str(f"{doc['key'][:40]} BER {doc['data'].ber:.1e}")
+            trefi = doc["settings"].get("trefi_ms")
+            refresh = "" if trefi is None else f" tREFW {trefi:g} ms"
+            self.bar.set_postfix_str(f"{doc['key'][:40]}{refresh} BER {doc['data'].ber:.1e}")
             self.bar.update(1)
         elif name == "stop" and self.bar is not None:
             self.bar.close()

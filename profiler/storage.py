@@ -7,8 +7,9 @@ Layout (``docs/ber-map-format.md`` has the full description)::
                               geometry_json, config_json, patterns_json, units_json,
                               identity_json (the settings a resume must match)
     /points/<key>             one group per measured point; attrs: the settings
-                              (vdd_v, trcd_ns, trp_ns, tras_ns, temp_c, pattern, rep),
-                              effective timings, measured_vdd_v, measured_temp_c,
+                              (vdd_v, trcd_ns, trp_ns, tras_ns, temp_c, pattern, rep;
+                              trefi_ms, effective_trefi_ms, hold_ms where the sweep
+                              held a refresh interval), effective timings, measured_vdd_v, measured_temp_c,
                               supply_current_a, started_utc, finished_utc, duration_s,
                               index, errors_truncated, complete (written last)
         rows          (N, 2) uint32   bank, row
@@ -73,6 +74,9 @@ UNITS = {
     "effective_tras_ns": "ns",
     "temp_c": "degC",
     "measured_temp_c": "degC",
+    "trefi_ms": "ms",
+    "effective_trefi_ms": "ms",
+    "hold_ms": "ms",
     "supply_current_a": "A",
     "duration_s": "s",
     "bits_tested": "bits",
@@ -89,6 +93,9 @@ _POINT_ATTRS = (
     "temp_c",
     "pattern",
     "rep",
+    "trefi_ms",  # only in points of a sweep with a refresh interval, with the next two
+    "effective_trefi_ms",
+    "hold_ms",
     "index",
     "effective_trcd_ns",
     "effective_trp_ns",
@@ -429,6 +436,9 @@ _FLOAT_ATTRS = {
     "measured_temp_c": (-273.15, 1000.0),
     "supply_current_a": (-1e3, 1e3),
     "duration_s": (0.0, 1e9),
+    "trefi_ms": (0.0, 1e9),
+    "effective_trefi_ms": (0.0, 1e9),
+    "hold_ms": (0.0, 1e12),
 }
 _TEXT_ATTRS = ("pattern", "started_utc", "finished_utc")
 _ATTR_CLASSES = (h5py.h5t.INTEGER, h5py.h5t.FLOAT, h5py.h5t.STRING, h5py.h5t.ENUM)

@@ -1,10 +1,11 @@
-"""``python -m profiler.sweep``: characterize a DIMM over VDD, tRCD, tRP and temperature into a BER map.
+"""``python -m profiler.sweep``: characterize a DIMM over VDD, tRCD, tRP, temperature and refresh interval into a BER map.
 
 Examples::
 
     python -m profiler.sweep --vdd 1.35:1.05:-0.05 -o b.h5                    # emulated vendor-B DIMM
     python -m profiler.sweep --bench data/benches/emulated.toml --trcd 13.75,10,7.5,5 -o t.h5
     python -m profiler.sweep --config sweep.toml --dry-run
+    python -m profiler.sweep --bench "emu://B?seed=1&temp_c=70" --trefi-ms 64,512,2048 -o r.h5  # retention
 
 Every point is on disk as soon as it is measured; rerunning the same command
 after an interruption resumes where it stopped.  The supply is back at nominal
@@ -67,13 +68,14 @@ def _float_arg(text: str) -> float:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m profiler.sweep",
-        description="Sweep VDD / tRCD / tRP / temperature per bank with data patterns; write a BER map (HDF5).",
+        description="Sweep VDD / tRCD / tRP / temperature / refresh interval per bank with data patterns; "
+        "write a BER map (HDF5).",
     )
     p.add_argument(
         "--config",
         metavar="FILE.toml",
-        help="sweep TOML file with keys bench, vdd_v, trcd_ns, trp_ns, tras_ns, temp_c, banks, rows, patterns, "
-        "reps, seed, out, max_error_positions (optionally under [sweep]; docs/profiling.md); flags override it",
+        help="sweep TOML file with keys bench, vdd_v, trcd_ns, trp_ns, tras_ns, temp_c, trefi_ms, banks, rows, "
+        "patterns, reps, seed, out, max_error_positions (optionally under [sweep]; docs/profiling.md); flags override it",
     )
     p.add_argument(
         "--bench",
@@ -84,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trp", help="tRP values in ns (default 13.75)")
     p.add_argument("--tras", type=_float_arg, help="tRAS in ns (default 35)")
     p.add_argument("--temp", help="DIMM temperatures in C (default: leave as it is)")
+    p.add_argument(
+        "--trefi-ms",
+        dest="trefi_ms",
+        help="refresh intervals in ms, 8..16384 (every row refreshed once per interval, then a hold of twice "
+        "the interval before the read); default: no hold, refresh as the tester has it",
+    )
     p.add_argument("--banks", help="banks: all, 0,3,7 or 0:4 (default all)")
     p.add_argument("--rows", help="rows per bank: all, 0:1024, 0:32768:64, 1,5,9, or sample:N (seeded; default sample:64)")
     p.add_argument("--patterns", help="comma list: all-0, all-1, 0xNN, checkerboard, rowstripe, random[:SEED], file:PATH")
@@ -111,10 +119,11 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     updates: dict[str, Any] = {}
     if args.bench is not None:
         updates["bench"] = args.bench
-    for flag, key, unit in (("vdd", "vdd_v", "V"), ("trcd", "trcd_ns", "ns"), ("trp", "trp_ns", "ns"), ("temp", "temp_c", "C")):
+    for flag, key, unit in (("vdd", "vdd_v", "V"), ("trcd", "trcd_ns", "ns"), ("trp", "trp_ns", "ns"), ("temp", "temp_c", "C"),
+                            ("trefi_ms", "trefi_ms", "ms")):
         value = getattr(args, flag)
         if value is not None:
-            updates[key] = parse_values(value, f"--{flag}", unit)
+            updates[key] = parse_values(value, f"--{flag.replace('_', '-')}", unit)
     if args.tras is not None:
         updates["tras_ns"] = args.tras
     for flag in ("banks", "rows"):
@@ -144,6 +153,7 @@ def dry_run(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> int:
     reduced = [p for p in plan if p.trcd_ns < NOMINAL_TRCD_NS or p.trp_ns < NOMINAL_TRP_NS]
     seconds = (len(plan) * per_point_bytes + len(reduced) * per_point_bytes * 0.5) / (ASSUMED_LINK_MB_S * 1e6)
     seconds += len({p.vdd_v for p in plan}) * 0.5 + len({p.temp_c for p in plan if p.temp_c is not None}) * 60
+    seconds += sum(2 * p.trefi_ms / 1000 for p in plan if p.trefi_ms is not None)  # the holds, real time on SoftMC
     print(f"bench    : {config.bench}")
     print(f"output   : {config.out}")
     print(f"rows     : {len(rows)} per point ({len({b for b, _ in rows})} banks), {len(rows) * geometry.row_bytes * 8:,} bits")
@@ -152,6 +162,7 @@ def dry_run(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> int:
         ("tRCD", config.trcd_ns, "ns"),
         ("tRP", config.trp_ns, "ns"),
         ("temp", config.temp_c, "C"),
+        *((("refresh", config.trefi_ms, "ms"),) if config.trefi_ms else ()),
     ):
         shown = ", ".join(f"{v:g}" for v in (values or [])[:12]) + (f", ... ({len(values)} values)" if values and len(values) > 12 else "")
         print(f"{name:<9}: {shown + ' ' + unit if values else 'unchanged'}")
@@ -159,6 +170,10 @@ def dry_run(config: SweepConfig, max_points: int = MAX_PLAN_POINTS) -> int:
     print(f"points   : {len(plan)}")
     print(f"estimate : {_fmt_duration(seconds)} (at {ASSUMED_LINK_MB_S:g} MB/s through the link, "
           "1 min per temperature step; the ML605 geometry is assumed)")
+    if config.trefi_ms:
+        hold_s = sum(2 * p.trefi_ms / 1000 for p in plan if p.trefi_ms is not None)
+        print(f"holds    : {_fmt_duration(hold_s)} in all (twice the refresh interval per point; real time on "
+              "SoftMC, emulated time on emu://)")
     for point in plan[:5]:
         print(f"  {point.key}")
     if len(plan) > 5:
@@ -170,14 +185,17 @@ def _summary(path: Path) -> None:
     from profiler.storage import BerMap
 
     rows = BerMap(path).summary()
-    print(f"\n{'VDD (V)':>8} {'tRCD':>6} {'tRP':>6} {'temp':>6} {'pattern':<14} {'bits':>12} {'0->1':>9} {'1->0':>9} {'BER':>9}")
+    refresh = any(r.get("trefi_ms") is not None and r["trefi_ms"] == r["trefi_ms"] for r in rows)
+    print(f"\n{'VDD (V)':>8} {'tRCD':>6} {'tRP':>6} {'temp':>6} " + (f"{'tREFW':>6} " if refresh else "")
+          + f"{'pattern':<14} {'bits':>12} {'0->1':>9} {'1->0':>9} {'BER':>9}")
     for r in rows:
         def num(v: Any, f: str) -> str:
             return "-" if v is None or v != v else format(v, f)
 
         print(
             f"{num(r['vdd_v'], '8.3f')} {r['trcd_ns']:6g} {r['trp_ns']:6g} {num(r['temp_c'], '6g')} "
-            f"{r['pattern']:<14} {r['bits']:>12,} {r['flips_0to1']:>9,} {r['flips_1to0']:>9,} {r['ber']:>9.2e}"
+            + (f"{num(r.get('trefi_ms'), '6g')} " if refresh else "")
+            + f"{r['pattern']:<14} {r['bits']:>12,} {r['flips_0to1']:>9,} {r['flips_1to0']:>9,} {r['ber']:>9.2e}"
         )
 
 

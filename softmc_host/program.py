@@ -33,6 +33,10 @@ __all__ = [
     "append_row_write",
     "append_row_read",
     "pack_rows",
+    "hold_programs",
+    "refresh_interval_program",
+    "TREFI_TICK_NS",
+    "MAX_TREFI_NS",
 ]
 
 ROW_BYTES = 8192
@@ -40,6 +44,10 @@ _WBUF_OPCODE = isa.WBuf(0).encode() >> 28
 BURSTS_PER_ROW = ROW_BYTES // BURST_BYTES
 #: Longest wait one program can hold: every slot a WAIT of 1023 cycles.
 MAX_WAIT_SLOTS_CYCLES = MAX_PROGRAM_SLOTS * isa.MAX_WAIT_CYCLES
+#: Unit of the SET_TREFI value: the auto-refresh interval is counted in 200 ns ticks.
+TREFI_TICK_NS = 200.0
+#: Longest auto-refresh interval SET_TREFI can hold: its 28-bit field of 200 ns ticks (about 53.7 s).
+MAX_TREFI_NS = isa.MAX_REG_VALUE * TREFI_TICK_NS
 
 
 class ProgramError(ValueError):
@@ -322,3 +330,71 @@ def pack_rows(
         program.merge(part)
     if program.words:
         yield program.end()
+
+
+def hold_programs(cycles: int, max_length: int = MAX_PROGRAM_SLOTS) -> Iterator[Program]:
+    """Yield programs of WAITs only that together wait ``cycles`` cycles (none for 0).
+
+    Each program is full (``max_length - 1`` WAITs of 1023 cycles and END) except the
+    last, which holds the rest, so a long hold takes as few programs as the tester allows.
+
+    Raises
+    ------
+    ProgramError
+        For a non-integer or negative count, or a ``max_length`` below 2.
+    """
+    if isinstance(cycles, bool) or not isinstance(cycles, (int, np.integer)):
+        raise ProgramError(f"a hold is a whole number of cycles, got {type(cycles).__name__}")
+    if int(cycles) < 0:
+        raise ProgramError("cannot hold a negative number of cycles")
+    if max_length < 2:
+        raise ProgramError(f"a hold needs programs of at least 2 instructions, the limit is {max_length}")
+    per_program = (max_length - 1) * isa.MAX_WAIT_CYCLES
+    left = int(cycles)
+    while left > 0:
+        chunk = min(left, per_program)
+        program = Program(max_length)
+        program.wait(chunk)
+        yield program.end()
+        left -= chunk
+
+
+def refresh_interval_program(trefi_ns: float | None, max_length: int = MAX_PROGRAM_SLOTS) -> tuple[Program, int]:
+    """A program setting the tester's auto-refresh interval (SET_TREFI), and the value it sets.
+
+    Parameters
+    ----------
+    trefi_ns : float or None
+        Interval between two REF commands in ns, rounded to the nearest 200 ns tick;
+        None or 0 turns auto-refresh off.
+
+    Returns
+    -------
+    (Program, int)
+        The ended program and the SET_TREFI value (ticks of 200 ns; 0: off).
+
+    Raises
+    ------
+    ProgramError
+        For a value that is not a finite number, is negative, rounds to 0 ticks (below
+        100 ns) or exceeds the 28-bit field (2**28 - 1 ticks, about 53.7 s).
+    """
+    if trefi_ns is None:
+        ticks = 0
+    else:
+        if isinstance(trefi_ns, bool) or not isinstance(trefi_ns, (int, float, np.integer, np.floating)):
+            raise ProgramError(f"tREFI must be a number of ns, got {type(trefi_ns).__name__}")
+        value = float(trefi_ns)
+        if value != value or value in (float("inf"), float("-inf")) or value < 0:
+            raise ProgramError(f"tREFI must be a finite, non-negative number of ns, got {value!r}")
+        ticks = int(round(value / TREFI_TICK_NS))
+        if value > 0 and ticks == 0:
+            raise ProgramError(f"tREFI {value:g} ns is below one SET_TREFI tick ({TREFI_TICK_NS:g} ns); 0 turns it off")
+        if ticks > isa.MAX_REG_VALUE:
+            raise ProgramError(
+                f"tREFI {value:g} ns exceeds the SET_TREFI field ({isa.MAX_REG_VALUE} ticks of "
+                f"{TREFI_TICK_NS:g} ns = {MAX_TREFI_NS / 1e6:g} ms)"
+            )
+    program = Program(max_length)
+    program.add(isa.SetTrefi(ticks))
+    return program.end(), ticks

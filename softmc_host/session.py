@@ -8,7 +8,12 @@
 
 The session asks the firmware for its geometry and clock (HELLO) when it opens,
 and resets it on exit, whatever happened inside the ``with`` block, so the
-tester is left with all rows closed and the bus idle.
+tester is left with all rows closed, the bus idle and auto-refresh off.
+
+Time on the tester passes only as programs run: :meth:`TesterSession.hold` sends
+programs of WAITs (real time on SoftMC, virtual time on the emulator, where a host
+that sleeps does not age the cells), and :meth:`TesterSession.set_refresh_interval`
+sets the auto-refresh interval (SET_TREFI).
 """
 
 from __future__ import annotations
@@ -20,17 +25,30 @@ import numpy as np
 from firmware_bridge.link import Link, LinkError
 from firmware_bridge.protocol import BURST_BYTES, MsgType, ProtocolError, decode_json, decode_result
 from softmc_host.program import (
+    TREFI_TICK_NS,
     Program,
     ProgramError,
     append_row_read,
     append_row_write,
+    hold_programs,
     pack_rows,
+    refresh_interval_program,
     row_bursts,
 )
 from softmc_host.schemes import SchemeError, has_tester_scheme, pyserial_schemes, tester_opener, tester_schemes, url_scheme
-from softmc_host.timing import NOMINAL_TIMING, AccessTiming, Ddr3Params, TimingCycles
+from softmc_host.timing import (
+    NOMINAL_REFRESH_WINDOW_MS,
+    NOMINAL_TIMING,
+    REFRESH_COMMANDS_PER_WINDOW,
+    AccessTiming,
+    Ddr3Params,
+    TimingCycles,
+)
 
-__all__ = ["TesterSession", "TesterError"]
+__all__ = ["TesterSession", "TesterError", "REFRESH_COMMANDS_PER_WINDOW", "NOMINAL_REFRESH_WINDOW_MS"]
+
+# REFRESH_COMMANDS_PER_WINDOW and NOMINAL_REFRESH_WINDOW_MS are defined in softmc_host.timing
+# and re-exported here.
 
 
 class TesterError(RuntimeError):
@@ -97,6 +115,8 @@ class TesterSession:
         self.features = set(features)
         self.timing = timing
         self._emulator: Any = None  # what a tester-scheme plug-in started for this session, closed with it
+        #: The auto-refresh interval this session last set, in ns (None: off, the tester's reset state).
+        self.refresh_interval_ns: float | None = None
 
     @classmethod
     def open(
@@ -310,6 +330,67 @@ class TesterSession:
         """Read one whole row; return ``row_bytes`` bytes."""
         return self.read_rows([(bank, row)], timing)[0].tobytes()
 
+    # Time and refresh ------------------------------------------------------------------------
+
+    def set_refresh_interval(self, trefi_ns: float | None) -> float | None:
+        """Set the tester's auto-refresh interval (one SET_TREFI program); None or 0 turns it off.
+
+        Parameters
+        ----------
+        trefi_ns : float or None
+            Time between two REF commands, in ns (the tester refreshes the next group of
+            rows at each, :data:`REFRESH_COMMANDS_PER_WINDOW` per refresh window); rounded to
+            the nearest 200 ns tick.
+
+        Returns
+        -------
+        float or None
+            The interval set, in ns (a whole number of 200 ns ticks), or None when off;
+            also kept in :attr:`refresh_interval_ns`.
+
+        Raises
+        ------
+        ValueError
+            One line, before anything is sent: a value that is not a finite non-negative
+            number, or outside the SET_TREFI field (100 ns .. 2**28 - 1 ticks, about 53.7 s).
+        """
+        try:
+            program, ticks = refresh_interval_program(None if not trefi_ns else trefi_ns, self.max_program)
+        except ProgramError as exc:
+            raise ValueError(str(exc)) from None
+        self.run(program)
+        self.refresh_interval_ns = ticks * TREFI_TICK_NS if ticks else None
+        return self.refresh_interval_ns
+
+    def hold(self, duration_ns: float) -> float:
+        """Let ``duration_ns`` pass on the tester, sending programs of WAITs only.
+
+        The wait is rounded up to whole tester cycles and split into programs as long as
+        the tester takes (8192 slots of WAIT 1023 on SoftMC, about 20.9 ms at 2.5 ns
+        each).  On SoftMC the WAITs are real time; on the emulator they advance its
+        virtual clock, which is what ages the emulated cells.
+
+        Returns
+        -------
+        float
+            The time the WAITs hold, in ns (at least ``duration_ns``; the host's turnaround
+            between programs comes on top).
+
+        Raises
+        ------
+        ValueError
+            For a duration that is not a finite non-negative number.
+        """
+        if isinstance(duration_ns, bool) or not isinstance(duration_ns, (int, float, np.integer, np.floating)):
+            raise ValueError(f"a hold is a number of ns, got {type(duration_ns).__name__}")
+        value = float(duration_ns)
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"a hold must be a finite, non-negative number of ns, got {value!r}")
+        cycles = int(np.ceil(value / self.tck_ns - 1e-9)) if value > 0 else 0
+        for program in hold_programs(cycles, self.max_program):
+            self.run(program)
+        return cycles * self.tck_ns
+
     # Housekeeping ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -329,6 +410,7 @@ class TesterSession:
     def reset(self) -> None:
         """Drain stale data and reset the firmware (all rows closed, bus READ, auto-refresh off)."""
         self.link.reset()
+        self.refresh_interval_ns = None
 
     def close(self) -> None:
         """Reset the tester and close the link (and the emulated bench this session started)."""

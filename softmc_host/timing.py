@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "REFRESH_COMMANDS_PER_WINDOW",
+    "NOMINAL_REFRESH_WINDOW_MS",
     "ML605_TCK_NS",
     "TimingError",
     "ns_to_cycles",
@@ -118,6 +120,11 @@ NOMINAL_TIMING = AccessTiming()
 NOMINAL_TRCD_NS = NOMINAL_TIMING.trcd_ns
 NOMINAL_TRP_NS = NOMINAL_TIMING.trp_ns
 NOMINAL_TRAS_NS = NOMINAL_TIMING.tras_ns
+
+#: REF commands that refresh every row once (DDR3: 8192 per refresh window).
+REFRESH_COMMANDS_PER_WINDOW = 8192
+#: The DDR3 refresh window (tREFW) at normal temperature, in ms: every row refreshed every 64 ms.
+NOMINAL_REFRESH_WINDOW_MS = 64.0
 
 
 @dataclass(frozen=True)
