@@ -575,15 +575,15 @@ class PhysicsDimm(EmulatedDimm):
         view = access.views.get(setting.ident)
         if view is None:
             failing = self.failing_bits(access, setting)
-            if failing.size == 0:
-                view = access.data
-            else:
-                bits = np.zeros(self.n_bits, bool)
-                bits[failing] = True
-                mask = np.packbits(bits, bitorder="little")
+            view = access.data
+            if failing.size:
+                byte, bit = failing >> 3, (failing & 7).astype(np.uint8)
                 # A failing cell flips only if it holds its charged value: 1 in a true cell, 0 in an anti cell.
-                susceptible = ~(access.data ^ self.true_cell_bytes(access.bank, access.row))
-                view = access.data ^ (mask & susceptible)
+                charged = ~(access.data[byte] ^ self.true_cell_bytes(access.bank, access.row)[byte])
+                flip = (charged >> bit) & 1
+                if flip.any():
+                    view = access.data.copy()
+                    np.bitwise_xor.at(view, byte[flip == 1], (np.uint8(1) << bit[flip == 1]).astype(np.uint8))
             access.views[setting.ident] = view
         return view[index].tobytes()
 
