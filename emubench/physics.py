@@ -40,6 +40,7 @@ is ``p`` under solid data.
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections import OrderedDict
@@ -308,6 +309,7 @@ class PhysicsDimm(EmulatedDimm):
         self._weak: OrderedDict[tuple[int, int, int], WeakCells] = OrderedDict()
         self._settings: dict[tuple, _Setting] = {}
         self._setting_ids: dict[tuple, int] = {}
+        self._next_ident = itertools.count()
         self.under_restored: dict[tuple[int, int], float] = {}
         self._activations = 0
         self._noise_seed = 0
@@ -429,10 +431,13 @@ class PhysicsDimm(EmulatedDimm):
         thr_v = float(-ndtri(p_v)) if p_v > 0 else math.inf
         thr_t = np.where(p_t > 0, -ndtri(np.clip(p_t, 1e-300, 1 - 1e-16)), math.inf)
         values = (round(thr_v, 12), tuple(np.round(thr_t, 12).ravel()))
-        ident = self._setting_ids.setdefault(values, len(self._setting_ids))
+        ident = self._setting_ids.get(values)
+        if ident is None:  # idents are never reused, so an open row's cached views stay valid
+            ident = self._setting_ids[values] = next(self._next_ident)
         setting = _Setting(ident, thr_v, thr_t)
         if len(self._settings) > 65536:
             self._settings.clear()
+            self._setting_ids.clear()
         self._settings[key] = setting
         return setting
 
