@@ -11,8 +11,9 @@ Networks and data:
 
 Inference under errors:
 
-- :mod:`boosting.quant`: FP32 and symmetric linear int16 / int8 / int4 quantization holding the
-  integers that sit in DRAM, and a straight-through fake-quant for retraining.
+- :mod:`boosting.quant`: FP32, symmetric linear int16 / int8 / int4 and robust asymmetric
+  unsigned uint8 / uint4 (Stutz et al.) quantization holding the integers that sit in DRAM, and a
+  straight-through fake-quant for retraining.
 - :mod:`boosting.inference`: error-injecting inference (weights and input feature maps stored
   in the chosen format, corrupted by an error model, mitigated), gradients to the clean
   weights, accuracy over error seeds with the toolkit's one confidence interval.
@@ -20,8 +21,13 @@ Inference under errors:
 
 The EDEN stages, as library calls (each command is a thin shell over one):
 
-- :mod:`boosting.training`: :func:`train_clean` and :func:`boost` (retraining with a BER
-  curriculum, :mod:`boosting.retrain`, resumable checkpoints); command ``python -m boosting.train``.
+- :mod:`boosting.training`: :func:`train_clean` (to convergence: validation split, early
+  stopping) and :func:`boost` (error-aware retraining by a :mod:`boosting.recipes` recipe through
+  :mod:`boosting.retrain`, or its clean control; resumable checkpoints); command
+  ``python -m boosting.train``.
+- :mod:`boosting.tolerable`: the honest tolerable BER: accuracy curves over >= 20 error seeds
+  with fresh masks, the crossing with the goal interpolated on log BER, bootstrap intervals over
+  error seeds and test samples, paired gains between networks.
 - :mod:`boosting.characterization`: :func:`characterize_network`, the coarse (Algorithm 2) and
   fine (Algorithm 3) tolerance searches, evaluations submitted through a
   ``concurrent.futures`` executor; command ``python -m boosting.characterize``.
@@ -66,6 +72,9 @@ _EXPORTS = {
     "TrainError": "boosting.training",
     "retrain": "boosting.retrain",
     "Curriculum": "boosting.retrain",
+    "Recipe": "boosting.recipes",
+    "RECIPES": "boosting.recipes",
+    "get_recipe": "boosting.recipes",
     # characterization
     "characterize_network": "boosting.characterization",
     "coarse_characterize": "boosting.characterization",
@@ -74,6 +83,10 @@ _EXPORTS = {
     "SerialExecutor": "boosting.characterization",
     "CharacterizeError": "boosting.characterization",
     "read_tolerance": "boosting.tolerance",
+    # honest tolerance measurement
+    "tolerable_ber": "boosting.tolerable",
+    "crossing": "boosting.tolerable",
+    "gain": "boosting.tolerable",
     # mapping
     "map_network": "boosting.map",
 }

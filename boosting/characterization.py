@@ -9,9 +9,14 @@ boosting.characterize`` is the command over it. It logs through :mod:`logging` a
 
 Goal
 ----
-``goal = baseline - max_drop``, where ``baseline`` is the clean accuracy (no injector; or a
-value the caller gives) and ``max_drop`` an absolute accuracy drop (0.01 is one percentage
-point). A probe (one error spec) **passes** when ``statistic >= goal``; ``statistic`` is
+``goal = baseline - max_drop``, where ``max_drop`` is an absolute accuracy drop (0.01 is one
+percentage point) and ``baseline`` the value the caller gives, or else the workload's clean
+accuracy *in the numeric format and mitigation of the base spec* (``workload.reference(base)``,
+BER 0: :meth:`NetworkWorkload.reference`; a workload without ``reference`` gives ``clean()``).
+:func:`characterize_network` anchors it at the *original* network (the root of a boosted or
+control network's parent chain; ``reference=``), so every network derived from one original is
+held to the same goal. A probe (one error spec) **passes** when ``statistic >= goal``;
+``statistic`` is
 
 * ``"ci_low"`` (default, conservative): the lower bound of the confidence interval of the mean
   accuracy over the error seeds (Student's t over the per-seed accuracies with two or more
@@ -56,6 +61,35 @@ Per ``(layer, kind)`` with ``kind`` in ``("weight", "ifm")``, greedy, starting f
 Keys already visited keep their raised BERs while later keys are raised, so the final
 assignment passed its last probe (or is the start assignment), and each BER is ``>= start_ber``.
 
+Fresh error masks
+-----------------
+Every probe draws its own masks: the seed handed to the workload for error seed ``s`` of the
+``i``-th probe of a search is ``_seed_of(spec.seed, tag, i, s)`` (``boosting.inference._seed_of``;
+``tag`` 1 for the coarse and 2 for the fine search), so no two probes, not even two at the same
+spec, reuse masks and the greedy search cannot select a lucky draw over and over. Each
+:class:`Probe` records them (``mask_seeds``); the counter advances in submission order in the
+calling process, so results stay deterministic and the same under every executor.
+``fresh_masks=False`` hands the seeds to the workload as given (every probe the same masks; the
+old behaviour, and for stand-in workloads that interpret the seed).
+
+Held-out re-scoring
+-------------------
+A search's result is the best of many decisions on the same few seeds, so it is biased upward
+(a winner's curse). With ``holdout_seeds`` (default :data:`DEFAULT_HOLDOUT_SEEDS`, 20 seeds
+disjoint from the search seeds; ``()`` disables), the result is re-scored on those seeds (fresh
+masks too) with the same statistic and goal, as probes of stage ``"holdout"``, and backed off
+until it passes:
+
+* coarse: divide the BER by ``backoff`` (default ``10 ** tol``, the bisection's resolution),
+  not below ``ber_min``; if ``ber_min`` fails too the result is ``ber = 0.0``, ``found`` False;
+* fine: undo the raised steps in reverse order of raising, one factor step at a time; if even
+  the start assignment fails, lower every key together by ``backoff`` (default ``factor``) down
+  to ``ber_min``; if that fails the assignment is empty.
+
+``ber`` / ``bers`` are the values after back-off; ``search_ber`` / ``search_bers`` keep the
+search's own, and ``holdout`` says what happened (``seeds``, ``passed``, ``backed_off``: the
+failed held-out probes, and the final values).
+
 Execution
 ---------
 Every probe is split into one task per error seed, ``_run_probe(workload, spec, seed)``, a
@@ -66,8 +100,9 @@ The default is a local ``ProcessPoolExecutor(max_workers=2)`` with the ``spawn``
 the call; the workload is pickled into each task, so it must be importable by the workers); :class:`SerialExecutor` runs tasks in the
 calling process, deterministically (tests, small nets, debugging); a ``ThreadPoolExecutor``
 also works. A workload is any picklable object with ``layers`` (layer names), ``clean()`` and
-``__call__(spec, seed)`` returning ``(accuracy, n_samples)``; :class:`NetworkWorkload` is the
-one for a real network on tensors.
+``__call__(spec, seed)`` returning ``(accuracy, n_samples)``, and optionally ``reference(spec)``
+(the clean accuracy in the spec's format); :class:`NetworkWorkload` is the one for a real
+network on tensors.
 """
 
 from __future__ import annotations
@@ -75,6 +110,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import numbers
 import sys
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -85,11 +121,24 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from boosting.inference import KINDS, Calibration, ErrorSpec, confidence_interval, evaluate, injectable_layers
+from boosting.inference import (
+    DEFAULT_LAYER_TYPES,
+    KINDS,
+    Calibration,
+    ErrorSpec,
+    _seed_of,
+    confidence_interval,
+    evaluate,
+    injectable_layers,
+)
+from boosting.tolerable import reference_correctness
 
 __all__ = [
     "CharacterizeError",
     "STATISTICS",
+    "DEFAULT_SEEDS",
+    "DEFAULT_HOLDOUT_SEEDS",
+    "REFERENCE_SOURCES",
     "Workload",
     "NetworkWorkload",
     "SerialExecutor",
@@ -101,6 +150,7 @@ __all__ = [
     "coarse_characterize",
     "fine_characterize",
     "characterize_network",
+    "root_ancestor",
     "probe_line",
 ]
 
@@ -108,6 +158,18 @@ log = logging.getLogger(__name__)
 
 STATISTICS = ("ci_low", "mean")
 """Statistics a probe's pass/fail decision can use."""
+
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+"""Search seeds of :func:`characterize_network` and the command (cheap; the held-out seeds judge)."""
+
+DEFAULT_HOLDOUT_SEEDS = tuple(range(1000, 1020))
+"""Held-out error seeds the results are re-scored on (disjoint from any small search seed set)."""
+
+REFERENCE_SOURCES = ("given", "ancestor", "self", "value")
+"""Where the goal's reference accuracy of :func:`characterize_network` came from."""
+
+_SEARCH_TAGS = {"coarse": 1, "fine": 2}
+_MAX_ANCESTORS = 32
 
 Key = tuple[str, str]
 Progress = Callable[["Probe"], None]
@@ -155,7 +217,8 @@ class NetworkWorkload:
     @property
     def layers(self) -> list[str]:
         """Names of the network's injectable layers."""
-        return [n for n, _ in injectable_layers(self.net)]
+        types = self.calibration.layer_types if self.calibration is not None else DEFAULT_LAYER_TYPES
+        return [n for n, _ in injectable_layers(self.net, types)]
 
     def _loader(self) -> DataLoader:
         return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size, shuffle=False)
@@ -170,12 +233,23 @@ class NetworkWorkload:
         r = evaluate(self.net, self._loader(), spec, seeds=(seed,), calibration=self.calibration)
         return r.mean, r.n_samples
 
+    def reference(self, spec: ErrorSpec) -> tuple[float, int]:
+        """Clean accuracy in the format and mitigation of ``spec`` (BER 0), and the number of samples."""
+        ok = reference_correctness(self.net, self.x, self.y, spec, self.calibration)
+        return float(ok.mean()), int(ok.size)
+
 
 def _run_probe(workload: Workload, spec: Optional[ErrorSpec], seed: int) -> tuple[float, int]:
     """One task: the workload's accuracy under ``spec`` and ``seed`` (clean if ``spec`` is None)."""
     if spec is None:
         return workload.clean()
     return workload(spec, seed)
+
+
+def _run_reference(workload: Workload, spec: ErrorSpec) -> tuple[float, int]:
+    """One task: the workload's clean accuracy in ``spec``'s format (``reference``), else ``clean()``."""
+    reference = getattr(workload, "reference", None)
+    return reference(spec) if callable(reference) else workload.clean()
 
 
 # ------------------------------------------------------------------------- executor
@@ -221,7 +295,7 @@ class Probe:
     Attributes
     ----------
     stage : str
-        ``"baseline"``, ``"coarse"``, ``"sensitivity"`` or ``"fine"``.
+        ``"baseline"``, ``"coarse"``, ``"sensitivity"``, ``"fine"`` or ``"holdout"``.
     ber : float
         The uniform BER (``spec.model.ber``).
     overrides : dict
@@ -236,6 +310,8 @@ class Probe:
         The (layer, kind) this probe raised (sensitivity and fine stages).
     rolled_back : bool
         A failed fine step whose BER was rolled back.
+    mask_seeds : tuple of int
+        The seeds handed to the workload, one per error seed (fresh per probe; module docstring).
     """
 
     stage: str
@@ -248,6 +324,7 @@ class Probe:
     passed: bool
     key: Optional[Key] = None
     rolled_back: bool = False
+    mask_seeds: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (overrides as ``[layer, kind, ber]`` lists)."""
@@ -255,7 +332,8 @@ class Probe:
                 "overrides": [[k[0], k[1], v] for k, v in self.overrides.items()],
                 "mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high,
                 "per_seed": list(self.per_seed), "passed": self.passed,
-                "key": list(self.key) if self.key is not None else None, "rolled_back": self.rolled_back}
+                "key": list(self.key) if self.key is not None else None, "rolled_back": self.rolled_back,
+                "mask_seeds": list(self.mask_seeds)}
 
 
 @dataclass(frozen=True)
@@ -265,15 +343,20 @@ class CoarseResult:
     Attributes
     ----------
     ber : float
-        Highest uniform BER that passed (0.0 if even ``ber_min`` failed).
+        Highest uniform BER that passed, after the held-out back-off (0.0 if none passed).
     found : bool
-        Whether some probed BER passed.
+        Whether some BER passed (the search and, if enabled, the held-out re-scoring).
     baseline, goal : float
-        Clean accuracy and ``baseline - max_drop``.
+        Reference accuracy and ``baseline - max_drop``.
     statistic : str
         Decision statistic (:data:`STATISTICS`).
     probes : tuple of Probe
-        The baseline and every coarse probe, in order.
+        The baseline, every coarse probe and the held-out probes, in order.
+    search_ber : float, optional
+        The search's BER before the held-out re-scoring (None: built without one).
+    holdout : dict, optional
+        ``{"seeds", "passed", "backed_off", "ber"}`` of the re-scoring; None when it was disabled
+        or the search found nothing to re-score.
     """
 
     ber: float
@@ -282,11 +365,15 @@ class CoarseResult:
     goal: float
     statistic: str
     probes: tuple[Probe, ...] = field(default=())
+    search_ber: Optional[float] = None
+    holdout: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return {"ber": self.ber, "found": self.found, "baseline": self.baseline, "goal": self.goal,
-                "statistic": self.statistic, "probes": [p.to_dict() for p in self.probes]}
+                "statistic": self.statistic, "probes": [p.to_dict() for p in self.probes],
+                "search_ber": self.search_ber if self.search_ber is not None else self.ber,
+                "holdout": self.holdout}
 
 
 @dataclass(frozen=True)
@@ -296,7 +383,7 @@ class FineResult:
     Attributes
     ----------
     bers : dict
-        ``{(layer, kind): ber}``, every key ``>= start_ber``.
+        ``{(layer, kind): ber}`` after the held-out back-off (empty if even ``ber_min`` failed).
     start_ber : float
         The common starting BER.
     order : tuple of key
@@ -304,11 +391,17 @@ class FineResult:
     sensitivity : dict
         ``{(layer, kind): accuracy lost}`` by the sensitivity probe.
     baseline, goal : float
-        Clean accuracy and ``baseline - max_drop``.
+        Reference accuracy and ``baseline - max_drop``.
     statistic : str
         Decision statistic.
     probes : tuple of Probe
-        The baseline, sensitivity and fine probes, in order.
+        The baseline, sensitivity, fine and held-out probes, in order.
+    search_bers : dict, optional
+        The greedy search's assignment before the held-out re-scoring (None: built without one).
+    holdout : dict, optional
+        ``{"seeds", "passed", "backed_off", "uniform_ber", "bers"}`` of the re-scoring
+        (``uniform_ber``: the BER of every key not in ``bers`` and, after a uniform back-off, of
+        all of them; 0.0 when nothing passed); None when disabled.
     """
 
     bers: dict[Key, float]
@@ -319,31 +412,58 @@ class FineResult:
     goal: float
     statistic: str
     probes: tuple[Probe, ...] = field(default=())
+    search_bers: Optional[dict[Key, float]] = None
+    holdout: Optional[dict[str, Any]] = None
 
     def spec(self, base: ErrorSpec) -> ErrorSpec:
-        """``base`` with the per-(layer, kind) BERs as overrides."""
-        return replace(base, model=base.model.with_ber(self.start_ber), overrides=dict(self.bers))
+        """``base`` with the per-(layer, kind) BERs as overrides (the other tensors at the uniform BER)."""
+        uniform = self.start_ber if self.holdout is None else float(self.holdout["uniform_ber"])
+        return replace(base, model=base.model.with_ber(uniform), overrides=dict(self.bers))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (keys as ``[layer, kind, ...]`` lists)."""
+        search = self.bers if self.search_bers is None else self.search_bers
         return {"bers": [[k[0], k[1], v] for k, v in self.bers.items()], "start_ber": self.start_ber,
                 "order": [list(k) for k in self.order],
                 "sensitivity": [[k[0], k[1], v] for k, v in self.sensitivity.items()],
                 "baseline": self.baseline, "goal": self.goal, "statistic": self.statistic,
-                "probes": [p.to_dict() for p in self.probes]}
+                "probes": [p.to_dict() for p in self.probes],
+                "search_bers": [[k[0], k[1], v] for k, v in search.items()], "holdout": self.holdout}
 
 
 # ---------------------------------------------------------------------- machinery
+def _check_seeds(seeds: Sequence[int], what: str, allow_empty: bool = False) -> tuple[int, ...]:
+    out = []
+    for s in seeds:
+        if not isinstance(s, numbers.Integral) or isinstance(s, bool) or s < 0:
+            raise CharacterizeError(f"{what} must be non-negative integers, got {s!r}")
+        out.append(int(s))
+    if not out and not allow_empty:
+        raise CharacterizeError(f"give at least one non-negative error seed, got {tuple(seeds)!r}")
+    if len(set(out)) != len(out):
+        raise CharacterizeError(f"{what} must be distinct, got {tuple(out)!r}")
+    return tuple(out)
+
+
 class _Runner:
-    """Submits probes (one task per seed), aggregates them, decides, records."""
+    """Submits probes (one task per seed, fresh masks), aggregates them, decides, records."""
 
     def __init__(self, workload: Workload, executor: Optional[Executor], seeds: Sequence[int], max_drop: float,
-                 statistic: str, confidence: float, baseline: Optional[float], progress: Optional[Progress]) -> None:
+                 statistic: str, confidence: float, baseline: Optional[float], progress: Optional[Progress],
+                 base: Optional[ErrorSpec] = None, search: str = "coarse", fresh_masks: bool = True,
+                 holdout_seeds: Sequence[int] = ()) -> None:
         if statistic not in STATISTICS:
             raise CharacterizeError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds or any(s < 0 for s in seeds):
-            raise CharacterizeError(f"give at least one non-negative error seed, got {seeds!r}")
+        try:
+            seeds = tuple(seeds)
+            holdout_seeds = tuple(holdout_seeds)
+        except TypeError:
+            raise CharacterizeError("seeds and holdout_seeds must be sequences of integers") from None
+        seeds = _check_seeds(seeds, "error seeds")
+        holdout_seeds = _check_seeds(holdout_seeds, "holdout seeds", allow_empty=True)
+        shared = sorted(set(seeds) & set(holdout_seeds))
+        if shared:
+            raise CharacterizeError(f"holdout seeds must be disjoint from the search seeds; both hold {shared}")
         if not (isinstance(max_drop, (int, float)) and 0.0 <= max_drop <= 1.0):
             raise CharacterizeError(f"max_drop must be in [0, 1], got {max_drop!r}")
         if not 0.0 < confidence < 1.0:
@@ -353,13 +473,20 @@ class _Runner:
         self.executor = (ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
                          if executor is None else executor)
         self.seeds = seeds
+        self.holdout_seeds = holdout_seeds
         self.statistic = statistic
         self.confidence = confidence
         self.progress = progress
+        self.fresh_masks = bool(fresh_masks)
+        self.tag = _SEARCH_TAGS[search]
+        self.counter = 0
         self.probes: list[Probe] = []
         try:
             if baseline is None:
-                acc, _ = self.executor.submit(_run_probe, workload, None, 0).result()
+                if base is not None:
+                    acc, _ = self.executor.submit(_run_reference, workload, base).result()
+                else:
+                    acc, _ = self.executor.submit(_run_probe, workload, None, 0).result()
                 baseline = float(acc)
             self.baseline = float(baseline)
         except BaseException:
@@ -378,25 +505,40 @@ class _Runner:
             self.progress(probe)
         return probe
 
-    def submit(self, spec: ErrorSpec) -> list[Future]:
-        return [self.executor.submit(_run_probe, self.workload, spec, s) for s in self.seeds]
+    def mask_seeds(self, spec: ErrorSpec, seeds: Sequence[int]) -> tuple[int, ...]:
+        """The seeds of the next probe: fresh ones derived from the probe counter (or ``seeds`` as given)."""
+        index = self.counter
+        self.counter += 1
+        if not self.fresh_masks:
+            return tuple(seeds)
+        return tuple(_seed_of(spec.seed, self.tag, index, s) for s in seeds)
 
-    def collect(self, stage: str, spec: ErrorSpec, futures: list[Future], key: Optional[Key] = None,
-                rollback_on_fail: bool = False) -> Probe:
+    def submit(self, spec: ErrorSpec, holdout: bool = False) -> tuple[tuple[int, ...], list[Future]]:
+        masks = self.mask_seeds(spec, self.holdout_seeds if holdout else self.seeds)
+        return masks, [self.executor.submit(_run_probe, self.workload, spec, s) for s in masks]
+
+    def collect(self, stage: str, spec: ErrorSpec, submitted: tuple[tuple[int, ...], list[Future]],
+                key: Optional[Key] = None, rollback_on_fail: bool = False) -> Probe:
+        masks, futures = submitted
         results = [f.result() for f in futures]
         per_seed = tuple(float(a) for a, _ in results)
         mean, lo, hi = confidence_interval(per_seed, int(results[0][1]), self.confidence)
         passed = (lo if self.statistic == "ci_low" else mean) >= self.goal
         return self._record(Probe(stage, spec.model.ber, dict(spec.overrides), mean, lo, hi, per_seed, passed,
-                                  key, rollback_on_fail and not passed))
+                                  key, rollback_on_fail and not passed, masks))
 
     def probe(self, stage: str, spec: ErrorSpec, key: Optional[Key] = None, rollback_on_fail: bool = False) -> Probe:
-        return self.collect(stage, spec, self.submit(spec), key, rollback_on_fail)
+        return self.collect(stage, spec, self.submit(spec, holdout=stage == "holdout"), key, rollback_on_fail)
 
 
 def _check_bounds(ber_min: float, ber_max: float) -> None:
     if not (0.0 < ber_min < ber_max <= 1.0):
         raise CharacterizeError(f"need 0 < ber_min < ber_max <= 1, got {ber_min!r}, {ber_max!r}")
+
+
+def _check_backoff(backoff: Optional[float]) -> None:
+    if backoff is not None and not (isinstance(backoff, (int, float)) and math.isfinite(backoff) and backoff > 1.0):
+        raise CharacterizeError(f"backoff must be a number > 1, got {backoff!r}")
 
 
 def _uniform(base: ErrorSpec, ber: float) -> ErrorSpec:
@@ -408,7 +550,9 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
                         ber_min: float = 1e-9, ber_max: float = 0.5, tol: float = 0.1,
                         seeds: Sequence[int] = (0, 1, 2), statistic: str = "ci_low", confidence: float = 0.95,
                         retrain: Optional[Callable[[ErrorSpec], None]] = None, baseline: Optional[float] = None,
-                        executor: Optional[Executor] = None, progress: Optional[Progress] = None) -> CoarseResult:
+                        executor: Optional[Executor] = None, progress: Optional[Progress] = None,
+                        holdout_seeds: Sequence[int] = DEFAULT_HOLDOUT_SEEDS, backoff: Optional[float] = None,
+                        fresh_masks: bool = True) -> CoarseResult:
     """Highest uniform BER whose accuracy stays within ``max_drop`` of the baseline (Algorithm 2).
 
     Parameters
@@ -425,19 +569,27 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
     tol : float
         Stop bisecting when the bracket is at most this wide in decades of BER.
     seeds : sequence of int
-        Error seeds of every probe (one task each).
+        Error seeds of every probe (one task each; fresh masks per probe, module docstring).
     statistic : {"ci_low", "mean"}
         Decision statistic (see the module docstring).
     confidence : float
         Confidence level of the interval.
     retrain : callable, optional
-        ``retrain(spec) -> None`` called before each probe (see the module docstring).
+        ``retrain(spec) -> None`` called before each probe, held-out ones included (see the
+        module docstring).
     baseline : float, optional
-        Clean accuracy; measured (one task) if None.
+        Reference accuracy; default ``workload.reference(base)`` (or ``clean()``), one task.
     executor : Executor, optional
         Where tasks run; default a local ``ProcessPoolExecutor(max_workers=2)`` (spawn), shut down on return.
     progress : callable, optional
         Called with every recorded :class:`Probe`.
+    holdout_seeds : sequence of int
+        Seeds the result is re-scored on and backed off until it passes (disjoint from
+        ``seeds``; ``()`` disables).
+    backoff : float, optional
+        Back-off factor (> 1) of the held-out re-scoring; default ``10 ** tol``.
+    fresh_masks : bool
+        Derive fresh mask seeds per probe (default) or hand ``seeds`` to the workload as given.
 
     Returns
     -------
@@ -446,7 +598,9 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
     _check_bounds(ber_min, ber_max)
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise CharacterizeError(f"tol must be > 0, got {tol!r}")
-    runner = _Runner(workload, executor, seeds, max_drop, statistic, confidence, baseline, progress)
+    _check_backoff(backoff)
+    runner = _Runner(workload, executor, seeds, max_drop, statistic, confidence, baseline, progress, base=base,
+                     search="coarse", fresh_masks=fresh_masks, holdout_seeds=holdout_seeds)
     try:
         def passes(log_ber: float) -> bool:
             spec = _uniform(base, 10.0 ** log_ber)
@@ -467,7 +621,26 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
                 else:
                     hi = mid
             ber, found = 10.0 ** lo, True
-        return CoarseResult(ber, found, runner.baseline, runner.goal, statistic, tuple(runner.probes))
+        search_ber, holdout = ber, None
+        if runner.holdout_seeds and found:
+            step = float(backoff) if backoff is not None else 10.0 ** tol
+            failed = 0
+            while True:
+                spec = _uniform(base, ber)
+                if retrain is not None:
+                    retrain(spec)
+                if runner.probe("holdout", spec).passed:
+                    break
+                failed += 1
+                if ber <= ber_min * (1 + 1e-9):
+                    ber, found = 0.0, False
+                    break
+                ber = max(ber / step, ber_min)
+            holdout = {"seeds": list(runner.holdout_seeds), "passed": found, "backed_off": failed, "ber": ber}
+            if failed:
+                log.info("coarse: BER %.3e failed %d held-out probe(s); backed off to %.3e", search_ber, failed, ber)
+        return CoarseResult(ber, found, runner.baseline, runner.goal, statistic, tuple(runner.probes),
+                            search_ber, holdout)
     finally:
         runner.close()
 
@@ -476,7 +649,9 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
                       factor: float = 2.0, max_steps: int = 20, ber_max: float = 0.5,
                       keys: Optional[Sequence[Key]] = None, seeds: Sequence[int] = (0, 1, 2),
                       statistic: str = "ci_low", confidence: float = 0.95, baseline: Optional[float] = None,
-                      executor: Optional[Executor] = None, progress: Optional[Progress] = None) -> FineResult:
+                      executor: Optional[Executor] = None, progress: Optional[Progress] = None,
+                      holdout_seeds: Sequence[int] = DEFAULT_HOLDOUT_SEEDS, backoff: Optional[float] = None,
+                      ber_min: float = 1e-9, fresh_masks: bool = True) -> FineResult:
     """Per-(layer, kind) BERs raised greedily from ``start_ber`` within the accuracy goal (Algorithm 3).
 
     Parameters
@@ -497,8 +672,12 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
         Ceiling of any BER (<= 1).
     keys : sequence of (layer, kind), optional
         Keys to raise; default every layer of ``workload.layers`` with each of ``("weight", "ifm")``.
-    seeds, statistic, confidence, baseline, executor, progress
+    seeds, statistic, confidence, baseline, executor, progress, holdout_seeds, fresh_masks
         As in :func:`coarse_characterize`.
+    backoff : float, optional
+        Factor of the uniform back-off, after every raised step was undone (default ``factor``).
+    ber_min : float
+        Floor of the uniform back-off.
 
     Returns
     -------
@@ -510,6 +689,9 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
         raise CharacterizeError(f"factor must be > 1, got {factor!r}")
     if not (isinstance(max_steps, int) and max_steps >= 1):
         raise CharacterizeError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    if not (isinstance(ber_min, (int, float)) and 0.0 < ber_min <= 1.0):
+        raise CharacterizeError(f"ber_min must be in (0, 1], got {ber_min!r}")
+    _check_backoff(backoff)
     if keys is None:
         keys = [(layer, kind) for layer in workload.layers for kind in KINDS]
     keys = [tuple(k) for k in keys]
@@ -517,7 +699,8 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
     if bad or not keys or len(set(keys)) != len(keys):
         raise CharacterizeError(f"keys must be distinct (layer, 'weight' | 'ifm') pairs, got {keys!r}")
     start_ber = float(start_ber)
-    runner = _Runner(workload, executor, seeds, max_drop, statistic, confidence, baseline, progress)
+    runner = _Runner(workload, executor, seeds, max_drop, statistic, confidence, baseline, progress, base=base,
+                     search="fine", fresh_masks=fresh_masks, holdout_seeds=holdout_seeds)
     try:
         bers: dict[Key, float] = {k: start_ber for k in keys}
 
@@ -533,19 +716,53 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
             sensitivity[k] = runner.baseline - (p.ci_low if statistic == "ci_low" else p.mean)
         index = {k: i for i, k in enumerate(keys)}
         order = tuple(sorted(keys, key=lambda k: (sensitivity[k], index[k])))
+        raised: list[tuple[Key, float]] = []  # (key, BER before the step), in order of raising
         for k in order:
             for _ in range(max_steps):
                 candidate = min(bers[k] * factor, ber_max)
                 if candidate <= bers[k]:
                     break
                 if runner.probe("fine", spec_with(k, candidate), key=k, rollback_on_fail=True).passed:
+                    raised.append((k, bers[k]))
                     bers[k] = candidate
                 else:
                     break
+        search_bers, holdout = dict(bers), None
+        if runner.holdout_seeds:
+            bers, holdout = _fine_holdout(runner, base, keys, bers, raised, start_ber,
+                                          float(backoff) if backoff is not None else float(factor), float(ber_min))
+            if holdout["backed_off"]:
+                log.info("fine: the assignment failed %d held-out probe(s) before passing (%s)",
+                         holdout["backed_off"], "passed" if holdout["passed"] else "nothing passed")
         return FineResult(bers, start_ber, order, sensitivity, runner.baseline, runner.goal, statistic,
-                          tuple(runner.probes))
+                          tuple(runner.probes), search_bers, holdout)
     finally:
         runner.close()
+
+
+def _fine_holdout(runner: _Runner, base: ErrorSpec, keys: Sequence[Key], bers: dict[Key, float],
+                  raised: list[tuple[Key, float]], start_ber: float, step: float,
+                  ber_min: float) -> tuple[dict[Key, float], dict[str, Any]]:
+    """Re-score a fine assignment on the held-out seeds; undo raised steps, then back off uniformly, until it passes."""
+    bers, raised = dict(bers), list(raised)
+    uniform, failed, passed = start_ber, 0, False
+    while True:
+        spec = replace(base, model=base.model.with_ber(uniform), overrides=dict(bers))
+        if runner.probe("holdout", spec).passed:
+            passed = True
+            break
+        failed += 1
+        if raised:  # undo the last raised step
+            key, before = raised.pop()
+            bers[key] = before
+        elif uniform <= ber_min * (1 + 1e-9):
+            bers, uniform = {}, 0.0
+            break
+        else:  # every step undone and the start assignment fails: lower all keys together
+            uniform = max(uniform / step, ber_min)
+            bers = {k: uniform for k in keys}
+    return bers, {"seeds": list(runner.holdout_seeds), "passed": passed, "backed_off": failed,
+                  "uniform_ber": uniform, "bers": [[k[0], k[1], v] for k, v in bers.items()]}
 
 
 def probe_line(search: str, probe: Probe) -> str:
@@ -596,14 +813,120 @@ class _ProbeReport:
             self.bar.close()
 
 
+def _locate_parent(path: str, child_dir: Any) -> Any:
+    """The parent network file named in a child's meta: as given, else relative to the child's folder."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_absolute() and (Path(child_dir) / p).is_file():
+        return Path(child_dir) / p
+    return None
+
+
+def root_ancestor(nf: Any) -> Any:
+    """The root of a boosted or control network file's parent chain, or None if it has no readable parent.
+
+    Follows ``meta["parent"]["path"]`` while the file's ``meta["kind"]`` is ``"boosted"`` or
+    ``"control"`` and the parent file exists (as written, or relative to the child's folder),
+    at most 32 steps, stopping at a cycle. A parent whose SHA-256 differs from the one recorded
+    is still used, with a warning (the file was rewritten since).
+
+    Parameters
+    ----------
+    nf : NetworkFile
+
+    Returns
+    -------
+    NetworkFile or None
+    """
+    from pathlib import Path
+
+    from boosting.checkpoint import load_network
+    from softmc_host.files import sha256_file
+
+    current, root = nf, None
+    seen = {Path(nf.path).resolve()}
+    for _ in range(_MAX_ANCESTORS):
+        meta = current.meta or {}
+        parent = meta.get("parent")
+        if meta.get("kind") not in ("boosted", "control") or not isinstance(parent, dict) \
+                or not isinstance(parent.get("path"), str):
+            break
+        found = _locate_parent(parent["path"], Path(current.path).parent)
+        if found is None:
+            log.warning("%s: parent network %s not found; the goal is anchored at the last one found",
+                        current.path, parent["path"])
+            break
+        if Path(found).resolve() in seen:
+            log.warning("%s: the parent chain loops back to %s", current.path, found)
+            break
+        seen.add(Path(found).resolve())
+        recorded = parent.get("sha256")
+        if isinstance(recorded, str) and recorded != sha256_file(found):
+            log.warning("%s: parent %s changed since it was recorded (sha256 differs)", current.path, found)
+        current = root = load_network(found)
+    return root
+
+
+def _same_inputs(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("name", "image_size", "normalize", "split_seed"))
+
+
+def _reference_accuracy(nf: Any, reference: Any, spec: ErrorSpec, x: torch.Tensor, y: torch.Tensor,
+                        xc: torch.Tensor, workload: "NetworkWorkload") -> dict[str, Any]:
+    """The goal's anchor of :func:`characterize_network`: ``{"path", "sha256", "accuracy", "source"}``."""
+    from pathlib import Path
+
+    from boosting.checkpoint import NetworkFile, load_network
+    from boosting.inference import calibrate
+    from softmc_host.files import sha256_file
+
+    if isinstance(reference, numbers.Real) and not isinstance(reference, bool):
+        value = float(reference)
+        if not 0.0 <= value <= 1.0:
+            raise CharacterizeError(f"a reference accuracy must be in [0, 1], got {reference!r}")
+        return {"path": None, "sha256": None, "accuracy": value, "source": "value"}
+    if reference is None:
+        ref_nf, source = root_ancestor(nf), "ancestor"
+        if ref_nf is None:
+            ref_nf, source = nf, "self"
+    elif isinstance(reference, NetworkFile):
+        ref_nf, source = reference, "given"
+    elif isinstance(reference, (str, Path)):
+        if not Path(reference).is_file():
+            raise CharacterizeError(f"reference network file {str(reference)!r} does not exist")
+        ref_nf, source = load_network(reference), "given"
+    else:
+        raise CharacterizeError(f"reference must be a network file, an accuracy or None, got "
+                                f"{type(reference).__name__}")
+    if source == "self":
+        accuracy, _ = workload.reference(spec)
+    else:
+        if not _same_inputs(ref_nf.dataset, nf.dataset):
+            raise CharacterizeError(f"reference {ref_nf.path} expects other inputs ({ref_nf.dataset}) than "
+                                    f"{nf.path} ({nf.dataset})")
+        ref_net = ref_nf.net.eval()
+        ref_cal = calibrate(ref_net, DataLoader(TensorDataset(xc), batch_size=256), spec.fmt,
+                            layer_types=spec.layer_types)
+        accuracy = float(reference_correctness(ref_net, x, y, spec, ref_cal).mean())
+    path = Path(ref_nf.path)
+    log.debug("goal anchored at %s (%s): accuracy %.4f in %s, mitigation %s", path, source, accuracy, spec.fmt,
+              spec.mitigation)
+    return {"path": str(path), "sha256": sha256_file(path), "accuracy": float(accuracy), "source": source}
+
+
 def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] = None, max_drop: float = 0.01,
-                         seeds: Sequence[int] = (0, 1, 2), ber_min: float = 1e-7, ber_max: float = 0.1,
+                         seeds: Sequence[int] = DEFAULT_SEEDS, ber_min: float = 1e-7, ber_max: float = 0.1,
                          tol: float = 0.25, factor: float = 2.0, max_steps: int = 20,
                          start_ber: Optional[float] = None, statistic: str = "ci_low", confidence: float = 0.95,
                          retrain_epochs: int = 0, retrain_lr: float = 1e-3, workers: int = 2,
                          samples: Optional[int] = None, calib_samples: int = 512, data_dir: Any = None,
                          progress: Union[bool, Callable[[str, Probe], None], None] = None,
-                         search: Optional[str] = None, executor: Optional[Executor] = None) -> dict[str, Any]:
+                         search: Optional[str] = None, executor: Optional[Executor] = None,
+                         reference: Any = None, holdout_seeds: Sequence[int] = DEFAULT_HOLDOUT_SEEDS,
+                         backoff: Optional[float] = None) -> dict[str, Any]:
     """Coarse and/or fine tolerance characterization of a network file; the tolerance document.
 
     Parameters
@@ -615,11 +938,11 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     mode : {"coarse", "fine", "both"}, optional
         Old name of ``search`` (kept; the document's ``mode`` key holds the search).
     max_drop : float
-        Tolerated absolute accuracy drop below the clean accuracy, in [0, 1].
+        Tolerated absolute accuracy drop below the reference accuracy, in [0, 1].
     seeds : sequence of int
-        Error seeds of every probe.
+        Search error seeds of every probe (default :data:`DEFAULT_SEEDS`; fresh masks per probe).
     ber_min, ber_max : float
-        Coarse search bounds; ``ber_max`` is also the fine ceiling.
+        Coarse search bounds; ``ber_max`` is also the fine ceiling, ``ber_min`` the back-off floor.
     tol : float
         Coarse resolution in decades of BER.
     factor : float
@@ -657,6 +980,16 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     executor : concurrent.futures.Executor, optional
         Where the evaluations run (one task per probe and seed; the caller shuts it down).
         Default: ``workers`` spawned processes, or this process with ``workers=0``.
+    reference : NetworkFile or str or Path or float, optional
+        The goal's anchor: ``goal = accuracy - max_drop`` with the accuracy of this network in
+        ``spec``'s format and mitigation at BER 0 (its own calibration, the same test images),
+        or this accuracy value. None: the root ancestor of a boosted or control network
+        (:func:`root_ancestor`), else the network itself, in the same format.
+    holdout_seeds : sequence of int
+        Held-out seeds the coarse and fine results are re-scored on and backed off until they
+        pass (default :data:`DEFAULT_HOLDOUT_SEEDS`; ``()`` disables).
+    backoff : float, optional
+        Back-off factor (default ``10 ** tol`` for coarse, ``factor`` for fine).
 
     Returns
     -------
@@ -666,7 +999,7 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     Raises
     ------
     CharacterizeError
-        Bad search parameters.
+        Bad search parameters, a missing reference file, a reference for other inputs.
     CheckpointError
         An unreadable network file.
     """
@@ -685,6 +1018,8 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         raise CharacterizeError(f"retrain_epochs must be an integer >= 0, got {retrain_epochs!r}")
     if samples is not None and not (isinstance(samples, int) and samples >= 1):
         raise CharacterizeError(f"samples must be an integer >= 1, got {samples!r}")
+    seeds = _check_seeds(seeds, "error seeds")
+    holdout_seeds = _check_seeds(holdout_seeds, "holdout seeds", allow_empty=True)
     nf = net_file if isinstance(net_file, NetworkFile) else load_network(net_file)
     net = nf.net.eval()
     train = nf.load_split("train", root=data_dir)
@@ -693,8 +1028,11 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     if samples is not None:
         x, y = x[:samples], y[:samples]
     xc = train.tensors[0][:calib_samples]
-    calibration = calibrate(net, DataLoader(TensorDataset(xc), batch_size=256), spec.fmt)
+    calibration = calibrate(net, DataLoader(TensorDataset(xc), batch_size=256), spec.fmt,
+                            layer_types=spec.layer_types)
     workload = NetworkWorkload(net, x, y, calibration=calibration)
+    ref = _reference_accuracy(nf, reference, spec, x, y, xc, workload)
+    clean = {"fp32": workload.clean()[0], "fmt": workload.reference(spec)[0]}
     original = {k: v.detach().clone() for k, v in net.state_dict().items()}
     retrain_hook = None
     if retrain_epochs > 0:
@@ -709,11 +1047,13 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         executor = (SerialExecutor() if workers == 0 else
                     ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")))
     report = _ProbeReport(progress)
-    log.debug("characterizing %s (%s): search %s, model %s, fmt %s, mitigation %s, %d samples, seeds %s",
-              nf.path, nf.network, mode, spec.model.describe(), spec.fmt, spec.mitigation, len(y), list(seeds))
+    log.debug("characterizing %s (%s): search %s, model %s, fmt %s, mitigation %s, %d samples, seeds %s, "
+              "holdout seeds %s, goal %.4f (%s)", nf.path, nf.network, mode, spec.model.describe(), spec.fmt,
+              spec.mitigation, len(y), list(seeds), list(holdout_seeds), ref["accuracy"] - max_drop, ref["source"])
     coarse = fine = None
     try:
-        common = dict(max_drop=max_drop, seeds=seeds, statistic=statistic, confidence=confidence, executor=executor)
+        common = dict(max_drop=max_drop, seeds=seeds, statistic=statistic, confidence=confidence, executor=executor,
+                      baseline=ref["accuracy"], holdout_seeds=holdout_seeds, backoff=backoff)
         if mode in ("coarse", "both") or (mode == "fine" and start_ber is None):
             coarse = coarse_characterize(workload, spec, ber_min=ber_min, ber_max=ber_max, tol=tol,
                                          retrain=retrain_hook, progress=lambda p: report("coarse", p), **common)
@@ -723,7 +1063,7 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
                 if retrain_hook is not None:
                     retrain_hook(_uniform(spec, start))
                 fine = fine_characterize(workload, spec, start, factor=factor, max_steps=max_steps,
-                                         ber_max=ber_max, baseline=coarse.baseline if coarse else None,
+                                         ber_max=ber_max, ber_min=min(ber_min, start),
                                          progress=lambda p: report("fine", p), **common)
     finally:
         report.close()
@@ -735,17 +1075,20 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         "format_version": 1,
         "network": {"path": str(path), "sha256": sha256_file(path), "name": nf.network,
                     "kind": nf.meta.get("kind")},
+        "reference": ref,
+        "clean": clean,
         "fmt": spec.fmt,
         "mitigation": spec.mitigation,
         "model": spec.model.to_dict(),
         "spec": spec_to_dict(spec),
         "max_drop": float(max_drop),
         "seeds": [int(s) for s in seeds],
+        "holdout_seeds": [int(s) for s in holdout_seeds],
         "statistic": statistic,
         "confidence": confidence,
         "mode": mode,
         "search": {"ber_min": ber_min, "ber_max": ber_max, "tol": tol, "factor": factor, "max_steps": max_steps,
-                   "start_ber": start_ber},
+                   "start_ber": start_ber, "backoff": backoff, "fresh_masks": True},
         "retrain_epochs": retrain_epochs,
         "samples": int(len(y)),
         "layers": workload.layers,

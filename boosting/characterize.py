@@ -12,9 +12,16 @@ Command
 -------
 ``python -m boosting.characterize --network-file NET.pt [--error-model model.json|NAME]
 [--partition LABEL] [--model-param k=v ...] [--fmt int8] [--mitigation zero|saturate|none]
-[--max-drop 0.01] [--seeds 0,1,2] [--statistic ci_low|mean] [--search coarse|fine|both]
-[--ber-min 1e-7] [--ber-max 0.1] [--tol 0.25] [--factor 2] [--max-steps 20] [--start-ber B]
-[--retrain-epochs N] [--workers 2] [--samples N] [-o tolerance.json] [-q] [-v] [--config FILE.toml]``
+[--max-drop 0.01] [--seeds 0,1,2,3,4] [--holdout-seeds 20] [--reference NET.pt|ACC]
+[--statistic ci_low|mean] [--search coarse|fine|both] [--ber-min 1e-7] [--ber-max 0.1] [--tol 0.25]
+[--factor 2] [--max-steps 20] [--start-ber B] [--retrain-epochs N] [--workers 2] [--samples N]
+[-o tolerance.json] [-q] [-v] [--config FILE.toml]``
+
+The goal is ``reference - max_drop``, the reference being the accuracy, in the same format and
+mitigation, of ``--reference`` (a network file or an accuracy in [0, 1]) or, by default, of
+the original network a boosted or control network derives from (else the network itself). The
+results are re-scored on ``--holdout-seeds N`` held-out error seeds (1000 .. 1000+N-1; 0
+disables) and backed off until they pass.
 
 The network file may also be given as the first positional argument (the old spelling), and
 ``--mode`` is the old name of ``--search``. Every probe is logged on stderr (hidden by ``-q``),
@@ -32,6 +39,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from boosting.characterization import (
+    DEFAULT_HOLDOUT_SEEDS,
+    DEFAULT_SEEDS,
     SEARCHES,
     STATISTICS,
     CharacterizeError,
@@ -103,7 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-seed", type=nonneg_int, default=0, help="seed of the error spec (default 0)")
     p.add_argument("--max-drop", type=fraction_arg, default=0.01,
                    help="tolerated accuracy drop, absolute, in [0, 1] (default 0.01)")
-    p.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="error seeds per probe (default 0,1,2)")
+    p.add_argument("--seeds", type=seeds_arg, default=DEFAULT_SEEDS,
+                   help="search error seeds per probe, fresh masks each probe (default 0,1,2,3,4)")
+    p.add_argument("--holdout-seeds", type=nonneg_int, default=len(DEFAULT_HOLDOUT_SEEDS), metavar="N",
+                   help="re-score the results on N held-out error seeds (1000..) and back off until they pass; "
+                        "0 disables (default 20)")
+    p.add_argument("--reference", metavar="NET.pt|ACC",
+                   help="anchor the goal at this network file's accuracy in the same format (or at this "
+                        "accuracy in [0, 1]); default: the original network a boosted/control one derives from")
     p.add_argument("--statistic", default="ci_low", choices=STATISTICS, help="pass/fail statistic (default ci_low)")
     p.add_argument("--search", default="coarse", choices=SEARCHES,
                    help="coarse (uniform BER), fine (per layer and kind) or both (default coarse)")
@@ -141,8 +157,11 @@ def format_summary(doc: dict[str, Any]) -> str:
              f"fmt {doc['fmt']}, mitigation {doc['mitigation']}, {doc['samples']} samples, seeds {doc['seeds']}"]
     part = doc["coarse"] or doc["fine"]
     if part is not None:
+        ref = doc.get("reference") or {}
+        anchor = f" of {ref.get('path')}" if ref.get("path") and ref.get("source") != "self" else ""
+        where = f", reference {ref['source']}{anchor}" if ref.get("source") else ""
         lines.append(f"baseline {part['baseline']:.4f}, goal {part['goal']:.4f} (max drop {doc['max_drop']:g}, "
-                     f"statistic {doc['statistic']})")
+                     f"statistic {doc['statistic']}{where})")
     if doc["coarse"] is not None:
         c = doc["coarse"]
         lines.append(f"\n{'BER':>10} {'mean':>7} {'CI low':>7} {'CI high':>7}  result")
@@ -151,6 +170,10 @@ def format_summary(doc: dict[str, Any]) -> str:
                 lines.append(f"{pr['ber']:>10.3e} {pr['mean']:>7.4f} {pr['ci_low']:>7.4f} {pr['ci_high']:>7.4f}  "
                              f"{'pass' if pr['passed'] else 'fail'}")
         lines.append(f"coarse: tolerated uniform BER {c['ber']:.3e}" + ("" if c["found"] else " (even ber-min failed)"))
+        h = c.get("holdout")
+        if h:
+            lines.append(f"  held-out ({len(h['seeds'])} seeds): search BER {c.get('search_ber', c['ber']):.3e}, "
+                         f"{h['backed_off']} failed re-scoring(s), {'passed' if h['passed'] else 'nothing passed'}")
     if doc["fine"] is not None:
         f = doc["fine"]
         sens = {(a, b): v for a, b, v in f["sensitivity"]}
@@ -158,9 +181,33 @@ def format_summary(doc: dict[str, Any]) -> str:
                      f"{'sensitivity':>12}")
         for layer, kind, ber in f["bers"]:
             lines.append(f"{layer:<24} {kind:<6} {ber:>10.3e} {sens.get((layer, kind), float('nan')):>12.4f}")
+        h = f.get("holdout")
+        if h:
+            lines.append(f"  held-out ({len(h['seeds'])} seeds): {h['backed_off']} failed re-scoring(s), "
+                         + ("passed" if h["passed"] else "nothing passed (no fine BERs)"))
     elif doc.get("mode") != "coarse":
         lines.append("fine: skipped (no BER passed the coarse search)")
     return "\n".join(lines)
+
+
+_HOLDOUT_BASE = DEFAULT_HOLDOUT_SEEDS[0]
+
+
+def _reference_arg(value: Optional[str]) -> Any:
+    """``--reference``: None, an accuracy in [0, 1], or an existing network file's path."""
+    if value is None:
+        return None
+    try:
+        accuracy = float(value)
+    except ValueError:
+        accuracy = None
+    if accuracy is not None and not Path(value).is_file():
+        if not 0.0 <= accuracy <= 1.0:
+            raise CharacterizeError(f"--reference accuracy must be in [0, 1], got {value}")
+        return accuracy
+    if not Path(value).is_file():
+        raise CharacterizeError(f"--reference network file {value!r} does not exist")
+    return value
 
 
 def _run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
@@ -174,6 +221,12 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         raise CharacterizeError(f"network file {net_path!r} does not exist")
     model = error_model_from(args.error_model, parse_model_params(args.model_param), args.partition)
     spec = ErrorSpec(model, fmt=args.fmt, mitigation=mitigation_arg(args.mitigation), seed=args.error_seed)
+    reference = _reference_arg(args.reference)
+    holdout = tuple(range(_HOLDOUT_BASE, _HOLDOUT_BASE + args.holdout_seeds))
+    shared = sorted(set(holdout) & set(args.seeds))
+    if shared:
+        raise CharacterizeError(f"--seeds must not hold the held-out seeds {_HOLDOUT_BASE}.."
+                                f"{_HOLDOUT_BASE + args.holdout_seeds - 1} (found {shared[0]})")
 
     def show(search: str, probe: Probe) -> None:
         log.info("%s", probe_line(search, probe))
@@ -183,7 +236,8 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                                max_steps=args.max_steps, start_ber=args.start_ber, statistic=args.statistic,
                                retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
                                workers=args.workers, samples=args.samples, calib_samples=args.calib_samples,
-                               data_dir=args.data_dir, progress=show)
+                               data_dir=args.data_dir, progress=show, reference=reference,
+                               holdout_seeds=holdout)
     out = Path(args.out)
     write_tolerance(doc, out)
     if not args.no_plot:

@@ -15,7 +15,10 @@ key                 content
                     ``seed``: ``num_classes``, ``in_channels``, ``image_size`` and options
 ``seed``            the seed the network was built (initialised) with
 ``dataset``         ``{"name", "root", "image_size", "normalize", "split_seed"}``: how the
-                    inputs it expects are loaded (:func:`boosting.data.load_dataset`)
+                    inputs it expects are loaded (:func:`boosting.data.load_dataset`);
+                    optionally ``val_fraction`` (in [0, 1)) and ``val_seed``: the
+                    validation split carved from the training split
+                    (:func:`boosting.data.split_validation`)
 ``state_dict``      the parameters and buffers
 ``meta``            free-form JSON-ready provenance (training settings, accuracy, history,
                     the error spec of a boosted network, the parent file)
@@ -36,7 +39,8 @@ the file and the key, for every malformed file; the CLIs print it as ``error: ..
   integer in [0, 2**64 - 1] (bools, floats and strings are refused); ``build`` not a dict of
   plain values, or ``num_classes`` / ``in_channels`` / ``image_size`` not integers;
   ``dataset`` not a dict with a string ``name``, an optional string ``root``, a bool
-  ``normalize`` and a non-negative integer ``split_seed``; an ``image_size`` (either) above
+  ``normalize`` and a non-negative integer ``split_seed``; a ``val_fraction`` that is not a
+  number in [0, 1) or a ``val_seed`` that is not a non-negative integer; an ``image_size`` (either) above
   :data:`MAX_IMAGE_SIZE`, or the two differing; ``meta`` not a JSON-ready dict (string keys;
   strings, numbers, bools, None, lists, dicts; at most :data:`MAX_META_DEPTH` levels) or a
   ``meta.kind`` that is not a string;
@@ -56,7 +60,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from boosting.data import load_dataset
+from boosting.data import load_dataset, split_validation
 from boosting.networks import get_network
 from softmc_host.files import atomic_write as files_atomic_write
 
@@ -107,12 +111,45 @@ class NetworkFile:
         self.meta = meta
         self.path = path
 
+    @property
+    def val_fraction(self) -> float:
+        """Share of the training split held out for validation (0: none)."""
+        return float(self.dataset.get("val_fraction", 0.0) or 0.0)
+
     def load_split(self, split: str, root: Optional[PathLike] = None) -> Any:
-        """The dataset split this network expects (``root`` overrides the stored directory)."""
+        """The dataset split this network expects (``root`` overrides the stored directory).
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            ``train`` is the training split without the validation items (all of it when the
+            file records no validation split); ``val`` the validation items
+            (:func:`boosting.data.split_validation` with the stored ``val_fraction`` and
+            ``val_seed``); ``test`` the test split.
+        root : str or Path, optional
+            Directory of the dataset's files.
+
+        Raises
+        ------
+        CheckpointError
+            ``val`` asked of a file without a validation split, or an unknown split.
+        """
+        if split not in ("train", "val", "test"):
+            raise CheckpointError(f"split must be 'train', 'val' or 'test', got {split!r}")
         d = self.dataset
-        return load_dataset(d["name"], root=root if root is not None else d.get("root"), split=split,
-                            seed=int(d.get("split_seed", 0)), image_size=d.get("image_size"),
-                            normalize=bool(d.get("normalize", False)))
+        data = load_dataset(d["name"], root=root if root is not None else d.get("root"),
+                            split="test" if split == "test" else "train", seed=int(d.get("split_seed", 0)),
+                            image_size=d.get("image_size"), normalize=bool(d.get("normalize", False)))
+        if split == "test":
+            return data
+        fraction = self.val_fraction
+        if fraction == 0.0:
+            if split == "val":
+                raise CheckpointError(f"{self.path}: the network file records no validation split "
+                                      "(dataset.val_fraction)")
+            return data
+        train, val = split_validation(data, fraction, int(d.get("val_seed", 0)))
+        return val if split == "val" else train
 
 
 def save_network(path: PathLike, net: nn.Module, *, network: str, build: dict[str, Any], seed: int,
@@ -265,6 +302,12 @@ def _check_doc(doc: Any, path: Path) -> None:
     split_seed = dataset.get("split_seed", 0)
     if not _is_int(split_seed) or not 0 <= split_seed <= _MAX_SEED:
         raise CheckpointError(f"{path}: dataset.split_seed must be a non-negative integer, got {_show(split_seed)}")
+    val_fraction = dataset.get("val_fraction", 0.0)
+    if not isinstance(val_fraction, (int, float)) or isinstance(val_fraction, bool) or not 0.0 <= val_fraction < 1.0:
+        raise CheckpointError(f"{path}: dataset.val_fraction must be a number in [0, 1), got {_show(val_fraction)}")
+    val_seed = dataset.get("val_seed", 0)
+    if not _is_int(val_seed) or not 0 <= val_seed <= _MAX_SEED:
+        raise CheckpointError(f"{path}: dataset.val_seed must be a non-negative integer, got {_show(val_seed)}")
     for where, size in (("build.image_size", build.get("image_size")), ("dataset.image_size", dataset.get("image_size"))):
         if size is not None and (not _is_int(size) or not 1 <= size <= MAX_IMAGE_SIZE):
             raise CheckpointError(f"{path}: {where} must be an integer in [1, {MAX_IMAGE_SIZE}] or None, "

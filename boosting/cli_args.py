@@ -5,7 +5,8 @@ The toolkit-wide vocabulary (``-o/--out``, ``-q/--quiet``, ``-v/--verbose``, ``-
 boosting commands have in common on top of it:
 
 * argparse types with one-line messages: :func:`ber_arg`, :func:`positive_int`,
-  :func:`nonneg_int`, :func:`positive_float`, :func:`fraction_arg`, :func:`seeds_arg`;
+  :func:`nonneg_int`, :func:`positive_float`, :func:`fraction_arg`, :func:`val_fraction_arg`,
+  :func:`seeds_arg`;
 * :func:`parse_seeds` and :func:`parse_model_params` (``"0,1,2"``, ``["k=v", ...]``);
 * the error-spec options (:func:`add_error_model_args`: ``--error-model NAME|FILE``,
   ``--partition``, ``--model-param``, ``--fmt``, ``--mitigation``) and their reading,
@@ -34,6 +35,7 @@ __all__ = [
     "nonneg_int",
     "positive_float",
     "fraction_arg",
+    "val_fraction_arg",
     "seeds_arg",
     "mitigation_arg",
     "parse_seeds",
@@ -109,6 +111,14 @@ def fraction_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
+    return value
+
+
+def val_fraction_arg(text: str) -> float:
+    """argparse type: a share of a dataset held out for validation, in [0, 1)."""
+    value = fraction_arg(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
     return value
 
 

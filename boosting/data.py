@@ -32,6 +32,15 @@ label, and every (1797 / 360)-th of that list goes to test. ``split="train"`` an
 ``split="test"`` with the same seed are disjoint and cover the data; the default seed 0 is
 the fixed split. Images keep their original order within a split.
 
+Validation split
+----------------
+:func:`split_validation` carves a seeded, stratified validation set out of a dataset (usually
+the training split): ``ceil(fraction * N)`` items chosen by the same rule as the digits test
+split (permute with ``numpy.random.default_rng(seed)``, stably sort by label, take evenly
+spaced positions), so every class keeps its share. The two parts are disjoint, cover the data
+and keep the original order. Network files record ``val_fraction`` and ``val_seed`` so every
+later stage sees the same split (:meth:`boosting.checkpoint.NetworkFile.load_split`).
+
 File formats
 ------------
 MNIST, IDX (http://yann.lecun.com/exdb/mnist/), optionally gzip-compressed (``.gz``):
@@ -69,6 +78,7 @@ __all__ = [
     "DATASETS",
     "register_dataset",
     "load_dataset",
+    "split_validation",
     "from_tensors",
     "read_idx",
     "MNIST_FILES",
@@ -221,6 +231,64 @@ def load_dataset(name: str, *, root: Optional[PathLike] = None, split: str = "tr
         std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
         x = (x - mean) / std
     return TensorDataset(x.contiguous(), y)
+
+
+def _labels_of(dataset: Any) -> np.ndarray:
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].detach().cpu().numpy().astype(np.int64).reshape(-1)
+    try:
+        return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+    except (TypeError, IndexError, ValueError) as exc:
+        raise DatasetError(f"split_validation needs (x, y) items with integer labels ({exc})") from None
+
+
+def split_validation(dataset: Any, fraction: float, seed: int = 0) -> tuple[Any, Optional[Any]]:
+    """Split ``dataset`` into a training part and a seeded, stratified validation part.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        ``(x, y)`` items with integer labels; a ``TensorDataset`` (as :func:`load_dataset`
+        returns) gives ``TensorDataset`` parts, anything else ``Subset`` parts.
+    fraction : float
+        Share of the items for validation, in [0, 1): ``ceil(fraction * N)`` items; 0 gives
+        ``(dataset, None)``.
+    seed : int
+        Seed of the choice (non-negative).
+
+    Returns
+    -------
+    (train, val)
+        Disjoint, covering ``dataset``, each in the original order; ``val`` is None for
+        ``fraction == 0``.
+
+    Raises
+    ------
+    DatasetError
+        A fraction outside [0, 1), a bad seed, a validation part that would leave no training
+        item, or items without integer labels.
+    """
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 <= fraction < 1.0:
+        raise DatasetError(f"validation fraction must be in [0, 1), got {fraction!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise DatasetError(f"seed must be a non-negative integer, got {seed!r}")
+    if fraction == 0.0:
+        return dataset, None
+    labels = _labels_of(dataset)
+    n = labels.size
+    n_val = math.ceil(fraction * n)
+    if n_val >= n:
+        raise DatasetError(f"a validation fraction of {fraction:g} leaves no training item of {n}")
+    is_val = np.zeros(n, dtype=bool)
+    is_val[_stratified_test_indices(labels, n_val, int(seed))] = True
+    val_idx = np.flatnonzero(is_val)
+    train_idx = np.flatnonzero(~is_val)
+    if isinstance(dataset, TensorDataset):
+        ti, vi = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+        return (TensorDataset(*(t[ti] for t in dataset.tensors)), TensorDataset(*(t[vi] for t in dataset.tensors)))
+    from torch.utils.data import Subset
+
+    return Subset(dataset, train_idx.tolist()), Subset(dataset, val_idx.tolist())
 
 
 def from_tensors(x: Union[torch.Tensor, np.ndarray], y: Union[torch.Tensor, np.ndarray], *,

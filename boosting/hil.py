@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from boosting.inference import (
+    DEFAULT_LAYER_TYPES,
     AccuracyResult,
     Calibration,
     ErrorInjector,
@@ -173,12 +174,15 @@ class HilInjector(ErrorInjector):
         ``{bank: read_rows keyword arguments}``.
     shift_rows : int
         Rows every placement moves per reseed index (see the module docstring).
+    layer_types : tuple of str, optional
+        Layer types whose tensors go through the DIMM (:data:`boosting.inference.LAYER_TYPES`);
+        default: the calibration's, else conv and linear.
     """
 
     def __init__(self, net: nn.Module, memory: RowMemory, *, fmt: str = "int8", mitigation: Optional[str] = None,
                  calibration: Optional[Calibration] = None, placements: Optional[Mapping[Key, AddressMap]] = None,
                  layout: AddressMap = AddressMap(), read_options: Optional[Mapping[int, Mapping[str, Any]]] = None,
-                 shift_rows: int = 0) -> None:
+                 shift_rows: int = 0, layer_types: Optional[tuple[str, ...]] = None) -> None:
         if not hasattr(memory, "write_rows") or not hasattr(memory, "read_rows"):
             raise HilError(f"memory must have write_rows and read_rows, got {type(memory).__name__}")
         if not isinstance(shift_rows, int) or shift_rows < 0:
@@ -187,7 +191,9 @@ class HilInjector(ErrorInjector):
         self.read_options = dict(read_options or {})
         self.shift_rows = shift_rows
         self.explicit: dict[Key, AddressMap] = dict(placements or {})
-        spec = ErrorSpec(Uniform(ber=0.0), fmt=fmt, mitigation=mitigation, layout=layout)
+        if layer_types is None:
+            layer_types = calibration.layer_types if calibration is not None else DEFAULT_LAYER_TYPES
+        spec = ErrorSpec(Uniform(ber=0.0), fmt=fmt, mitigation=mitigation, layout=layout, layer_types=layer_types)
         super().__init__(net, spec, calibration)
         unknown = sorted({k for k in self.explicit if k[0] not in self.layers})
         if unknown:

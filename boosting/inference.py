@@ -2,17 +2,54 @@
 
 Model
 -----
-While an :class:`ErrorInjector` is active, every convolution and linear layer of a network
-reads its **weights** and its **input feature map** (IFM) from approximate DRAM:
+While an :class:`ErrorInjector` is active, every layer of a network whose type the
+:class:`ErrorSpec` selects (``layer_types``, default convolution and linear) reads its
+**weight** and its **input feature map** (IFM) from approximate DRAM:
 
 1. the tensor is stored in the numeric format of the :class:`ErrorSpec` (:mod:`boosting.quant`:
-   ``fp32`` floats, or symmetric ``int16`` / ``int8`` / ``int4`` codes with an error-free scale);
+   ``fp32`` floats, symmetric ``int16`` / ``int8`` / ``int4`` codes with an error-free scale,
+   or asymmetric unsigned ``uint8`` / ``uint4`` codes with an error-free scale and offset);
 2. the error model flips bits of the stored form (:func:`errormodels.inject.inject_`), with the
    tensor placed in DRAM by an :class:`~errormodels.layout.AddressMap` so wordline and bitline
    models see its real addresses;
 3. optionally, values outside the clean range (and NaN/Inf) are zeroed or saturated
    (``mitigation``, thresholds from :func:`calibrate`);
 4. the values are dequantized and used by the layer.
+
+Layer types
+-----------
+:data:`LAYER_TYPES` names the module classes a spec can select:
+
+=============  ==============================================  =====================
+name           modules                                         tensors in DRAM
+=============  ==============================================  =====================
+``conv``       ``nn.Conv1d/2d/3d``, transposed convolutions    weight, IFM
+``linear``     ``nn.Linear``                                   weight, IFM
+``bn``         ``nn.BatchNorm1d/2d/3d``, ``SyncBatchNorm``     weight (gamma), IFM
+``norm``       ``LayerNorm``, ``GroupNorm``, ``InstanceNorm``,  weight, IFM
+               ``RMSNorm``
+``embedding``  ``nn.Embedding``, ``nn.EmbeddingBag``            weight only
+``all``        any module with a ``weight`` tensor             weight, float IFM
+=============  ==============================================  =====================
+
+Only the ``weight`` tensor of a layer is stored with errors (biases, BN running statistics
+and other buffers stay exact); a layer without a weight tensor (``affine=False``) is not
+selected. An IFM is the first positional input of the layer's ``forward`` and is injected only
+when it is a floating-point tensor (an embedding's indices are not). A module called several
+times in one forward pass gets fresh IFM errors on each call and the same corrupted weight.
+
+Unsigned formats and mitigation
+-------------------------------
+A ``uint8`` / ``uint4`` code always dequantizes into the tensor's ``[min, max]``
+(``offset .. offset + qmax * scale``), so a bit error cannot produce a value beyond it, nor
+NaN/Inf. "Out of range" is therefore measured against the *calibrated clean* range, in codes:
+codes outside ``[round((lo - offset) / scale), round((hi - offset) / scale)]`` (``lo, hi`` the
+clean range widened by ``margin``). When the tensor is quantized on its own clean range (a
+weight whose calibration matches it, an IFM quantized with the calibrated scale and offset)
+that is every code, and mitigation changes nothing; it acts when the weights moved since the
+calibration (e.g. during retraining). ``saturate`` clamps such codes to the nearest clean
+code; ``zero`` replaces the *value* by real 0.0, which need not be a code (the code of 0 is
+``-offset / scale``), so it is applied after dequantization, not in the stored codes.
 
 Weights are corrupted once per :meth:`ErrorInjector.reseed` call (and again, with the same
 seed, when the clean weight changes, e.g. after an optimizer step); IFMs get fresh errors
@@ -39,7 +76,7 @@ interval over the samples when there is one seed or no errors).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -55,6 +92,9 @@ from errormodels.models import ErrorModel
 __all__ = [
     "InferenceError",
     "KINDS",
+    "LAYER_TYPES",
+    "DEFAULT_LAYER_TYPES",
+    "check_layer_types",
     "MITIGATIONS",
     "ErrorSpec",
     "Calibration",
@@ -92,14 +132,69 @@ def _check_seed(name: str, value: Any) -> int:
     return int(value)
 
 
-def injectable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The convolution and linear layers of ``net`` with a weight, as ``(name, module)`` in ``named_modules()`` order."""
+LAYER_TYPES: dict[str, tuple[type, ...]] = {
+    "conv": (nn.modules.conv._ConvNd,),
+    "linear": (nn.Linear,),
+    "bn": (nn.modules.batchnorm._BatchNorm,),
+    "norm": (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.RMSNorm),
+    "embedding": (nn.Embedding, nn.EmbeddingBag),
+    "all": (nn.Module,),
+}
+"""Layer types an :class:`ErrorSpec` can select, by name: the module classes each covers."""
+
+DEFAULT_LAYER_TYPES: tuple[str, ...] = ("conv", "linear")
+"""The layer types of :class:`ErrorSpec` and :func:`injectable_layers` by default."""
+
+_WEIGHT_ONLY = LAYER_TYPES["embedding"]  # modules whose input is not a feature map
+
+
+def check_layer_types(layer_types: Union[str, Iterable[str]]) -> tuple[str, ...]:
+    """``layer_types`` as a tuple of known names in :data:`LAYER_TYPES` order (a single name may be given).
+
+    Raises
+    ------
+    InferenceError
+        For an unknown name, a non-string, or no name at all.
+    """
+    names = [layer_types] if isinstance(layer_types, str) else layer_types
+    try:
+        names = [n.strip().lower() if isinstance(n, str) else n for n in names]
+    except TypeError:
+        raise InferenceError(f"layer_types must be names of {', '.join(LAYER_TYPES)}, got {layer_types!r}") from None
+    unknown = [n for n in names if n not in LAYER_TYPES]
+    if unknown:
+        raise InferenceError(f"unknown layer type(s) {', '.join(map(repr, unknown))}; known: {', '.join(LAYER_TYPES)}")
+    if not names:
+        raise InferenceError(f"layer_types must name at least one of {', '.join(LAYER_TYPES)}")
+    return tuple(n for n in LAYER_TYPES if n in names)
+
+
+def injectable_layers(net: nn.Module, layer_types: Union[str, Iterable[str]] = DEFAULT_LAYER_TYPES
+                      ) -> list[tuple[str, nn.Module]]:
+    """The layers of ``net`` of the given types that have a weight tensor, as ``(name, module)`` in ``named_modules()`` order.
+
+    Parameters
+    ----------
+    net : nn.Module
+        Any network.
+    layer_types : str or iterable of str
+        Names of :data:`LAYER_TYPES` (default convolution and linear).
+
+    Raises
+    ------
+    InferenceError
+        For an unknown layer type.
+    """
+    classes = tuple(c for t in check_layer_types(layer_types) for c in LAYER_TYPES[t])
     out = []
     for name, module in net.named_modules():
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(
-                getattr(module, "weight", None), torch.Tensor):
+        if isinstance(module, classes) and isinstance(getattr(module, "weight", None), torch.Tensor):
             out.append((name, module))
     return out
+
+
+def _no_layers(layer_types: Sequence[str]) -> InferenceError:
+    return InferenceError(f"the network has no layer of type(s) {', '.join(layer_types)} with a weight tensor")
 
 
 # ---------------------------------------------------------------------------- spec
@@ -116,7 +211,8 @@ class ErrorSpec:
         ``{(layer_name, "weight" | "ifm"): ber}``: per-layer, per-kind BER replacing
         ``model.ber`` (the model's shape is kept, :meth:`ErrorModel.with_ber`).
     fmt : str
-        Numeric format of the stored tensors: ``fp32``, ``int16``, ``int8`` or ``int4``.
+        Numeric format of the stored tensors: ``fp32``, ``int16``, ``int8``, ``int4``,
+        ``uint8`` or ``uint4`` (:mod:`boosting.quant`).
     mitigation : {"zero", "saturate", None}
         Replace values outside the calibrated clean range (and NaN/Inf) after injection by
         zero or by the nearest bound; None keeps them.
@@ -126,6 +222,10 @@ class ErrorSpec:
         Where the first weight sits in DRAM; the other tensors follow it.
     margin : float
         Widen the mitigation ranges by this fraction of their width on each side.
+    layer_types : tuple of str
+        Which layers store their weights and IFMs in approximate DRAM: names of
+        :data:`LAYER_TYPES` (a single name or any iterable is accepted and normalised to a
+        tuple in registry order; default ``("conv", "linear")``).
     """
 
     model: ErrorModel
@@ -135,10 +235,12 @@ class ErrorSpec:
     seed: int = 0
     layout: AddressMap = field(default_factory=AddressMap)
     margin: float = 0.0
+    layer_types: tuple[str, ...] = DEFAULT_LAYER_TYPES
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ErrorModel):
             raise InferenceError(f"model must be an ErrorModel, got {type(self.model).__name__}")
+        object.__setattr__(self, "layer_types", check_layer_types(self.layer_types))
         object.__setattr__(self, "fmt", get_format(self.fmt).name)
         if self.mitigation not in MITIGATIONS:
             raise InferenceError(f"mitigation must be 'zero', 'saturate' or None, got {self.mitigation!r}")
@@ -175,20 +277,27 @@ class ErrorSpec:
 # ---------------------------------------------------------------------- calibration
 @dataclass(frozen=True)
 class Calibration:
-    """Clean value ranges of a network's weights and layer inputs, and IFM scales.
+    """Clean value ranges of a network's weights and layer inputs, and IFM quantization parameters.
 
     Attributes
     ----------
     fmt : str
-        Format the IFM scales were computed for.
+        Format the IFM scales (and offsets) were computed for.
     weight_ranges : dict
-        ``{layer_name: (min, max)}`` of each conv/linear weight.
+        ``{layer_name: (min, max)}`` of each calibrated layer's weight.
     ifm_ranges : dict
-        ``{layer_name: (min, max)}`` of each conv/linear input over the calibration data.
+        ``{layer_name: (min, max)}`` of each calibrated layer's floating-point input over the
+        calibration data (weight-only layers, e.g. embeddings, have none).
     ifm_absmax : dict
         ``{layer_name: max |input|}``.
     ifm_scales : dict
-        ``{layer_name: scale}``: ``max|input| / qmax`` for ``fmt`` (1.0 for fp32 or all zeros).
+        ``{layer_name: scale}`` for ``fmt``: ``max|input| / qmax`` (symmetric formats) or
+        ``(max - min) / qmax`` (unsigned formats); 1.0 for fp32 or a constant input.
+    ifm_offsets : dict
+        ``{layer_name: offset}`` for ``fmt``: the input's minimum for unsigned formats, 0.0
+        otherwise (empty in a Calibration built without it: read as 0.0).
+    layer_types : tuple of str
+        The layer types calibrated (:data:`LAYER_TYPES`).
     """
 
     fmt: str
@@ -196,14 +305,27 @@ class Calibration:
     ifm_ranges: dict[str, tuple[float, float]]
     ifm_absmax: dict[str, float]
     ifm_scales: dict[str, float]
+    ifm_offsets: dict[str, float] = field(default_factory=dict)
+    layer_types: tuple[str, ...] = DEFAULT_LAYER_TYPES
+
+    def ifm_qparams(self, layer: str, fmt: Union[str, QuantFormat]) -> tuple[float, float]:
+        """IFM ``(scale, offset)`` of ``layer`` for ``fmt`` (``(1.0, 0.0)`` for fp32; scale 1.0 for a constant input).
+
+        Symmetric formats: ``(max|input| / qmax, 0.0)``; unsigned formats:
+        ``((max - min) / qmax, min)`` of the calibrated input range.
+        """
+        f = get_format(fmt)
+        if f.is_float:
+            return 1.0, 0.0
+        if f.unsigned:
+            lo, hi = self.ifm_ranges[layer]
+            return ((hi - lo) / f.qmax if hi > lo else 1.0), lo
+        amax = self.ifm_absmax[layer]
+        return (amax / f.qmax if amax > 0 else 1.0), 0.0
 
     def ifm_scale(self, layer: str, fmt: Union[str, QuantFormat]) -> float:
-        """IFM quantization scale of ``layer`` for ``fmt`` (1.0 for fp32 or an all-zero input)."""
-        f = get_format(fmt)
-        amax = self.ifm_absmax[layer]
-        if f.is_float or amax <= 0:
-            return 1.0
-        return amax / f.qmax
+        """IFM quantization scale of ``layer`` for ``fmt`` (1.0 for fp32 or a constant input); see :meth:`ifm_qparams`."""
+        return self.ifm_qparams(layer, fmt)[0]
 
 
 def _batches(loader: Iterable[Any]) -> Iterable[tuple[torch.Tensor, Optional[torch.Tensor]]]:
@@ -222,8 +344,9 @@ def _device_of(net: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def calibrate(model: nn.Module, loader: Iterable[Any], fmt: Union[str, QuantFormat] = "fp32") -> Calibration:
-    """Clean value ranges of every conv/linear weight and input, and IFM scales for ``fmt``.
+def calibrate(model: nn.Module, loader: Iterable[Any], fmt: Union[str, QuantFormat] = "fp32", *,
+              layer_types: Union[str, Iterable[str]] = DEFAULT_LAYER_TYPES) -> Calibration:
+    """Clean value ranges of every selected layer's weight and input, and IFM scales (and offsets) for ``fmt``.
 
     Parameters
     ----------
@@ -232,7 +355,9 @@ def calibrate(model: nn.Module, loader: Iterable[Any], fmt: Union[str, QuantForm
     loader : iterable
         Clean batches: tensors or ``(x, y)`` pairs (e.g. a ``DataLoader``).
     fmt : str or QuantFormat
-        Format for :attr:`Calibration.ifm_scales`.
+        Format for :attr:`Calibration.ifm_scales` and :attr:`Calibration.ifm_offsets`.
+    layer_types : str or iterable of str
+        The layers to calibrate (:data:`LAYER_TYPES`); pass the spec's ``layer_types``.
 
     Returns
     -------
@@ -241,21 +366,26 @@ def calibrate(model: nn.Module, loader: Iterable[Any], fmt: Union[str, QuantForm
     Raises
     ------
     InferenceError
-        If the network has no conv/linear layer, or a layer never ran on the data.
+        If the network has no layer of those types, or a layer never ran on the data.
     """
     f = get_format(fmt)
-    layers = injectable_layers(model)
+    types = check_layer_types(layer_types)
+    layers = injectable_layers(model, types)
     if not layers:
-        raise InferenceError("the network has no convolution or linear layer")
+        raise _no_layers(types)
     weight_ranges = {}
     for name, module in layers:
         lo, hi = torch.aminmax(module.weight.detach().float())
         weight_ranges[name] = (float(lo), float(hi))
     lows: dict[str, float] = {}
     highs: dict[str, float] = {}
+    ran: set[str] = set()
 
     def hook_for(name: str):
         def hook(_module: nn.Module, args: tuple) -> None:
+            ran.add(name)
+            if not args or not isinstance(args[0], torch.Tensor) or not args[0].dtype.is_floating_point:
+                return
             x = args[0].detach()
             if x.numel():
                 lo, hi = torch.aminmax(x.float())
@@ -275,13 +405,15 @@ def calibrate(model: nn.Module, loader: Iterable[Any], fmt: Union[str, QuantForm
         for h in handles:
             h.remove()
         model.train(was_training)
-    missing = [n for n, _ in layers if n not in lows]
+    missing = [n for n, m in layers if n not in ran or (n not in lows and not isinstance(m, _WEIGHT_ONLY))]
     if missing:
         raise InferenceError(f"calibration data never reached layer(s) {', '.join(missing)}")
-    ifm_ranges = {n: (lows[n], highs[n]) for n, _ in layers}
-    absmax = {n: max(abs(lows[n]), abs(highs[n])) for n, _ in layers}
-    scales = {n: (1.0 if f.is_float or absmax[n] <= 0 else absmax[n] / f.qmax) for n, _ in layers}
-    return Calibration(f.name, weight_ranges, ifm_ranges, absmax, scales)
+    ifm_ranges = {n: (lows[n], highs[n]) for n, _ in layers if n in lows}
+    absmax = {n: max(abs(lo), abs(hi)) for n, (lo, hi) in ifm_ranges.items()}
+    cal = Calibration(f.name, weight_ranges, ifm_ranges, absmax, {}, {}, types)
+    for n in ifm_ranges:
+        cal.ifm_scales[n], cal.ifm_offsets[n] = cal.ifm_qparams(n, f)
+    return cal
 
 
 # ------------------------------------------------------------------------- injector
@@ -297,18 +429,30 @@ def _code_range(rng: tuple[float, float], scale: float, qmax: int) -> tuple[floa
     return float(min(lo, hi)), float(max(lo, hi))
 
 
+def _ucode_range(rng: tuple[float, float], scale: float, offset: float, qmax: int) -> tuple[int, int]:
+    """A float range as unsigned codes, rounded like :func:`boosting.quant.quantize` and clamped to ``0 .. qmax``."""
+    lo = min(max(round((rng[0] - offset) / scale), 0), qmax)
+    hi = min(max(round((rng[1] - offset) / scale), 0), qmax)
+    return min(lo, hi), max(lo, hi)
+
+
+def _n_bytes(numel: int, f: QuantFormat) -> int:
+    """Bytes a tensor of ``numel`` values takes in DRAM in format ``f``."""
+    return -(-numel // 2) if f.bits == 4 else numel * f.bits // 8
+
+
 _NP_STORAGE = {8: np.int8, 16: np.int16}
 
 
-def _store(x: torch.Tensor, f: QuantFormat, scale: Optional[float]) -> QTensor:
-    """``quantize(x, f, scale=scale)``; for float32 CPU tensors in int8/int16 through numpy (same codes, less overhead).
+def _store(x: torch.Tensor, f: QuantFormat, scale: Optional[float], offset: Optional[float] = None) -> QTensor:
+    """``quantize(x, f, scale=scale, offset=offset)``; for float32 CPU tensors in int8/int16 through numpy (same codes, less overhead).
 
     The codes are ``clip(rint(x / scale), -qmax, qmax)`` in float32 either way (IEEE division and
     round-half-to-even), the default scale is ``max|x| / qmax`` in float32, and the same inputs
     raise :class:`~boosting.quant.QuantError`.
     """
-    if x.device.type != "cpu" or x.dtype != torch.float32 or f.bits not in _NP_STORAGE:
-        return quantize(x, f, scale=scale)
+    if x.device.type != "cpu" or x.dtype != torch.float32 or f.unsigned or f.bits not in _NP_STORAGE:
+        return quantize(x, f, scale=scale, offset=offset)
     xn = x.detach().numpy()
     if scale is None:
         if xn.size == 0:
@@ -341,7 +485,7 @@ def _load(q: QTensor) -> torch.Tensor:
     """
     if q.fmt.is_float:
         return q.data.reshape(q.shape)
-    if q.data.device.type != "cpu" or q.fmt.bits not in _NP_STORAGE:
+    if q.data.device.type != "cpu" or q.fmt.unsigned or q.fmt.bits not in _NP_STORAGE:
         return dequantize(q)
     out = q.data.numpy().astype(np.float32)
     out *= np.float32(q.scale)
@@ -369,13 +513,13 @@ class ErrorInjector:
     Parameters
     ----------
     net : nn.Module
-        The network; its conv/linear layers (:func:`injectable_layers`) are affected.
+        The network; its layers of the spec's ``layer_types`` (:func:`injectable_layers`) are affected.
     spec : ErrorSpec
         Error model, per-layer BERs, format, mitigation and seed.
     calibration : Calibration, optional
-        From :func:`calibrate`. Needed for ``mitigation`` of IFMs. Without it, weight
-        mitigation uses the current clean weight's range and integer IFMs are quantized with
-        a scale from each input itself (``max|x| / qmax``).
+        From :func:`calibrate` (with ``layer_types=spec.layer_types``). Needed for
+        ``mitigation`` of IFMs. Without it, weight mitigation uses the current clean weight's
+        range and integer IFMs are quantized with a scale (and offset) from each input itself.
 
     Attributes
     ----------
@@ -388,7 +532,7 @@ class ErrorInjector:
     Raises
     ------
     InferenceError
-        If the network has no conv/linear layer, an override names an unknown layer,
+        If the network has no layer of the spec's types, an override names an unknown layer,
         mitigation is asked for without a calibration, or the calibration lacks a layer.
 
     Examples
@@ -407,27 +551,34 @@ class ErrorInjector:
         self.net = net
         self.spec = spec
         self.calibration = calibration
-        self._layers = injectable_layers(net)
+        self._layers = injectable_layers(net, spec.layer_types)
         if not self._layers:
-            raise InferenceError("the network has no convolution or linear layer")
+            raise _no_layers(spec.layer_types)
         self.layers = [n for n, _ in self._layers]
         unknown = sorted({k[0] for k in spec.overrides} - set(self.layers))
         if unknown:
             raise InferenceError(f"overrides name unknown layer(s) {', '.join(map(repr, unknown))}; "
                                  f"layers: {', '.join(self.layers)}")
         if calibration is not None:
-            missing = [n for n in self.layers if n not in calibration.ifm_absmax or n not in calibration.weight_ranges]
+            missing = [n for n, m in self._layers if n not in calibration.weight_ranges
+                       or (n not in calibration.ifm_ranges and not isinstance(m, _WEIGHT_ONLY))]
             if missing:
-                raise InferenceError(f"the calibration lacks layer(s) {', '.join(missing)}")
+                raise InferenceError(f"the calibration lacks layer(s) {', '.join(missing)} "
+                                     f"(calibrate with layer_types={spec.layer_types!r})")
         elif spec.mitigation is not None:
             raise InferenceError("mitigation needs a calibration (calibrate(net, loader, fmt)) for the IFM ranges")
         self.stats: dict[tuple[str, str], InjectionStats] = {}
         self._fmt = spec.format
         self._models = {(n, k): spec.model_for(n, k) for n in self.layers for k in KINDS}
-        self._ifm_consts: dict[str, tuple[Optional[float], Optional[tuple[float, float]]]] = {
-            n: (None, None) if calibration is None else
-            (None if self._fmt.is_float else calibration.ifm_scale(n, self._fmt), calibration.ifm_ranges[n])
-            for n in self.layers}
+        self._ifm_consts: dict[str, tuple[Optional[float], Optional[float], Optional[tuple[float, float]]]] = {}
+        for n in self.layers:
+            if calibration is None or n not in calibration.ifm_ranges:
+                self._ifm_consts[n] = (None, None, None)
+            elif self._fmt.is_float:
+                self._ifm_consts[n] = (None, None, calibration.ifm_ranges[n])
+            else:
+                scale, offset = calibration.ifm_qparams(n, self._fmt)
+                self._ifm_consts[n] = (scale, offset if self._fmt.unsigned else None, calibration.ifm_ranges[n])
         self._round = 0
         self._active = False
         self._handles: list[Any] = []
@@ -445,9 +596,7 @@ class ErrorInjector:
         amap = self.spec.layout
         for name, module in self._layers:
             self._weight_maps[name] = amap
-            numel = module.weight.numel()
-            n_bytes = -(-numel // 2) if f.bits == 4 else numel * f.bits // 8
-            amap = amap.after(n_bytes)
+            amap = amap.after(_n_bytes(module.weight.numel(), f))
         self._ifm_cursor = amap
 
     def _ifm_map(self, name: str, n_bytes: int) -> AddressMap:
@@ -531,20 +680,44 @@ class ErrorInjector:
     # ------------------------------------------------------------------ corruption
     def _store_and_read(self, x: torch.Tensor, name: str, kind: str, scale: Optional[float],
                         value_range: Optional[tuple[float, float]], amap: AddressMap,
-                        **source: Any) -> torch.Tensor:
+                        offset: Optional[float] = None, **source: Any) -> torch.Tensor:
         """Quantize ``x``, inject errors into its stored form, mitigate, dequantize (no autograd)."""
         f = self._fmt
         with torch.no_grad():
-            q = _store(x, f, scale)
+            q = _store(x, f, scale, offset)
             s = storage(q)
             mit: dict[str, Any] = {}
+            codes: Optional[tuple[int, int]] = None  # unsigned formats: clean code range, mitigated here
             if self.spec.mitigation is not None and value_range is not None:
                 rng = _widen(value_range, self.spec.margin)
-                if not f.is_float:
-                    rng = _code_range(rng, q.scale, f.qmax)
-                mit = {"mitigation": self.spec.mitigation, "value_range": rng}
-            self._add_stats((name, kind), self._corrupt(s.tensor, s.dtype_bits, name, kind, amap, mit, source))
-            return _load(q).to(x.dtype)
+                if f.unsigned:
+                    codes = _ucode_range(rng, q.scale, q.offset, f.qmax)
+                    if codes == (0, f.qmax):  # every code is in range: nothing to mitigate
+                        codes = None
+                else:
+                    if not f.is_float:
+                        rng = _code_range(rng, q.scale, f.qmax)
+                    mit = {"mitigation": self.spec.mitigation, "value_range": rng}
+            stats = self._corrupt(s.tensor, s.dtype_bits, name, kind, amap, mit, source)
+            out = _load(q)
+            if codes is not None:
+                out, n_bad = self._mitigate_unsigned(q, out, codes)
+                if n_bad:
+                    stats = replace(stats, values_mitigated=stats.values_mitigated + n_bad)
+            self._add_stats((name, kind), stats)
+            return out.to(x.dtype)
+
+    def _mitigate_unsigned(self, q: QTensor, values: torch.Tensor, codes: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """Zero (real 0.0) or saturate the values whose unsigned code lies outside ``codes``; ``(values, count)``."""
+        c = q.int_values()
+        bad = (c < codes[0]) | (c > codes[1])
+        n_bad = int(bad.sum())
+        if n_bad:
+            if self.spec.mitigation == "zero":
+                values = values.masked_fill(bad, 0.0)
+            else:
+                values = c.clamp(codes[0], codes[1]).to(torch.float32) * q.scale + q.offset
+        return values, n_bad
 
     def _corrupt(self, stored: torch.Tensor, dtype_bits: int, name: str, kind: str, amap: AddressMap,
                  mitigation: dict[str, Any], source: dict[str, Any]) -> InjectionStats:
@@ -583,11 +756,9 @@ class ErrorInjector:
             if not args or not isinstance(args[0], torch.Tensor) or not args[0].dtype.is_floating_point:
                 return None
             x = args[0]
-            f = self._fmt
-            scale, rng = self._ifm_consts[name]
-            n_bytes = -(-x.numel() // 2) if f.bits == 4 else x.numel() * f.bits // 8
-            corrupt = self._store_and_read(x, name, "ifm", scale, rng, self._ifm_map(name, n_bytes),
-                                           generator=self._ifm_generator(x.device))
+            scale, offset, rng = self._ifm_consts[name]
+            corrupt = self._store_and_read(x, name, "ifm", scale, rng, self._ifm_map(name, _n_bytes(x.numel(), self._fmt)),
+                                           offset, generator=self._ifm_generator(x.device))
             if torch.is_grad_enabled() and x.requires_grad:
                 with torch.no_grad():
                     delta = corrupt - x

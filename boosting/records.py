@@ -35,6 +35,7 @@ __all__ = [
     "TRAIN_FORMAT_VERSION",
     "side_path",
     "spec_to_dict",
+    "spec_from_dict",
     "accuracy_to_dict",
     "train_record",
     "write_train_record",
@@ -62,7 +63,32 @@ def side_path(out: PathLike, suffix: str) -> Path:
 def spec_to_dict(spec: "ErrorSpec") -> dict[str, Any]:
     """JSON-ready description of an error spec (the layout is the default one and not stored)."""
     return {"model": spec.model.to_dict(), "fmt": spec.fmt, "mitigation": spec.mitigation, "seed": spec.seed,
-            "margin": spec.margin, "overrides": [[k[0], k[1], v] for k, v in spec.overrides.items()]}
+            "margin": spec.margin, "overrides": [[k[0], k[1], v] for k, v in spec.overrides.items()],
+            "layer_types": list(spec.layer_types)}
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> "ErrorSpec":
+    """The :class:`~boosting.inference.ErrorSpec` of a :func:`spec_to_dict` description (default layout).
+
+    Keys other than ``model`` may be missing and take the spec's defaults (``layer_types``
+    is absent from documents written before it existed: convolution and linear layers).
+
+    Raises
+    ------
+    boosting.inference.InferenceError
+        For a description that is not a mapping with a ``model``, or bad values.
+    """
+    from boosting.inference import ErrorSpec, InferenceError
+    from errormodels.models import model_from_dict
+
+    if not isinstance(data, Mapping) or "model" not in data:
+        raise InferenceError(f"an error spec description is a mapping with a 'model', got {type(data).__name__}")
+    overrides = data.get("overrides") or []
+    if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, (list, tuple)) and len(o) == 3
+                                                            for o in overrides):
+        raise InferenceError(f"spec overrides must be [layer, kind, ber] triples, got {overrides!r}")
+    kw: dict[str, Any] = {k: data[k] for k in ("fmt", "mitigation", "seed", "margin", "layer_types") if k in data}
+    return ErrorSpec(model_from_dict(data["model"]), overrides={(o[0], o[1]): o[2] for o in overrides}, **kw)
 
 
 def accuracy_to_dict(r: "AccuracyResult") -> dict[str, Any]:

@@ -37,24 +37,39 @@ that was never interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from boosting.inference import Calibration, ErrorInjector, ErrorSpec, _batches, _device_of, _seed_of
+from boosting.inference import (
+    Calibration,
+    ErrorInjector,
+    ErrorSpec,
+    _batches,
+    _device_of,
+    _seed_of,
+    calibrate,
+    evaluate,
+    injectable_layers,
+)
 from softmc_host.files import atomic_write
 
 __all__ = [
     "RetrainError",
     "SCHEDULES",
     "OPTIMIZERS",
+    "ERRORS_IN",
+    "MIXES",
+    "CLIP_MODES",
+    "SELECTS",
     "Curriculum",
     "spec_at",
     "EpochStats",
@@ -68,10 +83,23 @@ SCHEDULES = ("log", "linear")
 OPTIMIZERS = ("adam", "sgd")
 """Optimizers of :func:`retrain`: Adam (default) or SGD with momentum 0.9."""
 
+ERRORS_IN = ("weights+ifm", "weights")
+"""Where :func:`retrain` puts bit errors: weights and input feature maps, or weights only."""
+
+MIXES = ("batches", "sum")
+"""How clean training mixes in: separate clean batches (``clean_fraction``), or clean + error loss per batch."""
+
+CLIP_MODES = ("relative", "absolute")
+"""How ``weight_clip`` is read: a fraction of each layer's max |weight|, or the bound itself."""
+
+SELECTS = ("last", "val")
+"""Which weights :func:`retrain` keeps: the last epoch's, or the best validation score's."""
+
 _CHECKPOINT_VERSION = 1
 _ERROR_TAG = 0x5254
 _DATA_TAG = 0x4441
 _TORCH_TAG = 0x5447
+_SELECT_TAG = 0x5345
 
 PathLike = Union[str, os.PathLike]
 
@@ -194,10 +222,8 @@ def spec_at(spec: ErrorSpec, curriculum: Optional[Curriculum], epoch: int) -> Er
     factor = curriculum.ber_at(epoch) / curriculum.target_ber
     if factor == 1.0:
         return spec
-    return ErrorSpec(spec.model.with_ber(min(1.0, spec.model.ber * factor)),
-                     overrides={k: min(1.0, v * factor) for k, v in spec.overrides.items()},
-                     fmt=spec.fmt, mitigation=spec.mitigation, seed=spec.seed, layout=spec.layout,
-                     margin=spec.margin)
+    return dataclasses.replace(spec, model=spec.model.with_ber(min(1.0, spec.model.ber * factor)),
+                               overrides={k: min(1.0, v * factor) for k, v in spec.overrides.items()})
 
 
 # -------------------------------------------------------------------------- results
@@ -210,13 +236,20 @@ class EpochStats:
     epoch : int
         0-based epoch.
     loss : float
-        Mean training cross-entropy over the batches that were applied (NaN if none).
+        Mean training loss over the batches that were applied (NaN if none); with
+        ``mix="sum"`` the sum of the clean and the error cross-entropy.
     ber : float
         Model BER of the epoch's spec (:func:`spec_at`).
     steps : int
         Batches seen.
     skipped_steps : int
         Batches whose loss or gradients were not finite; no update was made for them.
+    clean_steps : int
+        Batches trained without bit errors (``clean_fraction``).
+    val_clean, val_error, val_score : float or None
+        Validation accuracy clean and under the selection spec, and the selection score,
+        measured after the epoch (None without validation data or a score function; with
+        ``score=`` only ``val_score``).
     """
 
     epoch: int
@@ -224,6 +257,10 @@ class EpochStats:
     ber: float
     steps: int
     skipped_steps: int
+    clean_steps: int = 0
+    val_clean: Optional[float] = None
+    val_error: Optional[float] = None
+    val_score: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -240,8 +277,13 @@ class RetrainResult:
         Per-epoch model BER used.
     state_dict : dict
         Final clean weights (detached copies of ``net.state_dict()``); ``net`` holds them too.
+        With ``select="val"`` those of the best-scoring epoch.
     resumed_from : int
         Epochs restored from the checkpoint (0 for a fresh run).
+    best_epoch : int or None
+        The epoch whose weights were kept (``select="val"``), else None.
+    calibration : Calibration or None
+        The calibration in use at the end (the recalibrated one with ``recalibrate=True``).
     """
 
     epochs: tuple[EpochStats, ...]
@@ -249,6 +291,8 @@ class RetrainResult:
     bers: tuple[float, ...]
     state_dict: dict[str, torch.Tensor]
     resumed_from: int
+    best_epoch: Optional[int] = None
+    calibration: Optional[Calibration] = None
 
 
 # ------------------------------------------------------------------------- retrain
@@ -275,21 +319,90 @@ def _epoch_batches(data: Any, epoch: int, seed: int, batch_size: int) -> Iterabl
     return data
 
 
+def _eval_batches(data: Any) -> Iterable[Any]:
+    """A dataset in fixed order in batches of 256, or the caller's iterable as it is."""
+    if isinstance(data, Dataset) and not isinstance(data, DataLoader):
+        return DataLoader(data, batch_size=256, shuffle=False)
+    return data
+
+
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
     """``torch.save`` through :func:`softmc_host.files.atomic_write` (complete or absent, fsync-ed)."""
     atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def _fingerprint(spec: ErrorSpec, curriculum: Optional[Curriculum], lr: float, optimizer: str,
-                 weight_decay: float, seed: int, batch_size: int) -> str:
-    return repr((spec, curriculum, lr, optimizer, weight_decay, seed, batch_size))
+                 weight_decay: float, seed: int, batch_size: int, extra: dict[str, Any]) -> str:
+    base = (spec, curriculum, lr, optimizer, weight_decay, seed, batch_size)
+    return repr(base + (extra,)) if extra else repr(base)  # the old fingerprint when no new setting is used
+
+
+def _clean_batch(step: int, clean_fraction: float) -> bool:
+    """Whether global step ``step`` is a clean batch: exactly ``clean_fraction`` of them, evenly spaced."""
+    return clean_fraction > 0.0 and math.floor((step + 1) * clean_fraction) > math.floor(step * clean_fraction)
+
+
+def _weights_only(spec: ErrorSpec, layers: list[str]) -> ErrorSpec:
+    """``spec`` with no errors in the input feature maps (every IFM override 0)."""
+    overrides = {k: v for k, v in spec.overrides.items() if k[1] != "ifm"}
+    overrides.update({(name, "ifm"): 0.0 for name in layers})
+    return dataclasses.replace(spec, overrides=overrides)
+
+
+def _error_free(spec: ErrorSpec) -> ErrorSpec:
+    """``spec`` at BER 0 everywhere: the same format, mitigation and placement, no bit errors."""
+    return dataclasses.replace(spec, model=spec.model.with_ber(0.0), overrides={k: 0.0 for k in spec.overrides})
+
+
+def _with_seed(spec: ErrorSpec, seed: int) -> ErrorSpec:
+    return dataclasses.replace(spec, seed=seed)
+
+
+def _layer_kw(spec: ErrorSpec) -> dict[str, Any]:
+    """``{"layer_types": ...}`` of a spec that selects layer types (for calibrate / injectable_layers)."""
+    types = getattr(spec, "layer_types", None)
+    return {} if types is None else {"layer_types": types}
+
+
+class _Switch:
+    """Keeps at most one of several injectors active, entering and leaving them as batches need."""
+
+    def __init__(self) -> None:
+        self.active: Optional[ErrorInjector] = None
+
+    def use(self, injector: ErrorInjector) -> ErrorInjector:
+        if self.active is not injector:
+            self.close()
+            injector.__enter__()
+            self.active = injector
+        return injector
+
+    def close(self) -> None:
+        if self.active is not None:
+            self.active.__exit__(None, None, None)
+            self.active = None
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        raise RetrainError(f"{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value!r}")
+    return float(value)
 
 
 def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: ErrorSpec, *, epochs: int,
             lr: float = 1e-3, curriculum: Optional[Curriculum] = None, calibration: Optional[Calibration] = None,
             seed: int = 0, optimizer: str = "adam", weight_decay: float = 0.0, batch_size: int = 32,
             checkpoint_path: Optional[PathLike] = None, resume: bool = True,
-            on_epoch: Optional[Callable[[EpochStats], None]] = None) -> RetrainResult:
+            on_epoch: Optional[Callable[[EpochStats], None]] = None, errors_in: str = "weights+ifm",
+            clean_fraction: float = 0.0, mix: str = "batches", weight_clip: Optional[float] = None,
+            clip_mode: str = "relative", recalibrate: bool = False,
+            calib_data: Optional[Union[Dataset, Iterable[Any]]] = None,
+            val_data: Optional[Union[Dataset, Iterable[Any]]] = None, select: str = "last",
+            select_spec: Optional[ErrorSpec] = None, select_seeds: Sequence[int] = (0, 1, 2),
+            select_clean_weight: float = 0.5,
+            score: Optional[Callable[[nn.Module], float]] = None) -> RetrainResult:
     """Retrain ``net`` in place with errors in the forward pass and updates on the clean weights.
 
     Each epoch builds its spec with :func:`spec_at` (the BERs of ``spec`` scaled by the
@@ -298,6 +411,27 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
     corrupted forward pass in training mode, and updates the clean weights (the injector's
     straight-through estimator). Batches with a non-finite loss or gradient make no update
     and are counted in :attr:`EpochStats.skipped_steps`.
+
+    Recipe mechanics (:mod:`boosting.recipes` chooses them; all off by default):
+
+    - ``clean_fraction``: that share of the batches (evenly spaced over the global steps) is
+      trained in the same format and mitigation but without bit errors; ``mix="sum"`` instead
+      uses the sum of the error-free and the corrupted cross-entropy on every batch (Stutz et
+      al., MLSys 2021).
+    - ``errors_in="weights"``: bit errors in the weights only (IFM BER 0; IFMs still quantized).
+    - ``weight_clip``: after every optimizer step (and once before the first epoch) the
+      weight of each layer that gets errors is clamped to ``[-w_max, w_max]``; ``clip_mode="absolute"`` takes
+      ``w_max = weight_clip`` for every layer, ``"relative"`` ``w_max = weight_clip * max|w|``
+      of the layer when retraining started (``weight_clip`` in (0, 1]). Biases are not clipped
+      (they are not stored in approximate memory).
+    - ``recalibrate``: the mitigation ranges and IFM scales are recomputed from the current
+      network on ``calib_data`` at the start of every epoch (and before each validation)
+      instead of using ``calibration``, the parent's, throughout.
+    - ``select="val"``: after every epoch the network is scored on ``val_data``,
+      ``select_clean_weight * clean + (1 - select_clean_weight) * under_errors`` (the mean
+      accuracy under ``select_spec``, default ``spec``, over ``select_seeds``, with error
+      masks seeded apart from the training and evaluation ones), or by ``score(net)``; the
+      best epoch's weights are kept (ties: the later epoch).
 
     Parameters
     ----------
@@ -319,8 +453,7 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
     curriculum : Curriculum, optional
         BER ramp; None trains at ``spec``'s BERs from the first epoch.
     calibration : Calibration, optional
-        Passed to the injector (required with ``spec.mitigation``); its ranges are those of
-        the network it was computed on and are not updated during retraining.
+        Passed to the injector (required with ``spec.mitigation`` unless ``recalibrate``).
     seed : int
         Seed of the data order, the error patterns and the global torch RNG in the run.
     optimizer : {"adam", "sgd"}
@@ -336,6 +469,33 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
         starts afresh and overwrites it.
     on_epoch : callable, optional
         Called with each finished epoch's :class:`EpochStats`, after its checkpoint.
+    errors_in : {"weights+ifm", "weights"}
+        Where the bit errors go.
+    clean_fraction : float
+        Share of error-free batches, in [0, 1] (``mix="batches"`` only).
+    mix : {"batches", "sum"}
+        Clean and error batches apart, or both losses summed per batch.
+    weight_clip : float, optional
+        ``w_max`` (absolute) or its fraction of the per-layer max (relative); None: no clipping.
+    clip_mode : {"relative", "absolute"}
+        How ``weight_clip`` is read.
+    recalibrate : bool
+        Recompute the calibration every epoch (needs ``calib_data``).
+    calib_data : Dataset or iterable, optional
+        Clean data for the recalibration.
+    val_data : Dataset or iterable, optional
+        Validation data: scored after every epoch when given.
+    select : {"last", "val"}
+        Keep the last epoch's weights, or the best-scoring epoch's (needs ``val_data`` or ``score``).
+    select_spec : ErrorSpec, optional
+        Errors of the validation score (default ``spec``, e.g. the target when training under
+        another model).
+    select_seeds : sequence of int
+        Error seeds of the validation score.
+    select_clean_weight : float
+        Weight of the clean accuracy in the score, in [0, 1].
+    score : callable, optional
+        ``score(net) -> float``, replacing the built-in validation score.
 
     Returns
     -------
@@ -362,19 +522,68 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
         raise RetrainError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if optimizer not in OPTIMIZERS:
         raise RetrainError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if errors_in not in ERRORS_IN:
+        raise RetrainError(f"errors_in must be 'weights+ifm' or 'weights', got {errors_in!r}")
+    if mix not in MIXES:
+        raise RetrainError(f"mix must be 'batches' or 'sum', got {mix!r}")
+    clean_fraction = _check_number("clean_fraction", clean_fraction, 0.0, 1.0)
+    if mix == "sum" and clean_fraction > 0:
+        raise RetrainError("clean_fraction applies to mix='batches' (mix='sum' trains clean and corrupted on every batch)")
+    if clip_mode not in CLIP_MODES:
+        raise RetrainError(f"clip_mode must be 'relative' or 'absolute', got {clip_mode!r}")
+    if weight_clip is not None:
+        weight_clip = _check_number("weight_clip", weight_clip, 0.0, 1.0 if clip_mode == "relative" else math.inf,
+                                    lo_open=True)
+    if recalibrate and calib_data is None:
+        raise RetrainError("recalibrate needs calib_data (clean images to calibrate on)")
+    if select not in SELECTS:
+        raise RetrainError(f"select must be 'last' or 'val', got {select!r}")
+    if select == "val" and val_data is None and score is None:
+        raise RetrainError("select='val' needs val_data (or a score function)")
+    if select_spec is not None and not isinstance(select_spec, ErrorSpec):
+        raise RetrainError(f"select_spec must be an ErrorSpec, got {type(select_spec).__name__}")
+    select_clean_weight = _check_number("select_clean_weight", select_clean_weight, 0.0, 1.0)
+    select_seeds = tuple(int(s) for s in select_seeds)
+    if (val_data is not None and score is None) and (not select_seeds or min(select_seeds) < 0):
+        raise RetrainError("select_seeds must be non-negative integers, at least one")
+    if score is not None and not callable(score):
+        raise RetrainError("score must be a callable score(net) -> float")
 
     loader_gen = _loader_generator(train_loader)
+    layers = injectable_layers(net, **_layer_kw(spec))
+    if not layers:
+        raise RetrainError("the network has no layer that gets errors")
+    if errors_in == "weights":
+        spec = _weights_only(spec, [n for n, _ in layers])
     # Sorted by name: the injector re-registers weights on exit, which changes parameters()' order.
     params = [p for _, p in sorted(net.named_parameters()) if p.requires_grad]
     if not params:
         raise RetrainError("the network has no trainable parameters")
+    clip_weights = [(name, module.weight) for name, module in layers]  # the Parameters, outside any injector
     opt = _make_optimizer(optimizer, params, float(lr), float(weight_decay))
     error_seed = _seed_of(spec.seed, seed, _ERROR_TAG)
-    fingerprint = _fingerprint(spec, curriculum, float(lr), optimizer, float(weight_decay), seed, batch_size)
+    eval_spec = _with_seed(select_spec if select_spec is not None else spec, _seed_of(spec.seed, seed, _SELECT_TAG))
+    extra: dict[str, Any] = {}
+    for key, value, default in (("errors_in", errors_in, "weights+ifm"), ("clean_fraction", clean_fraction, 0.0),
+                                ("mix", mix, "batches"), ("weight_clip", weight_clip, None),
+                                ("clip_mode", clip_mode if weight_clip is not None else "relative", "relative"),
+                                ("recalibrate", bool(recalibrate), False), ("select", select, "last"),
+                                ("select_spec", select_spec, None),
+                                ("select_seeds", select_seeds if val_data is not None else (0, 1, 2), (0, 1, 2)),
+                                ("select_clean_weight", select_clean_weight, 0.5),
+                                ("validation", val_data is not None, False),
+                                ("score", getattr(score, "__qualname__", repr(score)) if score else None, None)):
+        if value != default:
+            extra[key] = value
+    fingerprint = _fingerprint(spec, curriculum, float(lr), optimizer, float(weight_decay), seed, batch_size, extra)
     device = _device_of(net)
 
     history: list[EpochStats] = []
     start_epoch = step = 0
+    best_epoch: Optional[int] = None
+    best_score = -math.inf
+    best_state: Optional[dict[str, torch.Tensor]] = None
+    bounds: Optional[list[float]] = None
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if path is not None and resume and path.exists():
         ckpt = torch.load(path, map_location=device, weights_only=True)
@@ -385,47 +594,96 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
         opt.load_state_dict(ckpt["optimizer"])
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
         history = [EpochStats(**e) for e in ckpt["history"]]
+        if ckpt.get("best_epoch") is not None:
+            best_epoch, best_score, best_state = int(ckpt["best_epoch"]), float(ckpt["best_score"]), ckpt["best_state"]
+        bounds = ckpt.get("clip_bounds")
         if loader_gen is not None:
             if ckpt["loader_rng"] is None:
                 raise RetrainError(f"checkpoint {path} has no loader generator state but the loader has a generator")
             loader_gen.set_state(ckpt["loader_rng"].cpu())
     resumed_from = start_epoch
 
+    def clip() -> None:
+        if bounds is None:
+            return
+        with torch.no_grad():
+            for (_, w), b in zip(clip_weights, bounds):
+                w.clamp_(-b, b)
+
+    if weight_clip is not None and bounds is None:
+        bounds = [float(weight_clip) if clip_mode == "absolute" else
+                  float(weight_clip) * float(w.detach().abs().max()) for _, w in clip_weights]
+        clip()
+
+    cal = calibration
     was_training = net.training
     fork_devices = [device] if device.type == "cuda" else []
+    switch = _Switch()
     try:
         with torch.random.fork_rng(devices=fork_devices):
             for epoch in range(start_epoch, epochs):
                 torch.manual_seed(_seed_of(seed, epoch, _TORCH_TAG))
-                espec = spec_at(spec, curriculum, epoch)
-                espec = ErrorSpec(espec.model, overrides=espec.overrides, fmt=espec.fmt,
-                                  mitigation=espec.mitigation, seed=error_seed, layout=espec.layout,
-                                  margin=espec.margin)
+                if recalibrate:
+                    cal = calibrate(net, _eval_batches(calib_data), spec.fmt, **_layer_kw(spec))
+                espec = _with_seed(spec_at(spec, curriculum, epoch), error_seed)
+                error_inj = ErrorInjector(net, espec, cal)
+                clean_inj = ErrorInjector(net, _error_free(espec), cal) if (clean_fraction > 0 or mix == "sum") \
+                    else None
                 net.train()
                 total = 0.0
-                applied = seen = skipped = 0
-                with ErrorInjector(net, espec, calibration) as injector:
-                    for x, y in _batches(_epoch_batches(train_loader, epoch, seed, batch_size)):
-                        if y is None:
-                            raise RetrainError("retraining needs (x, y) batches")
-                        injector.reseed(step)
-                        step += 1
-                        seen += 1
-                        opt.zero_grad(set_to_none=True)
-                        loss = F.cross_entropy(net(x.to(device)), y.to(device))
+                applied = seen = skipped = clean_steps = 0
+                for x, y in _batches(_epoch_batches(train_loader, epoch, seed, batch_size)):
+                    if y is None:
+                        raise RetrainError("retraining needs (x, y) batches")
+                    x, y = x.to(device), y.to(device)
+                    kinds: list[ErrorInjector] = []
+                    if mix == "sum":
+                        kinds = [clean_inj, error_inj]  # type: ignore[list-item]
+                    elif clean_inj is not None and _clean_batch(step, clean_fraction):
+                        kinds = [clean_inj]
+                        clean_steps += 1
+                    else:
+                        kinds = [error_inj]
+                    opt.zero_grad(set_to_none=True)
+                    loss_value = 0.0
+                    finite = True
+                    for injector in kinds:
+                        switch.use(injector).reseed(step)
+                        loss = F.cross_entropy(net(x), y)
                         if not torch.isfinite(loss):
-                            skipped += 1
-                            continue
+                            finite = False
+                            break
                         loss.backward()
-                        if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
-                            opt.zero_grad(set_to_none=True)
-                            skipped += 1
-                            continue
-                        opt.step()
-                        total += float(loss.detach())
-                        applied += 1
+                        loss_value += float(loss.detach())
+                    step += 1
+                    seen += 1
+                    if finite and not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+                        finite = False
+                    if not finite:
+                        opt.zero_grad(set_to_none=True)
+                        skipped += 1
+                        continue
+                    opt.step()
+                    clip()
+                    total += loss_value
+                    applied += 1
+                switch.close()
                 opt.zero_grad(set_to_none=True)
-                stats = EpochStats(epoch, total / applied if applied else math.nan, espec.model.ber, seen, skipped)
+                val_clean = val_error = val_score = None
+                if score is not None:
+                    val_score = float(score(net))
+                elif val_data is not None:
+                    if recalibrate:
+                        cal = calibrate(net, _eval_batches(calib_data), spec.fmt, **_layer_kw(spec))
+                    loader = _eval_batches(val_data)
+                    val_clean = evaluate(net, loader, None).mean
+                    val_error = evaluate(net, loader, eval_spec, seeds=select_seeds, calibration=cal).mean
+                    val_score = select_clean_weight * val_clean + (1.0 - select_clean_weight) * val_error
+                if select == "val" and val_score is not None and val_score >= best_score:
+                    best_epoch, best_score = epoch, val_score
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                stats = EpochStats(epoch, total / applied if applied else math.nan, espec.model.ber, seen, skipped,
+                                   clean_steps, val_clean, val_error, val_score)
                 history.append(stats)
                 if path is not None:
                     _atomic_save({
@@ -438,11 +696,20 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
                         "history": [vars(e) for e in history],
                         "ber": stats.ber,
                         "loader_rng": loader_gen.get_state() if loader_gen is not None else None,
+                        "best_epoch": best_epoch,
+                        "best_score": best_score if best_epoch is not None else None,
+                        "best_state": best_state,
+                        "clip_bounds": bounds,
                     }, path)
                 if on_epoch is not None:
                     on_epoch(stats)
     finally:
+        switch.close()
         net.train(was_training)
+    if select == "val" and best_state is not None:
+        net.load_state_dict(best_state)
+        if recalibrate:
+            cal = calibrate(net, _eval_batches(calib_data), spec.fmt, **_layer_kw(spec))
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     return RetrainResult(tuple(history), tuple(e.loss for e in history), tuple(e.ber for e in history),
-                         state, resumed_from)
+                         state, resumed_from, best_epoch if select == "val" else None, cal)

@@ -35,6 +35,9 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "ToleranceError",
     "Probe",
+    "Reference",
+    "CoarseHoldout",
+    "FineHoldout",
     "CoarseTolerance",
     "FineTolerance",
     "Tolerance",
@@ -92,6 +95,39 @@ class Probe(msgspec.Struct, kw_only=True):
     passed: Optional[bool] = None
     key: Optional[tuple[str, str]] = None
     rolled_back: bool = False
+    mask_seeds: list[int] = []
+
+
+Accuracy = Annotated[float, msgspec.Meta(ge=0.0, le=1.0, description="accuracy, a fraction in [0, 1]")]
+Seed = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Reference(msgspec.Struct, kw_only=True):
+    """What the goal is anchored at: ``goal = accuracy - max_drop`` (absent in older documents)."""
+
+    accuracy: Accuracy
+    source: Literal["given", "ancestor", "self", "value"]
+    path: Optional[str] = None
+    sha256: Optional[str] = None
+
+
+class CoarseHoldout(msgspec.Struct, kw_only=True):
+    """The coarse result re-scored on held-out error seeds, backed off until it passed."""
+
+    seeds: list[Seed] = []
+    passed: bool
+    backed_off: Annotated[int, msgspec.Meta(ge=0)] = 0
+    ber: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class FineHoldout(msgspec.Struct, kw_only=True):
+    """The fine assignment re-scored on held-out error seeds, backed off until it passed."""
+
+    seeds: list[Seed] = []
+    passed: bool
+    backed_off: Annotated[int, msgspec.Meta(ge=0)] = 0
+    uniform_ber: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    bers: list[BerRow] = []
 
 
 def _no_duplicates(rows: list[BerRow]) -> None:
@@ -111,6 +147,8 @@ class CoarseTolerance(msgspec.Struct, kw_only=True):
     goal: Optional[float] = None
     statistic: Optional[str] = None
     probes: list[Probe] = []
+    search_ber: Optional[BerOrZero] = None
+    holdout: Optional[CoarseHoldout] = None
 
 
 class FineTolerance(msgspec.Struct, kw_only=True):
@@ -124,6 +162,8 @@ class FineTolerance(msgspec.Struct, kw_only=True):
     goal: Optional[float] = None
     statistic: Optional[str] = None
     probes: list[Probe] = []
+    search_bers: list[BerRow] = []
+    holdout: Optional[FineHoldout] = None
 
     def __post_init__(self) -> None:
         _no_duplicates(self.bers)
@@ -139,12 +179,15 @@ class Tolerance(msgspec.Struct, kw_only=True):
     format: Literal["eden-tolerance"]
     format_version: Literal[1]
     network: Optional[dict[str, Any]] = None
+    reference: Optional[Reference] = None
+    clean: Optional[dict[str, Any]] = None
     fmt: Optional[str] = None
     mitigation: Optional[str] = None
     model: Optional[dict[str, Any]] = None
     spec: Optional[dict[str, Any]] = None
     max_drop: Optional[float] = None
     seeds: list[int] = []
+    holdout_seeds: list[int] = []
     statistic: Optional[str] = None
     confidence: Optional[float] = None
     mode: Optional[str] = None

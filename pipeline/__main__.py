@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=d.max_drop,
                    help=f"accuracy goal: largest absolute drop below the clean accuracy, a fraction "
                         f"(0.02 = 2 points; default {d.max_drop})")
-    p.add_argument("--fmt", default=d.fmt, choices=("fp32", "int16", "int8", "int4"),
+    p.add_argument("--fmt", default=d.fmt, choices=("fp32", "int16", "int8", "int4", "uint8", "uint4"),
                    help="number format of weights and feature maps in DRAM (default int8)")
     p.add_argument("--mitigation", default="zero", choices=("zero", "saturate", "none"),
                    help="what happens to values outside the calibrated range after errors (default zero)")
@@ -65,11 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=d.dataset, help="digits (offline default), mnist, cifar10")
     p.add_argument("--data-dir", help="directory of the dataset files (mnist, cifar10)")
     p.add_argument("--image-size", type=int, help="input side in pixels (default: the network's own, 28 for lenet)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"clean training epochs (default {d.epochs})")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"clean training epochs at most (early stopping on a validation split; default {d.epochs})")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help=f"stop clean training after this many epochs without a better validation accuracy, "
+                        f"0: train every epoch (default {d.patience})")
+    p.add_argument("--recipe", default=d.recipe,
+                   help=f"boosting recipe: eden, mixed, clip, randbet (boosting.recipes; default {d.recipe})")
     p.add_argument("--boost-epochs", type=int, default=d.boost_epochs,
                    help=f"boosting (retraining) epochs, 0: no boosting (default {d.boost_epochs})")
     p.add_argument("--boost-factor", type=float, default=d.boost_factor,
-                   help=f"boost at this many times the baseline's tolerable BER (default {d.boost_factor:g})")
+                   help="boost at this many times the baseline's tolerable BER (default: the recipe's target_factor)")
+    p.add_argument("--control", action=argparse.BooleanOptionalAction, default=d.control,
+                   help="also retrain a clean control with the boosting schedule and no errors (default on)")
+    p.add_argument("--curve-seeds", type=int, default=d.curve_seeds,
+                   help=f"error seeds of the accuracy curves that give the tolerable BER and its interval "
+                        f"(default {d.curve_seeds})")
+    p.add_argument("--holdout-seeds", type=int, default=d.holdout_seeds,
+                   help=f"held-out error seeds re-scoring the tolerance searches, 0: none (default {d.holdout_seeds})")
     p.add_argument("--seeds", type=_seeds, default=d.seeds,
                    help="error seeds of characterization and simulation, comma-separated (default 0,1,2,3,4)")
     p.add_argument("--hil-repeats", type=int, default=d.hil_repeats,
@@ -107,6 +120,9 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from boosting.inference import InferenceError
     from boosting.map import MapError
     from boosting.networks import NetworkError
+    from boosting.recipes import RecipeError
+    from boosting.retrain import RetrainError
+    from boosting.tolerable import ToleranceMeasureError
     from boosting.tolerance import ToleranceError
     from boosting.train import TrainError
     from errormodels.fit import FitError
@@ -115,7 +131,8 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from softmc_host.files import FileFormatError
 
     return (FlowError, MapError, BerMapError, FitError, ModelError, CharacterizeError, CheckpointError,
-            DatasetError, NetworkError, TrainError, FileFormatError, InferenceError, ToleranceError)
+            DatasetError, NetworkError, TrainError, FileFormatError, InferenceError, ToleranceError, RecipeError,
+            RetrainError, ToleranceMeasureError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -55,15 +55,22 @@ class FlowOptions(msgspec.Struct, forbid_unknown_fields=True):
         One DIMM-wide setting, or per-bank partitions with fine-grained tolerances.
     max_drop : float
         Accuracy goal: at most this absolute drop below the clean accuracy, in [0, 1).
-    fmt : {"fp32", "int16", "int8", "int4"}
+    fmt : {"fp32", "int16", "int8", "int4", "uint8", "uint4"}
         Stored number format (``int8`` default).
     mitigation : {"zero", "saturate"} or None
         Out-of-range mitigation (``zero`` default; None: none).
     network, dataset, data_dir, image_size
         What to train and on which data (``image_size`` None: the network's own).
-    epochs, boost_epochs, boost_factor
-        Clean training epochs (>= 1); boosting epochs (0: no boosting) and target (>= 1, x the
-        baseline's tolerable BER).
+    epochs, patience
+        Clean training: at most ``epochs`` (>= 1) epochs, early stopping on a validation split
+        after ``patience`` epochs without improvement (0: train all ``epochs``).
+    recipe, boost_epochs, boost_factor, control
+        Boosting: the retraining recipe (:data:`boosting.recipes.RECIPES`), its epochs (0: no
+        boosting) and target (x the baseline's tolerable BER; None: the recipe's
+        ``target_factor``); ``control`` also retrains a clean control with the same schedule.
+    curve_seeds, holdout_seeds
+        Error seeds of the honest accuracy curves (tolerable BER with intervals, >= 1; 20 is the
+        minimum for a reliable interval) and the held-out seeds re-scoring the searches (0: none).
     seeds : tuple of int
         Error seeds of characterization and simulation (at least one, each >= 0).
     hil_repeats : int
@@ -85,15 +92,20 @@ class FlowOptions(msgspec.Struct, forbid_unknown_fields=True):
     mode: Literal["power", "latency"] = "power"
     granularity: Literal["coarse", "fine"] = "coarse"
     max_drop: Annotated[float, Meta(ge=0.0, lt=1.0)] = 0.02
-    fmt: Literal["fp32", "int16", "int8", "int4"] = "int8"
+    fmt: Literal["fp32", "int16", "int8", "int4", "uint8", "uint4"] = "int8"
     mitigation: Optional[Literal["zero", "saturate"]] = "zero"
     network: Annotated[str, Meta(min_length=1)] = "lenet"
     dataset: Annotated[str, Meta(min_length=1)] = "digits"
     data_dir: Optional[str] = None
     image_size: Optional[PositiveInt] = None
-    epochs: PositiveInt = 8
+    epochs: PositiveInt = 40
+    patience: Count = 5
+    recipe: Annotated[str, Meta(min_length=1)] = "randbet"
     boost_epochs: Count = 4
-    boost_factor: Annotated[float, Meta(ge=1.0)] = 4.0
+    boost_factor: Optional[Annotated[float, Meta(gt=0.0)]] = None
+    control: bool = True
+    curve_seeds: PositiveInt = 20
+    holdout_seeds: Count = 20
     seeds: Annotated[Tuple[Count, ...], Meta(min_length=1)] = (0, 1, 2, 3, 4)
     hil_repeats: PositiveInt = 5
     batch_size: PositiveInt = 60

@@ -30,6 +30,9 @@ __all__ = ["Stage", "StageContext", "StageTable", "STAGES", "load_config", "CALI
 logger = logging.getLogger(__name__)
 
 CALIB_SAMPLES = 512
+HOLDOUT_SEED_BASE = 1000
+CURVE_BERS: tuple[float, ...] = tuple(float(f"{10 ** (k / 4):.4g}") for k in range(-28, -3))
+"""The honest curves' grid: four BERs per decade from 1e-7 to 1e-1."""
 CURVE_POINTS = 5
 CURVE_REPEATS = 2
 
@@ -203,20 +206,98 @@ def _spec(ctx: StageContext, ber: Optional[float] = None) -> Any:
 
 
 def _characterize(ctx: StageContext, net_path: Path, search: str) -> dict[str, Any]:
+    """The tolerance document of a network; the goal is anchored at the baseline (its ancestor)."""
     from boosting.characterize import characterize_network
 
     opts, log = ctx.opts, ctx.log
 
     def progress(stage_search: str, p: Any) -> None:
         if p.stage == "baseline":
-            log.info("  clean accuracy %.4f, goal %.4f", p.mean, p.mean - opts.max_drop)
+            log.info("  reference accuracy %.4f (the baseline in %s), goal %.4f", p.mean, opts.fmt,
+                     p.mean - opts.max_drop)
         else:
             log.info("  %-6s %-11s BER %9.3g acc %.4f [%.4f, %.4f] %s", stage_search, p.stage, p.ber, p.mean,
                      p.ci_low, p.ci_high, "pass" if p.passed else "FAIL")
 
+    holdout = tuple(range(HOLDOUT_SEED_BASE, HOLDOUT_SEED_BASE + opts.holdout_seeds))
     return characterize_network(str(net_path), _spec(ctx), mode=search, max_drop=opts.max_drop,
                                 seeds=opts.seeds, ber_min=1e-7, ber_max=0.1, tol=0.25, workers=opts.workers,
-                                data_dir=opts.data_dir, progress=progress)
+                                data_dir=opts.data_dir, progress=progress, reference=str(ctx.path("baseline.pt")),
+                                holdout_seeds=holdout)
+
+
+def _test_split(ctx: StageContext, nf: Any) -> tuple[Any, Any, Any]:
+    """Test inputs, labels and the calibration images of a network file."""
+    from torch.utils.data import DataLoader, Subset
+
+    x, y = nf.load_split("test", root=ctx.opts.data_dir).tensors
+    train = nf.load_split("train", root=ctx.opts.data_dir)
+    calib = DataLoader(Subset(train, range(min(CALIB_SAMPLES, len(train)))), batch_size=256)
+    return x, y, calib
+
+
+def _curve(ctx: StageContext, name: str, reference: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+    """Correctness ``(B, S, N)`` of ``<name>.pt`` on the honest grid, the reference correctness, the summary.
+
+    The reference is the baseline's clean correctness in the flow's format and mitigation
+    (measured here when ``reference`` is None); every network's tolerable BER is the crossing
+    of its mean-accuracy curve with ``reference - max_drop``, with a bootstrap interval.
+    """
+    import numpy as np
+
+    from boosting.checkpoint import load_network
+    from boosting.inference import calibrate, confidence_interval
+    from boosting.tolerable import curve, reference_correctness, tolerable_ber
+
+    opts = ctx.opts
+    nf = load_network(ctx.path(f"{name}.pt"))
+    x, y, calib = _test_split(ctx, nf)
+    cal = calibrate(nf.net, calib, opts.fmt)  # the flow injects into conv and linear layers (the default)
+    spec = _spec(ctx)
+    own = reference_correctness(nf.net, x, y, spec, cal)
+    if reference is None:
+        reference = own
+    seeds = tuple(range(opts.curve_seeds))
+    stop = float(np.mean(reference)) - opts.max_drop
+    correct = np.zeros((len(CURVE_BERS), len(seeds), len(y)), dtype=bool)
+    below = 0
+    for b, ber in enumerate(CURVE_BERS):  # stops two points below the goal; the rest count as wrong
+        correct[b] = curve(nf.net, x, y, spec, [ber], seeds, cal)[0]
+        below = below + 1 if correct[b].mean() < stop else 0
+        if below >= 2:
+            break
+    evaluated = b + 1
+    tol = tolerable_ber(correct, CURVE_BERS, reference, opts.max_drop, seed=opts.seed)
+    per_seed = correct[:evaluated].mean(axis=2)
+    intervals = [confidence_interval(list(a), len(y)) for a in per_seed]
+    summary = {"bers": list(CURVE_BERS[:evaluated]), "mean": [float(i[0]) for i in intervals],
+               "ci_low": [float(i[1]) for i in intervals], "ci_high": [float(i[2]) for i in intervals],
+               "seeds": list(seeds), "evaluated_points": evaluated, "reference": float(reference.mean()),
+               "clean": float(own.mean()), "tolerable": tol.to_dict()}
+    ctx.log.info("  %s: tolerable BER %.3g [%.3g, %.3g] at %.4f (reference %.4f - %g; %d seeds, %d images)",
+                 name, tol.ber, tol.ci_low, tol.ci_high, tol.goal, tol.reference, opts.max_drop, len(seeds), len(y))
+    return correct, reference, summary
+
+
+def _save_curve(path: Path, correct: Any, reference: Any) -> Path:
+    import numpy as np
+
+    from softmc_host.files import atomic_write
+
+    atomic_write(path, lambda fh: np.savez_compressed(fh, correct=correct, reference=reference,
+                                                        bers=np.asarray(CURVE_BERS)))
+    return path
+
+
+def _load_curve(ctx: StageContext, name: str) -> tuple[Any, Any]:
+    import numpy as np
+
+    path = ctx.path(name)
+    try:
+        with np.load(path) as z:
+            return z["correct"], z["reference"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise FlowError(f"{path}: not a curve file of this flow ({exc}); rerun with --redo tolerance0") from None
 
 
 def _read(ctx: StageContext, name: str, what: str) -> Any:
@@ -275,65 +356,120 @@ def stage_fit(ctx: StageContext) -> list[Path]:
 
 
 def stage_train(ctx: StageContext) -> list[Path]:
-    """Train the network clean."""
+    """Train the network clean until it converges (validation split, early stopping)."""
     from boosting.train import train_clean
 
     opts = ctx.opts
     path = train_clean(opts.network, opts.dataset, epochs=opts.epochs, seed=opts.seed,
-                       image_size=_image_size(opts), data_dir=opts.data_dir, out=ctx.path("baseline.pt"),
-                       progress=opts.progress)
+                       patience=opts.patience or None, image_size=_image_size(opts), data_dir=opts.data_dir,
+                       out=ctx.path("baseline.pt"), progress=opts.progress)
     return [Path(path)]
 
 
 def stage_tolerance0(ctx: StageContext) -> list[Path]:
-    """Coarse tolerable BER of the baseline under the fitted model."""
+    """The baseline's tolerance: coarse search (held-out re-scored) and the honest curve with its interval."""
     doc = _characterize(ctx, ctx.path("baseline.pt"), "coarse")
-    ctx.log.info("  baseline tolerates BER %.3g", doc["coarse"]["ber"])
-    return [write_json(ctx.path("tolerance-baseline.json"), doc)]
+    correct, reference, summary = _curve(ctx, "baseline")
+    t = summary["tolerable"]
+    ctx.log.info("  baseline tolerates BER %.3g [%.3g, %.3g] (curve); coarse search %.3g (held-out re-scored)",
+                 t["ber"], t["ci_low"], t["ci_high"], doc["coarse"]["ber"])
+    doc["curve"] = summary
+    return [write_json(ctx.path("tolerance-baseline.json"), doc),
+            _save_curve(ctx.path("curve-baseline.npz"), correct, reference)]
+
+
+def _recipe(ctx: StageContext) -> Any:
+    from boosting.recipes import get_recipe
+
+    opts = ctx.opts
+    changes: dict[str, Any] = {"epochs": opts.boost_epochs}
+    if opts.boost_factor is not None:
+        changes["target_factor"] = opts.boost_factor
+    return get_recipe(opts.recipe, **changes)
 
 
 def stage_boost(ctx: StageContext) -> list[Path]:
-    """Retrain under the fitted model, BER rising to ``boost_factor`` x the baseline's tolerable BER."""
-    from boosting.retrain import Curriculum
+    """Retrain with the recipe at its target (x the baseline's tolerable BER), and the clean control."""
     from boosting.train import boost
 
     opts = ctx.opts
     tol0 = _read(ctx, "tolerance-baseline.json", "baseline tolerance")
-    base_ber = float(tol0["coarse"]["ber"]) or 1e-7
-    target = min(base_ber * opts.boost_factor, 0.05)
-    path = ctx.path("boosted.pt")
+    path, control = ctx.path("boosted.pt"), ctx.path("control.pt")
     if opts.boost_epochs == 0:
         shutil.copyfile(ctx.path("baseline.pt"), path)
         return [path]
-    ctx.log.info("  boosting at BER %.3g (%g x the baseline's %.3g), %d epochs", target, opts.boost_factor,
-                 base_ber, opts.boost_epochs)
-    curriculum = Curriculum(target_ber=target, start_ber=target / 100.0,
-                            warmup_epochs=max(1, opts.boost_epochs - 1))
-    boost(ctx.path("baseline.pt"), _spec(ctx, target), epochs=opts.boost_epochs, curriculum=curriculum,
-          out=path, seeds=opts.seeds[:3], seed=opts.seed, data_dir=opts.data_dir, progress=opts.progress)
-    return [path]
+    recipe = _recipe(ctx)
+    base_ber = float(tol0.get("curve", {}).get("tolerable", {}).get("ber") or tol0["coarse"]["ber"]) or 1e-7
+    target = min(recipe.target_ber(base_ber), 0.05)
+    ctx.log.info("  boosting with recipe %s at BER %.3g (%g x the baseline's %.3g), %d epochs", recipe.name, target,
+                 recipe.target_factor, base_ber, recipe.epochs)
+    common = dict(seeds=opts.seeds[:3], seed=opts.seed, data_dir=opts.data_dir, progress=opts.progress)
+    boost(ctx.path("baseline.pt"), _spec(ctx, target), recipe=recipe, out=path, **common)
+    written = [path]
+    if opts.control:
+        ctx.log.info("  control: the same schedule without errors")
+        boost(ctx.path("baseline.pt"), _spec(ctx, target), recipe=recipe.replace(name="control", errors_enabled=False),
+              out=control, **common)
+        written.append(control)
+    return written
 
 
 def stage_tolerance(ctx: StageContext) -> list[Path]:
-    """Tolerance of the boosted network; the more tolerant of baseline and boosted becomes ``network.pt``.
+    """Tolerance of the boosted network and the control; the most tolerant of the three becomes ``network.pt``.
 
-    EDEN keeps boosting only while it raises the tolerable BER: if retraining did not (it can
-    cost clean accuracy, or the target BER was too high to learn), the baseline is mapped.
-    Fine mapping characterizes the chosen network per layer and data type too.
+    Every network is scored on the same grid, error seeds and test images against the
+    baseline's clean accuracy (same format and mitigation). EDEN keeps boosting only while it
+    raises the tolerable BER: the chosen network has the highest tolerable BER (point estimate
+    of the honest curve; the baseline wins ties, then the control). The gains over the baseline
+    and over the control are paired bootstrap ratios with intervals. Fine mapping characterizes
+    the chosen network per layer and data type too.
     """
-    boosted = _characterize(ctx, ctx.path("boosted.pt"), "coarse")
+    from boosting.tolerable import gain
+
+    opts = ctx.opts
     base = _read(ctx, "tolerance-baseline.json", "baseline tolerance")
-    b0, b1 = float(base["coarse"]["ber"]), float(boosted["coarse"]["ber"])
-    chosen = "boosted" if b1 >= b0 else "baseline"
-    ctx.log.info("  boosted network tolerates BER %.3g (baseline %.3g): mapping the %s network", b1, b0, chosen)
+    base_correct, reference = _load_curve(ctx, "curve-baseline.npz")
+    docs = {"baseline": base}
+    correct = {"baseline": base_correct}
+    names = ["boosted"] + (["control"] if ctx.path("control.pt").exists() and opts.boost_epochs else [])
+    written: list[Path] = []
+    for name in names:
+        doc = _characterize(ctx, ctx.path(f"{name}.pt"), "coarse")
+        correct[name], _, doc["curve"] = _curve(ctx, name, reference)
+        docs[name] = doc
+        written.append(write_json(ctx.path(f"tolerance-{name}.json"), doc))
+    tolerable = {n: float(d["curve"]["tolerable"]["ber"]) for n, d in docs.items()}
+    chosen = "baseline"
+    for name in ("control", "boosted"):
+        if name in tolerable and tolerable[name] > tolerable[chosen]:
+            chosen = name
+    gains: dict[str, Any] = {}
+    for name in names:
+        for other in ("baseline", "control"):
+            if other != name and other in correct:
+                gains[f"{name}/{other}"] = gain(correct[name], correct[other], CURVE_BERS, reference, opts.max_drop,
+                                                seed=opts.seed)
+    for key, g in gains.items():
+        ctx.log.info("  gain %s: %s", key, _gain_text(g))
+    ctx.log.info("  tolerable BER: %s: mapping the %s network",
+                 ", ".join(f"{n} {b:.3g}" for n, b in tolerable.items()), chosen)
     shutil.copyfile(ctx.path(f"{chosen}.pt"), ctx.path("network.pt"))
-    write_json(ctx.path("tolerance-boosted.json"), boosted)
     if ctx.opts.granularity == "fine":
         doc = _characterize(ctx, ctx.path("network.pt"), "both")
+        doc["curve"] = docs[chosen]["curve"]
     else:
-        doc = dict(boosted if chosen == "boosted" else base)
-    doc["chosen"] = {"network": chosen, "baseline_ber": b0, "boosted_ber": b1}
-    return [write_json(ctx.path("tolerance.json"), doc), ctx.path("network.pt"), ctx.path("tolerance-boosted.json")]
+        doc = dict(docs[chosen])
+    doc["chosen"] = {"network": chosen, "baseline_ber": tolerable["baseline"],
+                     "boosted_ber": tolerable.get("boosted", tolerable["baseline"]),
+                     "control_ber": tolerable.get("control"), "tolerable": {n: d["curve"]["tolerable"]
+                                                                           for n, d in docs.items()},
+                     "gains": gains, "rule": "highest tolerable BER of the honest curve; ties: baseline, control"}
+    return [write_json(ctx.path("tolerance.json"), doc), ctx.path("network.pt"), *written]
+
+
+def _gain_text(g: dict[str, Any]) -> str:
+    return (f"{g['ratio']:.3g}x [{g['ci_low']:.3g}, {g['ci_high']:.3g}]"
+            + (" (censored at the grid)" if g.get("censored") else ""))
 
 
 def stage_map(ctx: StageContext) -> list[Path]:
@@ -586,25 +722,32 @@ STAGES = StageTable([
           "`errormodels.fit.fit_map`, whole DIMM (`--granularity coarse`) or per bank (`fine`); "
           "[format](error-model-format.md)",
           inputs=("sweep.h5",), outputs=("model.json",), options=("granularity",)),
-    Stage("train", stage_train, "clean training (`boosting.train.train_clean`)",
+    Stage("train", stage_train, "clean training to convergence (`boosting.train.train_clean`: validation split, "
+          "early stopping after `--patience` epochs, at most `--epochs`)",
           outputs=("baseline.pt", "baseline.train.*"), external=("dataset",),
-          options=("network", "dataset", "data_dir", "image_size", "epochs", "seed")),
+          options=("network", "dataset", "data_dir", "image_size", "epochs", "patience", "seed")),
     Stage("tolerance0", stage_tolerance0,
-          "coarse tolerable BER of the baseline under the fitted model's shape "
-          "(`boosting.characterize.characterize_network`); [format](tolerance-format.md)",
-          inputs=("model.json", "baseline.pt"), outputs=("tolerance-baseline.json",),
-          options=("fmt", "mitigation", "max_drop", "seeds")),
+          "the baseline's tolerance under the fitted model's shape: coarse search with held-out re-scoring "
+          "(`boosting.characterize.characterize_network`; [format](tolerance-format.md)) and the honest curve "
+          "(`boosting.tolerable`: `--curve-seeds` error seeds per BER, tolerable BER interpolated on log BER with "
+          "a bootstrap interval; `curve-baseline.npz` keeps its per-sample correctness)",
+          inputs=("model.json", "baseline.pt"), outputs=("tolerance-baseline.json", "curve-baseline.npz"),
+          options=("fmt", "mitigation", "max_drop", "seeds", "curve_seeds", "holdout_seeds")),
     Stage("boost", stage_boost,
-          "retraining under the fitted model (`boosting.train.boost`), curriculum from 1/100 of the target to the "
-          "target, target = `--boost-factor` (4) x the baseline's tolerable BER, at most 0.05",
+          "retraining with `--recipe` (`boosting.train.boost`, `boosting.recipes`) under the fitted model at the "
+          "recipe's target (`target_factor`, or `--boost-factor`, x the baseline's tolerable BER, at most 0.05), "
+          "and (`--control`) the clean control: the same schedule without errors",
           inputs=("tolerance-baseline.json", "baseline.pt", "model.json"),
-          outputs=("boosted.pt", "boosted.train.*"), options=("boost_epochs", "boost_factor")),
+          outputs=("boosted.pt", "boosted.train.*", "control.pt", "control.train.*"),
+          options=("recipe", "boost_epochs", "boost_factor", "control")),
     Stage("tolerance", stage_tolerance,
-          "the boosted network's coarse tolerance; the more tolerant of baseline and boosted is kept as "
-          "`network.pt` (EDEN boosts only while it helps) and `tolerance.json` is its tolerance (`chosen` says "
-          "which), with the fine characterization for fine mapping",
-          inputs=("boosted.pt", "tolerance-baseline.json", "baseline.pt", "model.json"),
-          outputs=("tolerance.json", "network.pt", "tolerance-boosted.json"), options=("granularity",)),
+          "the boosted and control networks' tolerances against the baseline's clean accuracy; the most tolerant "
+          "of baseline, control and boosted (honest curve) is kept as `network.pt` (EDEN boosts only while it "
+          "helps) and `tolerance.json` is its tolerance (`chosen` says which, with the paired bootstrap gains "
+          "over baseline and control), with the fine characterization for fine mapping",
+          inputs=("boosted.pt", "tolerance-baseline.json", "curve-baseline.npz", "baseline.pt", "model.json"),
+          outputs=("tolerance.json", "network.pt", "tolerance-boosted.json", "tolerance-control.json"),
+          options=("granularity",)),
     Stage("map", stage_map,
           "`boosting.map.map_network`; IFM placements sized for the inference batch; "
           "[format](dram-config-format.md)",

@@ -297,10 +297,11 @@ def test_cifar10_missing_and_malformed(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------- quantization
 def test_format_registry() -> None:
-    assert list(QUANT_FORMATS) == ["fp32", "int16", "int8", "int4"]
+    assert list(QUANT_FORMATS) == ["fp32", "int16", "int8", "int4", "uint8", "uint4"]
     assert [get_format(n).qmax for n in INT_FORMATS] == [32767, 127, 7]
+    assert [get_format(n).int_range for n in ("uint8", "uint4")] == [(0, 255), (0, 15)]
     assert get_format("INT8") is QUANT_FORMATS["int8"]
-    with pytest.raises(QuantError, match=r"unknown numeric format 'int2'; known: fp32, int16, int8, int4"):
+    with pytest.raises(QuantError, match=r"unknown numeric format 'int2'; known: fp32, int16, int8, int4, uint8, uint4"):
         get_format("int2")
 
 

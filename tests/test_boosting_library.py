@@ -110,7 +110,7 @@ def test_train_clean_logs_and_prints_nothing(tmp_path, capsys, caplog) -> None:
     assert any("epoch 1/1" in m for m in infos) and any("clean test accuracy" in m for m in infos)
     doc = json.loads((tmp_path / "net.train.json").read_text())
     assert doc["format"] == records.TRAIN_FORMAT and doc["network"]["sha256"] == train.file_sha256(out)
-    assert (tmp_path / "net.train.csv").read_text().startswith("epoch,loss,train_acc,test_acc,seconds\n")
+    assert (tmp_path / "net.train.csv").read_text().startswith("epoch,loss,train_acc,test_acc,seconds,val_acc,val_loss,lr,best\n")
 
 
 def test_characterize_network_search_progress_and_executor(parent, capsys, caplog) -> None:
@@ -136,7 +136,8 @@ def test_characterize_network_search_progress_and_executor(parent, capsys, caplo
     c = characterization.characterize_network(parent, spec, search="coarse", progress=True, executor=executor,
                                               **{**kw, "workers": 5})
     assert "probe" in capsys.readouterr().err
-    assert executor.submitted == len(c["coarse"]["probes"])  # baseline + one task per probe and seed
+    # one task per probe and seed (held-out probes included); the reference is measured in this process
+    assert executor.submitted == sum(len(p["per_seed"]) for p in c["coarse"]["probes"][1:])
     assert executor.submit(int, 1).result() == 1  # not shut down by the call
     assert c["coarse"] == a["coarse"]
 

@@ -34,7 +34,7 @@ COMMAND_PACKAGES = ("firmware_bridge", "softmc_host", "profiler", "errormodels",
 
 def _small(out: Path, **kw: Any) -> FlowOptions:
     base: dict[str, Any] = dict(out=str(out), vdd="1.35,1.1,1.05,1.025,1.0", epochs=2, boost_epochs=1, seeds=(0, 1),
-                                hil_repeats=2, batch_size=12, workers=0, progress=False)
+                                curve_seeds=4, holdout_seeds=2, hil_repeats=2, batch_size=12, workers=0, progress=False)
     base.update(kw)
     return FlowOptions(**base)
 
