@@ -117,15 +117,9 @@ class Scorer:
         t0 = time.perf_counter()
         net.eval()
         cal = self.calibration(net, fmt)
-        out = np.zeros((len(self.bers), len(self.seeds), len(self.y)), dtype=bool)
-        below = 0
-        for b, ber in enumerate(self.bers):
-            spec = ErrorSpec(error_model(model, ber), fmt=fmt, mitigation=mitigation,
-                             seed=_seed_of(self.seed, CURVE_TAG, stream))
-            out[b] = curve(net, self.x, self.y, spec, [ber], self.seeds, calibration=cal)[0]
-            below = below + 1 if out[b].mean() < stop_goal else 0
-            if below >= 2:
-                break
+        spec = ErrorSpec(error_model(model, self.bers[0]), fmt=fmt, mitigation=mitigation,
+                         seed=_seed_of(self.seed, CURVE_TAG, stream))
+        out = curve(net, self.x, self.y, spec, self.bers, self.seeds, calibration=cal, stop_below=stop_goal)
         self.eval_s += time.perf_counter() - t0
         return out
 
@@ -186,7 +180,12 @@ def main() -> None:  # noqa: C901 - a results script: one linear story
     parser.add_argument("--seed", type=int, default=0, help="seed of errors and retraining (default 0)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     parser.add_argument("--out", default="out/benchmarks", help="output folder (default out/benchmarks)")
+    parser.add_argument("--summary", nargs="+", metavar="JSON",
+                        help="print markdown tables of earlier result files (boosting-<network>.json) and exit")
     args = parser.parse_args()
+    if args.summary:
+        print(summary_markdown(args.summary))
+        return
     if args.quick:
         args.networks, args.formats, args.models = args.networks.split(",")[0], "int8", "uniform"
         args.recipes, args.seeds, args.per_decade, args.n_boot = "eden,mixed", min(args.seeds, 8), 2, 200
@@ -293,6 +292,53 @@ def main() -> None:  # noqa: C901 - a results script: one linear story
             doc["splits"].append(split)
             write(out_dir, network, doc, rows)
         print(f"{network}: {time.perf_counter() - t_net:.0f} s (evaluation {scorer.eval_s:.0f} s)", flush=True)
+
+
+def summary_markdown(paths: list[str]) -> str:
+    """Markdown tables of result files: per configuration the tolerable BERs of the first split with
+    intervals, the gains at 1, 2 and 5 points, and the 2-point gains of every split (the docs' tables)."""
+    out: list[str] = []
+    for path in paths:
+        with open(path) as fh:
+            doc = json.load(fh)
+        splits = doc["splits"]
+        out.append(f"### {doc['network']} ({doc['image_size']}x{doc['image_size']}), split seeds "
+                   f"{', '.join(str(s['split_seed']) for s in splits)}\n")
+        first = splits[0]
+        for cfg in first["configs"]:
+            out.append(f"**{cfg['model']}, {label(cfg['fmt'], cfg['mitigation'])}** (reference "
+                       f"{cfg['reference_pct']:.2f} %, split {first['split_seed']}; tolerable BER [95 % interval])\n")
+            out.append("| network | @1 pt | @2 pt | @5 pt | gain/baseline @1 / @2 / @5 | gain/control @2 | clean cost |")
+            out.append("|---|---|---|---|---|---|---|")
+            for name, e in cfg["networks"].items():
+                t = e["tolerable"]
+                gb = e.get("gain_over_baseline")
+                gains = " / ".join(fmt_gain(gb[d]) for d in ("1", "2", "5")) if gb else ""
+                gc = fmt_gain(e["gain_over_control"]["2"]) if e.get("gain_over_control") else ""
+                cost = f"{e['clean_cost_pts']:+.2f} pt" if "clean_cost_pts" in e else ""
+                out.append(f"| {name} | {fmt_tol(t['1'])} | {fmt_tol(t['2'])} | {fmt_tol(t['5'])} | {gains} | {gc} | "
+                           f"{cost} |")
+            out.append("")
+        if len(splits) > 1:
+            out.append("2-point gain over the baseline / over the control, per split seed (point estimates):\n")
+            names = [n for n in first["configs"][0]["networks"] if n != "baseline"]
+            out.append("| configuration | " + " | ".join(names) + " |")
+            out.append("|---|" + "---|" * len(names))
+            for i, cfg in enumerate(first["configs"]):
+                cells = []
+                for n in names:
+                    per = []
+                    for sp in splits:
+                        if i >= len(sp["configs"]):
+                            continue
+                        e = sp["configs"][i]["networks"][n]
+                        g = e["gain_over_baseline"]["2"]["ratio"]
+                        c = e.get("gain_over_control", {}).get("2", {}).get("ratio")
+                        per.append(f"{g:.2g}" + (f"/{c:.2g}" if c is not None else ""))
+                    cells.append(", ".join(per))
+                out.append(f"| {cfg['model']}, {label(cfg['fmt'], cfg['mitigation'])} | " + " | ".join(cells) + " |")
+            out.append("")
+    return "\n".join(out)
 
 
 def print_config(cfg: dict[str, Any], drops: list[float]) -> None:

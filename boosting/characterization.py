@@ -875,8 +875,12 @@ def _same_inputs(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _reference_accuracy(nf: Any, reference: Any, spec: ErrorSpec, x: torch.Tensor, y: torch.Tensor,
-                        xc: torch.Tensor, workload: "NetworkWorkload") -> dict[str, Any]:
-    """The goal's anchor of :func:`characterize_network`: ``{"path", "sha256", "accuracy", "source"}``."""
+                        xc: torch.Tensor, workload: "NetworkWorkload") -> tuple[dict[str, Any], Any]:
+    """The goal's anchor of :func:`characterize_network`: ``{"path", "sha256", "accuracy", "source"}``.
+
+    Returned with the anchor's per-sample correctness ``(N,)`` (or the accuracy, for a given value),
+    which the honest curve's bootstrap resamples with the test samples.
+    """
     from pathlib import Path
 
     from boosting.checkpoint import NetworkFile, load_network
@@ -887,7 +891,7 @@ def _reference_accuracy(nf: Any, reference: Any, spec: ErrorSpec, x: torch.Tenso
         value = float(reference)
         if not 0.0 <= value <= 1.0:
             raise CharacterizeError(f"a reference accuracy must be in [0, 1], got {reference!r}")
-        return {"path": None, "sha256": None, "accuracy": value, "source": "value"}
+        return {"path": None, "sha256": None, "accuracy": value, "source": "value"}, value
     if reference is None:
         ref_nf, source = root_ancestor(nf), "ancestor"
         if ref_nf is None:
@@ -902,7 +906,7 @@ def _reference_accuracy(nf: Any, reference: Any, spec: ErrorSpec, x: torch.Tenso
         raise CharacterizeError(f"reference must be a network file, an accuracy or None, got "
                                 f"{type(reference).__name__}")
     if source == "self":
-        accuracy, _ = workload.reference(spec)
+        correct = reference_correctness(workload.net, x, y, spec, workload.calibration)
     else:
         if not _same_inputs(ref_nf.dataset, nf.dataset):
             raise CharacterizeError(f"reference {ref_nf.path} expects other inputs ({ref_nf.dataset}) than "
@@ -910,11 +914,12 @@ def _reference_accuracy(nf: Any, reference: Any, spec: ErrorSpec, x: torch.Tenso
         ref_net = ref_nf.net.eval()
         ref_cal = calibrate(ref_net, DataLoader(TensorDataset(xc), batch_size=256), spec.fmt,
                             layer_types=spec.layer_types)
-        accuracy = float(reference_correctness(ref_net, x, y, spec, ref_cal).mean())
+        correct = reference_correctness(ref_net, x, y, spec, ref_cal)
+    accuracy = float(correct.mean())
     path = Path(ref_nf.path)
     log.debug("goal anchored at %s (%s): accuracy %.4f in %s, mitigation %s", path, source, accuracy, spec.fmt,
               spec.mitigation)
-    return {"path": str(path), "sha256": sha256_file(path), "accuracy": float(accuracy), "source": source}
+    return {"path": str(path), "sha256": sha256_file(path), "accuracy": float(accuracy), "source": source}, correct
 
 
 def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] = None, max_drop: float = 0.01,
@@ -926,7 +931,7 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
                          progress: Union[bool, Callable[[str, Probe], None], None] = None,
                          search: Optional[str] = None, executor: Optional[Executor] = None,
                          reference: Any = None, holdout_seeds: Sequence[int] = DEFAULT_HOLDOUT_SEEDS,
-                         backoff: Optional[float] = None) -> dict[str, Any]:
+                         backoff: Optional[float] = None, curve_seeds: int = 0) -> dict[str, Any]:
     """Coarse and/or fine tolerance characterization of a network file; the tolerance document.
 
     Parameters
@@ -990,6 +995,12 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         pass (default :data:`DEFAULT_HOLDOUT_SEEDS`; ``()`` disables).
     backoff : float, optional
         Back-off factor (default ``10 ** tol`` for coarse, ``factor`` for fine).
+    curve_seeds : int
+        With N > 0, also measure the honest tolerable BER (:mod:`boosting.tolerable`): the
+        mean-accuracy curve over N error seeds (20 or more for a reliable interval) on four BERs per
+        decade from ``ber_min`` to ``ber_max``, its crossing with the goal interpolated on log BER
+        and a bootstrap interval over error seeds and test samples (the reference's correctness
+        resampled with them); stored under the document's ``curve`` key. 0: none.
 
     Returns
     -------
@@ -1014,6 +1025,8 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     mode = _search_of(search, mode)
     if not (isinstance(workers, int) and workers >= 0):
         raise CharacterizeError(f"workers must be an integer >= 0, got {workers!r}")
+    if not (isinstance(curve_seeds, int) and not isinstance(curve_seeds, bool) and curve_seeds >= 0):
+        raise CharacterizeError(f"curve_seeds must be an integer >= 0, got {curve_seeds!r}")
     if not (isinstance(retrain_epochs, int) and retrain_epochs >= 0):
         raise CharacterizeError(f"retrain_epochs must be an integer >= 0, got {retrain_epochs!r}")
     if samples is not None and not (isinstance(samples, int) and samples >= 1):
@@ -1031,7 +1044,7 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     calibration = calibrate(net, DataLoader(TensorDataset(xc), batch_size=256), spec.fmt,
                             layer_types=spec.layer_types)
     workload = NetworkWorkload(net, x, y, calibration=calibration)
-    ref = _reference_accuracy(nf, reference, spec, x, y, xc, workload)
+    ref, ref_correct = _reference_accuracy(nf, reference, spec, x, y, xc, workload)
     clean = {"fp32": workload.clean()[0], "fmt": workload.reference(spec)[0]}
     original = {k: v.detach().clone() for k, v in net.state_dict().items()}
     retrain_hook = None
@@ -1069,6 +1082,9 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         report.close()
         if own:
             executor.shutdown(wait=True)
+    curve_doc = None
+    if curve_seeds:
+        curve_doc = _honest_curve(workload, spec, ref_correct, max_drop, ber_min, ber_max, curve_seeds, confidence)
     path = Path(nf.path)
     return {
         "format": "eden-tolerance",
@@ -1094,4 +1110,30 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         "layers": workload.layers,
         "coarse": coarse.to_dict() if coarse is not None else None,
         "fine": fine.to_dict() if fine is not None else None,
+        "curve": curve_doc,
     }
+
+
+def _honest_curve(workload: "NetworkWorkload", spec: ErrorSpec, reference: Any, max_drop: float, ber_min: float,
+                  ber_max: float, n_seeds: int, confidence: float) -> dict[str, Any]:
+    """The tolerable BER as a number with an interval (:mod:`boosting.tolerable`), for the document's ``curve``."""
+    import numpy as np
+
+    from boosting.tolerable import MIN_SEEDS, curve, default_bers, tolerable_ber
+
+    if n_seeds < MIN_SEEDS:
+        log.warning("the tolerable BER's interval from %d error seeds (fewer than %d) is unreliable", n_seeds,
+                    MIN_SEEDS)
+    bers = default_bers(ber_min, ber_max, per_decade=4)
+    seeds = tuple(range(n_seeds))
+    goal = float(np.mean(reference)) - max_drop
+    correct = curve(workload.net, workload.x, workload.y, spec, bers, seeds, workload.calibration,
+                    workload.batch_size, stop_below=goal)
+    per_seed = correct.mean(axis=2)
+    points = [confidence_interval(list(a), correct.shape[2], confidence) for a in per_seed]
+    tol = tolerable_ber(correct, bers, reference, max_drop, confidence=confidence, seed=int(spec.seed))
+    log.info("tolerable BER %.3g [%.3g, %.3g] (curve over %d seeds; goal %.4f)", tol.ber, tol.ci_low, tol.ci_high,
+             n_seeds, tol.goal)
+    return {"bers": bers, "mean": [p[0] for p in points], "ci_low": [p[1] for p in points],
+            "ci_high": [p[2] for p in points], "seeds": list(seeds), "reference": tol.reference,
+            "tolerable": tol.to_dict()}

@@ -12,7 +12,7 @@ Command
 -------
 ``python -m boosting.characterize --network-file NET.pt [--error-model model.json|NAME]
 [--partition LABEL] [--model-param k=v ...] [--fmt int8] [--mitigation zero|saturate|none]
-[--max-drop 0.01] [--seeds 0,1,2,3,4] [--holdout-seeds 20] [--reference NET.pt|ACC]
+[--max-drop 0.01] [--seeds 0,1,2,3,4] [--holdout-seeds 20] [--curve-seeds 20] [--reference NET.pt|ACC]
 [--statistic ci_low|mean] [--search coarse|fine|both] [--ber-min 1e-7] [--ber-max 0.1] [--tol 0.25]
 [--factor 2] [--max-steps 20] [--start-ber B] [--retrain-epochs N] [--workers 2] [--samples N]
 [-o tolerance.json] [-q] [-v] [--config FILE.toml]``
@@ -21,7 +21,10 @@ The goal is ``reference - max_drop``, the reference being the accuracy, in the s
 mitigation, of ``--reference`` (a network file or an accuracy in [0, 1]) or, by default, of
 the original network a boosted or control network derives from (else the network itself). The
 results are re-scored on ``--holdout-seeds N`` held-out error seeds (1000 .. 1000+N-1; 0
-disables) and backed off until they pass.
+disables) and backed off until they pass. Beside the searches, ``--curve-seeds N`` (default 20;
+0 skips it) measures the tolerable BER as a number with an interval: the mean-accuracy curve
+over N error seeds, four BERs per decade over ``[--ber-min, --ber-max]``, its crossing with the
+goal interpolated on log BER, and a bootstrap interval (:mod:`boosting.tolerable`).
 
 The network file may also be given as the first positional argument (the old spelling), and
 ``--mode`` is the old name of ``--search``. Every probe is logged on stderr (hidden by ``-q``),
@@ -117,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-seeds", type=nonneg_int, default=len(DEFAULT_HOLDOUT_SEEDS), metavar="N",
                    help="re-score the results on N held-out error seeds (1000..) and back off until they pass; "
                         "0 disables (default 20)")
+    p.add_argument("--curve-seeds", type=nonneg_int, default=20, metavar="N",
+                   help="measure the tolerable BER with an interval from an accuracy curve over N error seeds; "
+                        "0 skips it (default 20)")
     p.add_argument("--reference", metavar="NET.pt|ACC",
                    help="anchor the goal at this network file's accuracy in the same format (or at this "
                         "accuracy in [0, 1]); default: the original network a boosted/control one derives from")
@@ -187,6 +193,11 @@ def format_summary(doc: dict[str, Any]) -> str:
                          + ("passed" if h["passed"] else "nothing passed (no fine BERs)"))
     elif doc.get("mode") != "coarse":
         lines.append("fine: skipped (no BER passed the coarse search)")
+    cv = doc.get("curve")
+    if cv:
+        t = cv["tolerable"]
+        lines.append(f"\ntolerable BER {t['ber']:.3e}, {100 * t['confidence']:.0f} % interval [{t['ci_low']:.3e}, "
+                     f"{t['ci_high']:.3e}] ({t['status']}; curve over {t['n_seeds']} seeds, goal {t['goal']:.4f})")
     return "\n".join(lines)
 
 
@@ -220,7 +231,8 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     if not Path(net_path).is_file():
         raise CharacterizeError(f"network file {net_path!r} does not exist")
     model = error_model_from(args.error_model, parse_model_params(args.model_param), args.partition)
-    spec = ErrorSpec(model, fmt=args.fmt, mitigation=mitigation_arg(args.mitigation), seed=args.error_seed)
+    spec = ErrorSpec(model, fmt=args.fmt, mitigation=mitigation_arg(args.mitigation), seed=args.error_seed,
+                     layer_types=args.layer_types)
     reference = _reference_arg(args.reference)
     holdout = tuple(range(_HOLDOUT_BASE, _HOLDOUT_BASE + args.holdout_seeds))
     shared = sorted(set(holdout) & set(args.seeds))
@@ -237,7 +249,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                                retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
                                workers=args.workers, samples=args.samples, calib_samples=args.calib_samples,
                                data_dir=args.data_dir, progress=show, reference=reference,
-                               holdout_seeds=holdout)
+                               holdout_seeds=holdout, curve_seeds=args.curve_seeds)
     out = Path(args.out)
     write_tolerance(doc, out)
     if not args.no_plot:

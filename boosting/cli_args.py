@@ -9,7 +9,7 @@ boosting commands have in common on top of it:
   :func:`seeds_arg`;
 * :func:`parse_seeds` and :func:`parse_model_params` (``"0,1,2"``, ``["k=v", ...]``);
 * the error-spec options (:func:`add_error_model_args`: ``--error-model NAME|FILE``,
-  ``--partition``, ``--model-param``, ``--fmt``, ``--mitigation``) and their reading,
+  ``--partition``, ``--model-param``, ``--fmt``, ``--mitigation``, ``--layer-types``) and their reading,
   :func:`error_model_from`;
 * the network-file option, :func:`add_network_file` (``--network-file NET.pt``, with the old
   spellings as hidden aliases) and :func:`network_file_of`;
@@ -22,6 +22,7 @@ import argparse
 import math
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from boosting.inference import DEFAULT_LAYER_TYPES, LAYER_TYPES, check_layer_types
 from boosting.quant import QUANT_FORMATS
 from boosting.training import TrainError
 from errormodels.models import ErrorModel
@@ -42,6 +43,7 @@ __all__ = [
     "parse_model_params",
     "error_model_from",
     "add_error_model_args",
+    "layer_types_arg",
     "add_network_file",
     "network_file_of",
 ]
@@ -241,6 +243,17 @@ def add_error_model_args(p: Any, required: bool) -> None:
     p.add_argument("--fmt", default="int8", choices=FORMATS, help="numeric format in DRAM (default int8)")
     p.add_argument("--mitigation", default="zero", choices=MITIGATION_CHOICES,
                    help="out-of-range mitigation (default zero)")
+    p.add_argument("--layer-types", type=layer_types_arg, default=DEFAULT_LAYER_TYPES, metavar="T[,T...]",
+                   help=f"layer types whose weights and input feature maps get errors: "
+                        f"{', '.join(LAYER_TYPES)} (default {','.join(DEFAULT_LAYER_TYPES)})")
+
+
+def layer_types_arg(text: str) -> tuple[str, ...]:
+    """argparse type of ``--layer-types``: ``"conv,linear,bn"`` -> the checked tuple (one-line error)."""
+    try:
+        return check_layer_types([t for t in text.split(",") if t.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- network file

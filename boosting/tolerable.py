@@ -207,7 +207,8 @@ def _ber_key(ber: float) -> int:
 
 
 def curve(net: nn.Module, x: torch.Tensor, y: torch.Tensor, base_spec: ErrorSpec, bers: Sequence[float],
-          seeds: Sequence[int], calibration: Optional[Calibration] = None, batch_size: int = 256) -> np.ndarray:
+          seeds: Sequence[int], calibration: Optional[Calibration] = None, batch_size: int = 256, *,
+          stop_below: Optional[float] = None, stop_after: int = 2) -> np.ndarray:
     """Per-sample correctness at every uniform BER of a grid, fresh error masks at each.
 
     Parameters
@@ -220,6 +221,13 @@ def curve(net: nn.Module, x: torch.Tensor, y: torch.Tensor, base_spec: ErrorSpec
         BERs in (0, 1] (any order; no two within 0.001 decade of each other).
     seeds : sequence of int
         Error seeds; seed ``s`` at BER ``b`` uses the reseed index :func:`curve_seed`.
+    stop_below : float, optional
+        Early stop: once the mean accuracy has been below this at ``stop_after`` consecutive BERs
+        (in increasing order), the higher BERs are not evaluated and count as all wrong. Accuracy
+        only falls with the BER, so this can only lower a resampled crossing that would have run
+        past them; give a value below every goal the curve is scored against.
+    stop_after : int
+        Consecutive points below ``stop_below`` before stopping (>= 1).
 
     Returns
     -------
@@ -234,12 +242,21 @@ def curve(net: nn.Module, x: torch.Tensor, y: torch.Tensor, base_spec: ErrorSpec
     if len(set(keys)) != len(keys):
         raise ToleranceMeasureError("two BERs of the grid lie within 0.001 decade of each other (they would share "
                                     "error masks)")
-    out = []
-    for b, k in zip(arr, keys):
+    if not (isinstance(stop_after, int) and stop_after >= 1):
+        raise ToleranceMeasureError(f"stop_after must be an integer >= 1, got {stop_after!r}")
+    out: list[Optional[np.ndarray]] = [None] * arr.size
+    below = 0
+    for i in np.argsort(arr, kind="stable"):
+        b, k = arr[i], keys[i]
+        if stop_below is not None and below >= stop_after:
+            out[i] = np.zeros((len(seeds), len(y)), dtype=bool)
+            continue
         spec = replace(base_spec, model=base_spec.model.with_ber(float(b)), overrides={})
         mask_seeds = [_seed_of(base_spec.seed, k, s) for s in seeds]
-        out.append(correctness(net, x, y, spec, mask_seeds, calibration, batch_size))
-        log.debug("curve: BER %.3e accuracy %.4f over %d seeds", b, float(out[-1].mean()), len(seeds))
+        out[i] = correctness(net, x, y, spec, mask_seeds, calibration, batch_size)
+        acc = float(out[i].mean())  # type: ignore[union-attr]
+        below = below + 1 if stop_below is not None and acc < stop_below else 0
+        log.debug("curve: BER %.3e accuracy %.4f over %d seeds", b, acc, len(seeds))
     return np.stack(out)
 
 

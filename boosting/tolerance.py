@@ -169,6 +169,36 @@ class FineTolerance(msgspec.Struct, kw_only=True):
         _no_duplicates(self.bers)
 
 
+class TolerableBer(msgspec.Struct, kw_only=True):
+    """A tolerable BER with its bootstrap interval (:class:`boosting.tolerable.Tolerance`)."""
+
+    ber: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    ci_low: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    ci_high: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    goal: float
+    reference: Accuracy
+    max_drop: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    status: Literal["interpolated", "above_range", "below_range"]
+    confidence: float
+    n_seeds: Annotated[int, msgspec.Meta(ge=1)]
+    n_samples: Annotated[int, msgspec.Meta(ge=1)]
+    n_boot: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Curve(msgspec.Struct, kw_only=True):
+    """The honest accuracy curve and the tolerable BER it gives (``--curve-seeds``, the flow's stages)."""
+
+    bers: list[Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]]
+    mean: list[Accuracy]
+    ci_low: list[Accuracy] = []
+    ci_high: list[Accuracy] = []
+    seeds: list[Seed] = []
+    reference: Accuracy
+    tolerable: TolerableBer
+    evaluated_points: Optional[int] = None
+    clean: Optional[Accuracy] = None
+
+
 class Tolerance(msgspec.Struct, kw_only=True):
     """An ``eden-tolerance`` document (``python -m boosting.characterize``).
 
@@ -197,6 +227,7 @@ class Tolerance(msgspec.Struct, kw_only=True):
     layers: list[str] = []
     coarse: Optional[CoarseTolerance] = None
     fine: Optional[FineTolerance] = None
+    curve: Optional[Curve] = None
 
 
 class ToleranceBers(msgspec.Struct, kw_only=True):

@@ -251,7 +251,8 @@ def _run(args: argparse.Namespace) -> Path:
         model = model.with_ber(args.ber)
     if model.ber <= 0:
         raise TrainError("the error model's BER is 0: give --ber")
-    spec = ErrorSpec(model, fmt=args.fmt, mitigation=mitigation_arg(args.mitigation), seed=args.error_seed)
+    spec = ErrorSpec(model, fmt=args.fmt, mitigation=mitigation_arg(args.mitigation), seed=args.error_seed,
+                     layer_types=args.layer_types)
     if recipe is not None:
         if args.schedule is not None or args.curriculum_start is not None or args.warmup_epochs is not None:
             raise TrainError(f"recipe {recipe.name!r} sets the curriculum: drop --schedule, --curriculum-start "

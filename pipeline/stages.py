@@ -258,15 +258,8 @@ def _curve(ctx: StageContext, name: str, reference: Any = None) -> tuple[Any, An
     if reference is None:
         reference = own
     seeds = tuple(range(opts.curve_seeds))
-    stop = float(np.mean(reference)) - opts.max_drop
-    correct = np.zeros((len(CURVE_BERS), len(seeds), len(y)), dtype=bool)
-    below = 0
-    for b, ber in enumerate(CURVE_BERS):  # stops two points below the goal; the rest count as wrong
-        correct[b] = curve(nf.net, x, y, spec, [ber], seeds, cal)[0]
-        below = below + 1 if correct[b].mean() < stop else 0
-        if below >= 2:
-            break
-    evaluated = b + 1
+    correct = curve(nf.net, x, y, spec, CURVE_BERS, seeds, cal, stop_below=float(np.mean(reference)) - opts.max_drop)
+    evaluated = int(np.flatnonzero(correct.any(axis=(1, 2))).max(initial=0)) + 1
     tol = tolerable_ber(correct, CURVE_BERS, reference, opts.max_drop, seed=opts.seed)
     per_seed = correct[:evaluated].mean(axis=2)
     intervals = [confidence_interval(list(a), len(y)) for a in per_seed]

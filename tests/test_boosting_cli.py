@@ -122,6 +122,29 @@ def test_characterize_cli_serial(parent, tmp_path, capsys):
     assert (tmp_path / "tol" / "tolerance.png").stat().st_size > 0
 
 
+def test_characterize_cli_curve_and_layer_types(parent, tmp_path, capsys):
+    out = tmp_path / "tol.json"
+    rc = char_mod.main([str(parent), "--error-model", "uniform", "--fmt", "int8", "--workers", "0", "--samples", "60",
+                        "--seeds", "0", "--holdout-seeds", "0", "--curve-seeds", "3", "--max-drop", "0.05",
+                        "--ber-min", "1e-4", "--ber-max", "0.1", "--tol", "1", "--layer-types", "conv",
+                        "--no-plot", "-q", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    doc = json.loads(out.read_text())
+    # only the conv layers get errors (and are searched)
+    assert doc["spec"]["layer_types"] == ["conv"] and doc["layers"] and all("features" in n for n in doc["layers"])
+    cv = doc["curve"]
+    assert len(cv["bers"]) == len(cv["mean"]) == 13 and cv["seeds"] == [0, 1, 2]
+    t = cv["tolerable"]
+    assert t["goal"] == pytest.approx(doc["reference"]["accuracy"] - 0.05)
+    assert t["ci_low"] <= t["ber"] <= t["ci_high"] and t["n_seeds"] == 3 and t["n_samples"] == 60
+    assert "tolerable BER" in captured.out
+    with pytest.raises(SystemExit) as exc:  # a usage error: one line, status 2
+        char_mod.main([str(parent), "--layer-types", "relu", "-o", str(out)])
+    assert exc.value.code == 2
+    assert "unknown layer type(s) 'relu'" in _one_error_line(capsys.readouterr().err)
+
+
 def test_characterize_network_is_deterministic(parent):
     spec = ErrorSpec(get_model("uniform"), fmt="int8", mitigation="zero")
     kw = dict(mode="coarse", seeds=(0, 1), ber_min=1e-4, ber_max=1e-2, tol=2.0, workers=0, samples=40,

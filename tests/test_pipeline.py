@@ -166,6 +166,29 @@ def test_every_stage_writes_its_outputs(flow_run) -> None:
     assert "[profile] running" in text and "[report] finished" in text and "baseline tolerates BER" in text
 
 
+def test_boosting_is_measured_against_the_baseline_beside_its_control(flow_run) -> None:
+    out, _, _, _ = flow_run
+    base = json.loads((out / "tolerance-baseline.json").read_text())
+    docs = {n: json.loads((out / f"tolerance-{n}.json").read_text()) for n in ("boosted", "control")}
+    ref = base["curve"]["reference"]
+    for name, doc in docs.items():
+        # the goal of every derived network is the baseline's clean accuracy in the flow's format, not its own
+        assert doc["reference"]["source"] == "given" and doc["reference"]["path"].endswith("baseline.pt"), name
+        assert doc["curve"]["reference"] == ref and doc["curve"]["tolerable"]["goal"] == pytest.approx(ref - 0.02)
+        assert doc["coarse"]["goal"] == pytest.approx(base["coarse"]["goal"])
+    control = json.loads((out / "control.train.json").read_text())
+    assert control["kind"] == "control" and control["recipe"]["errors_enabled"] is False
+    chosen = json.loads((out / "tolerance.json").read_text())["chosen"]
+    tolerable = {n: chosen["tolerable"][n]["ber"] for n in ("baseline", "control", "boosted")}
+    best = max(tolerable.values())
+    assert tolerable[chosen["network"]] == best
+    if chosen["network"] != "baseline":  # ties go to the baseline
+        assert tolerable["baseline"] < best
+    assert set(chosen["gains"]) == {"boosted/baseline", "boosted/control", "control/baseline"}
+    for g in chosen["gains"].values():
+        assert g["ci_low"] <= g["ratio"] <= g["ci_high"] or g["censored"]
+
+
 def test_bench_validation_agrees_with_simulation_and_reports_flips(flow_run) -> None:
     out = flow_run[0]
     val = json.loads((out / "validate.json").read_text())

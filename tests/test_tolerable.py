@@ -23,6 +23,7 @@ from boosting.tolerable import (
     curve,
     curve_seed,
     default_bers,
+    gain,
     measure,
     reference_correctness,
     tolerable_ber,
@@ -185,3 +186,31 @@ def test_default_bers() -> None:
     assert np.allclose(np.diff(np.log10(bers)), 0.25)
     with pytest.raises(ToleranceMeasureError):
         default_bers(1e-2, 1e-3)
+
+
+# ------------------------------------------------------------------------------ gain
+def _latent_curves(shift_decades: float, n: int = 300, seeds: int = 20, seed: int = 0) -> tuple:
+    """Correctness of two networks on the same samples: sample i fails once log10(BER) passes its latent
+    threshold t_i (network A's thresholds ``shift_decades`` higher), plus a little seed noise."""
+    rng = np.random.default_rng(seed)
+    bers = default_bers(1e-5, 1e-1, per_decade=4)
+    log_b = np.log10(bers)
+    t = rng.normal(-2.5, 0.6, n)  # per-sample latent thresholds
+    jitter = rng.normal(0, 0.1, (len(bers), seeds, n))
+    b_ok = log_b[:, None, None] + jitter < t[None, None, :]
+    a_ok = log_b[:, None, None] + jitter < (t + shift_decades)[None, None, :]
+    reference = np.ones(n, dtype=bool)
+    return bers, a_ok, b_ok, reference
+
+
+def test_gain_of_a_known_shift_and_of_a_network_with_itself() -> None:
+    bers, a, b, ref = _latent_curves(1.0)
+    g = gain(a, b, bers, ref, 0.05, n_boot=400, seed=1)
+    assert g["ratio"] == pytest.approx(10.0, rel=0.15)  # one decade
+    assert g["ci_low"] <= 10.0 <= g["ci_high"] and g["ci_low"] > 3.0 and not g["censored"]
+    assert g["a"]["ber"] == pytest.approx(g["ratio"] * g["b"]["ber"])
+    same = gain(b, b, bers, ref, 0.05, n_boot=200, seed=1)
+    assert same["ratio"] == 1.0 and same["ci_low"] == same["ci_high"] == 1.0  # paired: the noise cancels
+    assert gain(a, b, bers, ref, 0.05, n_boot=200, seed=3) == gain(a, b, bers, ref, 0.05, n_boot=200, seed=3)
+    with pytest.raises(ToleranceMeasureError, match="differ in shape"):
+        gain(a[:, :10], b, bers, ref, 0.05)
