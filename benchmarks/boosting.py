@@ -58,7 +58,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from boosting.checkpoint import load_network  # noqa: E402
 from boosting.inference import ErrorSpec, _seed_of, calibrate  # noqa: E402
-from boosting.recipes import RECIPES, get_recipe  # noqa: E402
+from boosting.recipes import get_recipe  # noqa: E402
 from boosting.tolerable import curve, default_bers, gain, reference_correctness, tolerable_ber  # noqa: E402
 from boosting.training import boost, train_clean  # noqa: E402
 from errormodels.models import ErrorModel, get_model  # noqa: E402
@@ -476,6 +476,4 @@ def write(out_dir: Path, network: str, doc: dict[str, Any], rows: list[dict[str,
 
 
 if __name__ == "__main__":
-    if "RECIPES" not in globals() or not RECIPES:  # pragma: no cover - import guard
-        raise SystemExit("error: no boosting recipes registered")
     main()

@@ -394,6 +394,24 @@ def _counts(draws: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=k * n).reshape(k, n).astype(float)
 
 
+def _resamples(seed: int, n_boot: int, n_seeds: int, n_samples: int, ref_acc: float,
+               ref_arr: Optional[np.ndarray], max_drop: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bootstrap's draws: seed weights ``(K, S)``, sample weights ``(K, N)`` (times each is drawn) and goals ``(K,)``."""
+    rng = np.random.default_rng(int(seed))
+    seed_w = _counts(rng.integers(0, n_seeds, (n_boot, n_seeds)), n_seeds)
+    sample_w = _counts(rng.integers(0, n_samples, (n_boot, n_samples)), n_samples)
+    goal = (sample_w @ ref_arr / n_samples if ref_arr is not None else np.full(n_boot, ref_acc)) - max_drop
+    return seed_w, sample_w, goal
+
+
+def _boot_crossings(c: np.ndarray, log_b: np.ndarray, seed_w: np.ndarray, sample_w: np.ndarray,
+                    goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crossings of the resampled mean-accuracy curves of ``c`` (B, S, N, sorted by BER): (BER (K,), status (K,))."""
+    n_bers, n_seeds, n_samples = c.shape
+    per_seed = (c.reshape(n_bers * n_seeds, n_samples).astype(float) @ sample_w.T).reshape(n_bers, n_seeds, -1)
+    return _crossings(log_b, np.einsum("bsk,ks->kb", per_seed, seed_w) / (n_seeds * n_samples), goal)
+
+
 def tolerable_ber(correct: Any, bers: Sequence[float], reference: Reference, max_drop: float, *,
                   n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> Tolerance:
     """Tolerable BER at ``reference - max_drop`` with a bootstrap confidence interval.
@@ -442,14 +460,8 @@ def tolerable_ber(correct: Any, bers: Sequence[float], reference: Reference, max
     acc = c.mean(axis=(1, 2))
     point, status = _crossings(log_b, acc[None, :], np.asarray([goal]))
 
-    rng = np.random.default_rng(int(seed))
-    seed_w = _counts(rng.integers(0, n_seeds, (n_boot, n_seeds)), n_seeds)  # (K, S): times each seed is drawn
-    sample_w = _counts(rng.integers(0, n_samples, (n_boot, n_samples)), n_samples)  # (K, N)
-    per_seed = c.reshape(n_bers * n_seeds, n_samples).astype(float) @ sample_w.T  # (B*S, K)
-    per_seed = per_seed.reshape(n_bers, n_seeds, n_boot)
-    boot_acc = np.einsum("bsk,ks->kb", per_seed, seed_w) / (n_seeds * n_samples)  # (K, B)
-    boot_goal = (sample_w @ ref_arr / n_samples if ref_arr is not None else np.full(n_boot, ref_acc)) - max_drop
-    boot_ber, boot_status = _crossings(log_b, boot_acc, boot_goal)
+    seed_w, sample_w, boot_goal = _resamples(seed, n_boot, n_seeds, n_samples, ref_acc, ref_arr, float(max_drop))
+    boot_ber, boot_status = _boot_crossings(c, log_b, seed_w, sample_w, boot_goal)
     alpha = 1.0 - confidence
     lo = float(np.quantile(boot_ber, alpha / 2, method="lower"))
     hi = float(np.quantile(boot_ber, 1 - alpha / 2, method="higher"))
@@ -585,21 +597,14 @@ def gain(correct_a: Any, correct_b: Any, bers: Sequence[float], reference: Refer
         raise ToleranceMeasureError(f"the two curves differ in shape: {ca.shape} and {cb.shape}")
     ta = tolerable_ber(ca, b, reference, max_drop, n_boot=n_boot, confidence=confidence, seed=seed)
     tb = tolerable_ber(cb, b, reference, max_drop, n_boot=n_boot, confidence=confidence, seed=seed)
-    n_bers, n_seeds, n_samples = ca.shape
+    _n_bers, n_seeds, n_samples = ca.shape
     ref_acc, ref_arr = _reference_of(reference, n_samples)
     order = np.argsort(b, kind="stable")
     b, ca, cb = b[order], ca[order], cb[order]
     log_b = np.log10(b)
-    rng = np.random.default_rng(int(seed))
-    seed_w = _counts(rng.integers(0, n_seeds, (n_boot, n_seeds)), n_seeds)
-    sample_w = _counts(rng.integers(0, n_samples, (n_boot, n_samples)), n_samples)
-    goal = (sample_w @ ref_arr / n_samples if ref_arr is not None else np.full(n_boot, ref_acc)) - max_drop
-
-    def boot(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        per = (c.reshape(n_bers * n_seeds, n_samples).astype(float) @ sample_w.T).reshape(n_bers, n_seeds, n_boot)
-        return _crossings(log_b, np.einsum("bsk,ks->kb", per, seed_w) / (n_seeds * n_samples), goal)
-
-    (ba, sa), (bb, sb) = boot(ca), boot(cb)
+    seed_w, sample_w, goal = _resamples(seed, n_boot, n_seeds, n_samples, ref_acc, ref_arr, float(max_drop))
+    (ba, sa), (bb, sb) = (_boot_crossings(ca, log_b, seed_w, sample_w, goal),
+                          _boot_crossings(cb, log_b, seed_w, sample_w, goal))
     floor = float(b[0])
     ratios = np.maximum(ba, floor) / np.maximum(bb, floor)
     alpha = 1.0 - confidence

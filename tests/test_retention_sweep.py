@@ -334,13 +334,6 @@ def test_trefi_setting_with_rows_open_is_still_checked() -> None:
 # End to end on the emulated DIMM's retention physics -------------------------------------------
 
 
-def _retention_ready() -> bool:
-    from emubench import physics
-
-    return hasattr(EmulatedDimm, "set_auto_refresh") and "retention" in Path(physics.__file__).read_text().lower()
-
-
-@pytest.mark.skipif(not _retention_ready(), reason="the emulated DIMM has no retention physics yet")
 def test_long_refresh_intervals_show_retention_errors(tmp_path: Path) -> None:
     from profiler.run import sweep_to_map
 
