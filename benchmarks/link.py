@@ -1,11 +1,22 @@
 """Throughput of full-row writes and reads through host -> socket -> emulator.
 
-Prints MB/s of row data moved (written + read back) through the tester link to
-the emulated tester, and the same number of bytes pushed through a raw loopback
-TCP socket to an echo process, measured in the same run, with their ratio: what
-the protocol and the emulator cost over the wire itself.
+Prints MB/s of row data moved through the tester link to the emulated bench (a
+separate process, as ``emu://`` starts it), measured in one run:
 
-    python benchmarks/link.py [--rows 256] [--repeat 3]
+* **nominal**: the rows written and read back at the profile's nominal VDD (every byte
+  must read back exactly), total MB/s of write + read;
+* **failing setting**: the same rows read back at a low VDD set through the bench's
+  supply (``--fail-vdd``, default 1.025 V on the default vendor profile B, where the
+  DIMM returns bit errors), MB/s of the reads and the bit error rate seen;
+* **raw socket**: the same number of bytes as the nominal write + read pushed through a
+  loopback TCP socket to an echo process, and the ratio of the link's time to it: what
+  the protocol, the host driver and the emulator cost over the wire itself.
+
+Each figure is the best of ``--repeat`` repeats.  ``--tree DIR`` measures the code in
+another checkout (for example a worktree of the code before a change) with this same
+script, so that before and after are measured alike::
+
+    python benchmarks/link.py [--rows 256] [--repeat 3] [--fail-vdd 1.025] [--tree DIR]
 """
 
 from __future__ import annotations
@@ -18,11 +29,6 @@ import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from emubench import spawn  # noqa: E402
-from softmc_host.session import TesterSession  # noqa: E402
 
 _ECHO = r"""
 import socket, sys
@@ -42,6 +48,7 @@ def raw_socket_seconds(total_bytes: int, chunk: int) -> float:
     """Time to push ``total_bytes`` to an echo process and receive them back, ``chunk`` at a time."""
     proc = subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None
         port = int(proc.stdout.readline())
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -62,38 +69,59 @@ def raw_socket_seconds(total_bytes: int, chunk: int) -> float:
         proc.wait(10)
 
 
-def link_seconds(url: str, rows: list[tuple[int, int]], data: np.ndarray) -> tuple[float, float]:
-    """Seconds to write and to read back ``rows`` through the tester link."""
-    with TesterSession.open(url) as tester:
-        start = time.perf_counter()
-        tester.write_rows(rows, list(data))
-        mid = time.perf_counter()
-        back = tester.read_rows(rows)
-        end = time.perf_counter()
-    if not np.array_equal(back, data):
-        raise SystemExit("read-back mismatch: the benchmark result would be meaningless")
-    return mid - start, end - mid
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=256, help="rows written and read per repeat (8 KiB each)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats; the best is reported")
+    parser.add_argument("--bench", default="emu://B?seed=0", help="emulated bench address (default %(default)s)")
+    parser.add_argument("--fail-vdd", type=float, default=1.025,
+                        help="VDD in V of the failing-setting reads (default %(default)s)")
+    parser.add_argument("--tree", default=None, help="measure the code of this checkout instead of this one")
     args = parser.parse_args()
+    root = os.path.abspath(args.tree) if args.tree else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, root)
+    # The emulated bench runs as ``python -m emubench``, which imports from the working directory first.
+    os.chdir(root)
+    from softmc_host.bench import Bench
+
     rng = np.random.default_rng(0)
     rows = [(r % 8, r // 8) for r in range(args.rows)]
     data = rng.integers(0, 256, (len(rows), 8192), dtype=np.uint8)
     row_bytes = data.size
-    with spawn(seed=0) as emu:
-        write_s, read_s = min((link_seconds(emu.url, rows, data) for _ in range(args.repeat)), key=sum)
+    nominal: list[tuple[float, float]] = []
+    failing: list[float] = []
+    errors_bits = 0
+    with Bench.open(args.bench) as bench:
+        tester = bench.tester
+        nominal_v = bench.nominal_vdd_v
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            tester.write_rows(rows, list(data))
+            mid = time.perf_counter()
+            back = tester.read_rows(rows)
+            nominal.append((mid - start, time.perf_counter() - mid))
+            if not np.array_equal(back, data):
+                raise SystemExit("read-back mismatch at nominal VDD: the benchmark result would be meaningless")
+        bench.set_vdd(args.fail_vdd)
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            back = tester.read_rows(rows)
+            failing.append(time.perf_counter() - start)
+            errors_bits = int(np.unpackbits(back ^ data).sum())
+        bench.set_vdd(nominal_v)
+    write_s, read_s = min(nominal, key=sum)
+    fail_s = min(failing)
     # One program's worth of rows per exchange, as the link moves them.
     raw_s = min(raw_socket_seconds(2 * row_bytes, 31 * 8192) for _ in range(args.repeat))
     link_s = write_s + read_s
     mb = 2 * row_bytes / 1e6
-    print(f"rows: {len(rows)} x 8 KiB, random data (write-data extension on every burst)")
-    print(f"link write : {row_bytes / 1e6 / write_s:8.2f} MB/s")
+    print(f"code: {root}")
+    print(f"rows: {len(rows)} x 8 KiB, random data (write-data extension on every burst), bench {args.bench}")
+    print(f"link write : {row_bytes / 1e6 / write_s:8.2f} MB/s  (nominal VDD {nominal_v} V)")
     print(f"link read  : {row_bytes / 1e6 / read_s:8.2f} MB/s")
     print(f"link total : {mb / link_s:8.2f} MB/s  ({link_s:.3f} s)")
+    print(f"failing    : {row_bytes / 1e6 / fail_s:8.2f} MB/s  read at VDD {args.fail_vdd} V through the bench supply "
+          f"(BER {errors_bits / (8 * row_bytes):.2e}, {errors_bits} bits)")
     print(f"raw socket : {mb / raw_s:8.2f} MB/s  ({raw_s:.3f} s, echo of the same bytes)")
     print(f"ratio link/raw time: {link_s / raw_s:.1f}x")
 

@@ -41,6 +41,17 @@ spaced positions), so every class keeps its share. The two parts are disjoint, c
 and keep the original order. Network files record ``val_fraction`` and ``val_seed`` so every
 later stage sees the same split (:meth:`boosting.checkpoint.NetworkFile.load_split`).
 
+Batches
+-------
+:func:`iter_batches` cuts a dataset into batches in a given order of its items (a permutation,
+or the natural order): batch ``k`` holds items ``order[k * batch_size : (k + 1) * batch_size]``,
+in that order, the last batch possibly shorter. A ``TensorDataset`` (what every loader here
+returns), or a ``Subset`` of one at any depth, is batched by indexing its tensors with that slice
+of the order, one gather per tensor and batch; any other dataset goes through a ``DataLoader``
+with the order as its sampler (one ``__getitem__`` per item, default collation). Both give the
+same tensors. :func:`boosting.retrain.retrain` draws each epoch's order with
+``torch.randperm(N, generator)`` from a generator seeded by ``(seed, epoch)``.
+
 File formats
 ------------
 MNIST, IDX (http://yann.lecun.com/exdb/mnist/), optionally gzip-compressed (``.gz``):
@@ -65,12 +76,12 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 __all__ = [
     "DatasetError",
@@ -80,6 +91,7 @@ __all__ = [
     "load_dataset",
     "split_validation",
     "from_tensors",
+    "iter_batches",
     "read_idx",
     "MNIST_FILES",
     "CIFAR10_FILES",
@@ -333,6 +345,81 @@ def from_tensors(x: Union[torch.Tensor, np.ndarray], y: Union[torch.Tensor, np.n
     if not bool(torch.isfinite(x).all()):
         raise DatasetError("images hold NaN or Inf")
     return TensorDataset(_resize(x, image_size).contiguous(), y.detach().to(torch.int64).clone())
+
+
+def _tensor_source(dataset: Any) -> Optional[tuple[tuple[torch.Tensor, ...], Optional[torch.Tensor]]]:
+    """``(tensors, index)`` of a ``TensorDataset`` or a ``Subset`` (of a Subset ...) of one: item ``i``
+    is ``tuple(t[index[i]] for t in tensors)`` (``index`` None: ``t[i]``); None for any other dataset."""
+    index: Optional[torch.Tensor] = None
+    while isinstance(dataset, Subset):
+        level = torch.as_tensor(dataset.indices, dtype=torch.int64)
+        index = level if index is None else level[index]
+        dataset = dataset.dataset
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors, index
+    return None
+
+
+class _Batches:
+    """The batches of :func:`iter_batches`: iterable any number of times, sized."""
+
+    def __init__(self, dataset: Any, batch_size: int, order: Optional[torch.Tensor]) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.order = order
+        self.source = _tensor_source(dataset)
+
+    def __len__(self) -> int:
+        n = len(self.dataset) if self.order is None else self.order.numel()
+        return -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.source is None:
+            sampler = range(len(self.dataset)) if self.order is None else self.order.tolist()
+            return iter(DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler))
+        return self._gather(*self.source)
+
+    def _gather(self, tensors: tuple[torch.Tensor, ...], index: Optional[torch.Tensor]) -> Iterator[Any]:
+        order = torch.arange(len(self.dataset)) if self.order is None else self.order
+        if index is not None:
+            order = index[order]
+        for i in range(0, order.numel(), self.batch_size):
+            idx = order[i: i + self.batch_size]
+            yield tuple(t[idx] for t in tensors)
+
+
+def iter_batches(dataset: Any, batch_size: int, order: Optional[Union[torch.Tensor, Sequence[int]]] = None
+                 ) -> Iterable[Any]:
+    """Batches of ``dataset`` taken in ``order`` (see the module docstring, "Batches").
+
+    Parameters
+    ----------
+    dataset : Dataset
+        ``TensorDataset`` or ``Subset`` of one (batched by tensor indexing), or any map-style
+        dataset (through a ``DataLoader``).
+    batch_size : int
+        Items per batch (>= 1); the last batch may be shorter.
+    order : tensor or sequence of int, optional
+        The items' indices in the order wanted (e.g. a ``torch.randperm``); default
+        ``0 .. len(dataset) - 1``.
+
+    Returns
+    -------
+    iterable
+        Sized and iterable any number of times (the same batches each time). For a tensor
+        source each batch is ``tuple(t[idx] for t in tensors)`` (fresh tensors) with ``idx`` the
+        batch's slice of ``order``; otherwise what the ``DataLoader`` yields (the same values,
+        collated).
+
+    Raises
+    ------
+    DatasetError
+        A batch size below 1.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise DatasetError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    order_t = None if order is None else torch.as_tensor(order, dtype=torch.int64).reshape(-1)
+    return _Batches(dataset, batch_size, order_t)
 
 
 def _resize(x: torch.Tensor, image_size: Optional[int]) -> torch.Tensor:

@@ -51,15 +51,42 @@ calibration (e.g. during retraining). ``saturate`` clamps such codes to the near
 code; ``zero`` replaces the *value* by real 0.0, which need not be a code (the code of 0 is
 ``-offset / scale``), so it is applied after dequantization, not in the stored codes.
 
-Weights are corrupted once per :meth:`ErrorInjector.reseed` call (and again, with the same
-seed, when the clean weight changes, e.g. after an optimizer step); IFMs get fresh errors
-on every forward call from a generator that :meth:`~ErrorInjector.reseed` re-seeds. All
-randomness derives from ``ErrorSpec.seed``, the reseed index, and the layer's position.
-
 Placement: the weights of the layers (in ``net.named_modules()`` order) lie one after another
 from ``ErrorSpec.layout`` (default ``AddressMap()``: bank 0, row 0), each placed with
 :meth:`~errormodels.layout.AddressMap.after`; the IFM buffers follow the last weight, one per
 layer, allocated on the layer's first call (and moved to the end if a larger IFM arrives).
+
+Weight image and random stream
+------------------------------
+The weights are stored, corrupted and read back **together**, as the one DRAM image the
+placement describes: byte ``i`` of layer ``k``'s stored form sits at byte
+``start_k - start_0 + i`` of the image, which starts at ``ErrorSpec.layout``. Once per
+:meth:`ErrorInjector.reseed` (lazily, at the first read of any layer's weight after it, which
+stores, and counts in the stats, all of them; and again, with the same seeds, when a clean
+weight changes, e.g. after an optimizer step) every weight is
+quantized with its own scale (and offset), and the image is corrupted with **one**
+:func:`~errormodels.inject.inject_` call per run of consecutive layers under the same error
+model (one run unless ``overrides`` give layers other BERs), with seed
+``_seed_of(spec.seed, index, 0x5745, k)``, ``k`` the position of the run's first layer, at the
+address map of that layer. Mitigation then uses each layer's own range, and
+:attr:`~ErrorInjector.stats` gets each layer's flips from the difference of the image before
+and after (weak-bit counts from the model's weak set). So the flips are those of a single
+tensor the size of all weights: a layer's flips follow the same distribution as when each
+weight was injected alone (the models flip each bit independently; wordline and bitline weak
+cells depend on the address only), but not the same bits. The image is kept in buffers
+allocated once; with a subclass that replaces :meth:`~ErrorInjector._corrupt` (e.g. reading
+through a DIMM, :class:`boosting.hil.HilInjector`), placements that do not follow each other,
+or weights that are not float32 on one device, each weight is stored on its own instead (seed
+``_seed_of(spec.seed, index, 0x5745, layer position)``).
+
+Each IFM is stored with one ``inject_`` call per forward call of its layer (fresh errors every
+call, also for a module called twice in a pass), drawing from one generator per device seeded
+with ``_seed_of(spec.seed, index, 0x4946)`` at each reseed; float32 IFMs in fp32 and the 8- and
+16-bit formats go through per-layer buffers allocated once. With gradients a NaN in an IFM
+that has a calibrated scale is not checked for: it comes out NaN through the straight-through
+form (the loss is non-finite, and :func:`boosting.retrain.retrain` skips the step); without
+them it raises :class:`~boosting.quant.QuantError`, as ``quantize`` does. All randomness derives from
+``ErrorSpec.seed``, the reseed index, and the layers' positions.
 
 Gradients: the clean weights stay the network's parameters (via
 :mod:`torch.nn.utils.parametrize`, removed on exit so the original ``Parameter`` objects come
@@ -76,7 +103,7 @@ interval over the samples when there is one seed or no errors).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -84,8 +111,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from boosting.quant import QTensor, QuantError, QuantFormat, _check_scale, dequantize, get_format, quantize, storage
-from errormodels.inject import InjectionStats, inject_
+from boosting.quant import (
+    QTensor,
+    QuantError,
+    QuantFormat,
+    _check_scale,
+    _params,
+    dequantize,
+    get_format,
+    quantize,
+    storage,
+)
+from errormodels.inject import InjectionStats, inject_, pack_int4, unpack_int4, weak_bitlines, weak_groups
 from errormodels.layout import AddressMap
 from errormodels.models import ErrorModel
 
@@ -492,6 +529,418 @@ def _load(q: QTensor) -> torch.Tensor:
     return torch.from_numpy(out).reshape(q.shape)
 
 
+# ------------------------------------------------------------------- fused storage
+_STAT_FIELDS = tuple(f.name for f in fields(InjectionStats))
+_COL = {name: i for i, name in enumerate(_STAT_FIELDS)}
+_POPCOUNT_NP = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+_POPCOUNT: dict[torch.device, torch.Tensor] = {}
+_PENDING_MAX = 4096  # IFM stats kept unsummed before they are folded into ``ErrorInjector.stats``
+_CPU_NUMPY = True  # CPU buffers are worked on through numpy views (fewer, cheaper calls; same IEEE results)
+
+
+def _popcount8(device: torch.device) -> torch.Tensor:
+    """Set bits of every byte value (int64, 256 entries) on ``device``."""
+    table = _POPCOUNT.get(device)
+    if table is None:
+        table = torch.from_numpy(_POPCOUNT_NP).to(device)
+        _POPCOUNT[device] = table
+    return table
+
+
+def _quantize_into(x: torch.Tensor, f: QuantFormat, scale: Union[float, torch.Tensor],
+                   offset: Union[float, torch.Tensor, None], scratch: torch.Tensor, out: torch.Tensor,
+                   pads: Optional[torch.Tensor] = None, reject_nan: bool = False) -> None:
+    """Store flat float32 ``x`` in the integer format ``f`` into ``out`` (its storage dtype), in place.
+
+    The codes are :func:`boosting.quant.quantize`'s, ``clamp(round((x - offset) / scale))``
+    (float32 division, round half to even), computed in the float32 ``scratch`` (``x``'s
+    size); ``scale`` and ``offset`` are numbers or per-value tensors. 4-bit codes are packed
+    two per byte, ``pads`` (value slots holding no value) set to code 0 first. ``reject_nan``
+    raises :class:`~boosting.quant.QuantError` for NaN in ``x`` (as ``quantize`` does with a
+    given scale); otherwise a NaN becomes whatever the cast makes of it.
+    """
+    lo, hi = f.int_range
+    if offset is not None:
+        torch.sub(x, offset, out=scratch)
+        scratch.div_(scale)
+    else:
+        torch.div(x, scale, out=scratch)
+    scratch.round_().clamp_(lo, hi)
+    if reject_nan and scratch.numel() and math.isnan(float(scratch.sum())):  # |codes| <= qmax: only NaN sums to NaN
+        raise QuantError("cannot quantize a tensor holding NaN")
+    if pads is not None:
+        scratch.index_fill_(0, pads, 0.0)
+    if f.bits == 4:
+        out.copy_(pack_int4(scratch.to(torch.int8)))
+    else:
+        out.copy_(scratch)
+
+
+def _codes_of(stored: torch.Tensor, f: QuantFormat) -> torch.Tensor:
+    """The integer codes of a stored image: the image itself, or its nibbles unpacked (4-bit, int8)."""
+    return unpack_int4(stored, signed=not f.unsigned) if f.bits == 4 else stored
+
+
+def _dequantize_into(codes: torch.Tensor, f: QuantFormat, scale: Union[float, torch.Tensor],
+                     offset: Union[float, torch.Tensor, None], out: torch.Tensor) -> None:
+    """``codes * scale (+ offset)`` in float32 into ``out`` (:func:`boosting.quant.dequantize`'s values)."""
+    out.copy_(codes).mul_(scale)  # the codes are exact in float32; one rounding, as dequantize
+    if offset is not None:
+        out.add_(offset)
+
+
+class _WeakProbe:
+    """A :class:`~errormodels.models.PlanContext` for a tensor of ``n_bits`` at ``layout``: gives a
+    model's plan the same (cached) weak set the injector uses, to split weak-bit counts by layer."""
+
+    def __init__(self, n_bits: int, device: torch.device, layout: AddressMap) -> None:
+        self.n_bits = n_bits
+        self.device = device
+        self.layout = layout
+
+    def address_map(self) -> AddressMap:
+        self.layout.check_fits(self.n_bits // 8)
+        return self.layout
+
+    def weak_groups(self, kind: int, seed: int, weak_fraction: float, group_bits: int) -> Any:
+        return weak_groups(kind, seed, weak_fraction, group_bits, self.address_map(), self.n_bits, self.device)
+
+    def weak_bitlines(self, kind: int, seed: int, weak_fraction: float) -> Any:
+        return weak_bitlines(kind, seed, weak_fraction, self.address_map(), self.n_bits, self.device)
+
+
+class _WeightImage:
+    """The weights of all selected layers as one DRAM image, laid out as their address maps place them.
+
+    Layer ``i`` owns bytes ``byte_starts[i] .. byte_starts[i + 1]`` of the image, which starts
+    at the first layer's address map (the maps are contiguous: each is the previous one's
+    :meth:`~errormodels.layout.AddressMap.after`). A *slot* is one value's place in the image
+    (a nibble for 4-bit formats, whose odd-sized layers end in a padding slot). Per
+    :meth:`build` the clean weights are copied in, quantized with one scale (and offset) per
+    layer, corrupted with one :func:`~errormodels.inject.inject_` call per run of consecutive
+    layers under the same error model, mitigated with each layer's range and read back, all
+    in buffers allocated once (the read-back values excepted, which the layers may keep).
+    """
+
+    def __init__(self, f: QuantFormat, names: Sequence[str], shapes: Sequence[torch.Size],
+                 maps: Sequence[AddressMap], models: Sequence[ErrorModel], device: torch.device,
+                 mitigation: Optional[str], ranges: Optional[Sequence[tuple[float, float]]]) -> None:
+        self.f = f
+        self.names = list(names)
+        self.shapes = list(shapes)
+        self.maps = list(maps)
+        self.models = list(models)
+        self.device = device
+        self.mitigation = mitigation if ranges is not None else None
+        self.ranges = list(ranges) if ranges is not None else None
+        n_layers = len(names)
+        self.numels = [math.prod(s) for s in shapes]
+        n_bytes = [_n_bytes(n, f) for n in self.numels]
+        self.bits_total = np.array([8 * n for n in n_bytes], dtype=np.int64)
+        self.elements_total = self.bits_total // f.bits
+        byte_starts = [0]
+        for n in n_bytes:
+            byte_starts.append(byte_starts[-1] + n)
+        self.slot_starts = [8 * b // f.bits for b in byte_starts]
+        self.n_slots = self.slot_starts[-1]
+        # image elements: bytes for 4-bit formats (two slots each), else one slot each
+        self.elem = byte_starts if f.bits == 4 else self.slot_starts
+        # runs of consecutive layers under the same model: one inject_ call each
+        self.runs: list[tuple[int, int]] = []
+        for i in range(n_layers):
+            if self.runs and self.models[i] == self.models[self.runs[-1][0]]:
+                self.runs[-1] = (self.runs[-1][0], i + 1)
+            else:
+                self.runs.append((i, i + 1))
+        self.np = _CPU_NUMPY and device.type == "cpu"
+        i64 = dict(dtype=torch.int64, device=device)
+        counts = torch.tensor([self.slot_starts[i + 1] - self.slot_starts[i] for i in range(n_layers)], **i64)
+        self.seg = torch.repeat_interleave(torch.arange(n_layers, **i64), counts)  # layer of each slot
+        self.elem_seg = self.seg[::2].contiguous() if f.bits == 4 else self.seg
+        self.seg_np = self.seg.cpu().numpy()
+        self.elem_seg_np = self.elem_seg.cpu().numpy()
+        pad_list = [self.slot_starts[i] + self.numels[i] for i in range(n_layers)
+                    if self.slot_starts[i] + self.numels[i] < self.slot_starts[i + 1]]
+        self.pads = torch.tensor(pad_list, **i64) if pad_list else None
+        # np.minimum/maximum.reduceat over each layer's values (padding left out): the even entries of
+        # starts and ends interleaved (the last end dropped where it is the image's end)
+        at = [p for i in range(n_layers) for p in (self.slot_starts[i], self.slot_starts[i] + self.numels[i])]
+        self.reduce_at = np.asarray(at[:-1] if at[-1] == self.n_slots else at, dtype=np.intp)
+        f32 = dict(dtype=torch.float32, device=device)
+        self.wbuf = torch.zeros(self.n_slots, **f32)  # the clean weights (padding slots stay 0)
+        self._pads_of = [torch.zeros(1, **f32) if self.slot_starts[i] + self.numels[i] < self.slot_starts[i + 1]
+                         else None for i in range(n_layers)]
+        self.wviews = [self.wbuf[self.slot_starts[i]: self.slot_starts[i] + self.numels[i]] for i in range(n_layers)]
+        self.dbuf = torch.empty(self.n_slots, **f32)  # corrupt - clean, for the straight-through estimator
+        self.delta_views = [self.dbuf[self.slot_starts[i]: self.slot_starts[i] + self.numels[i]].view(shapes[i])
+                            for i in range(n_layers)]
+        if not f.is_float:
+            self.scratch = torch.empty(self.n_slots, **f32)
+            self.sbuf = torch.empty(self.n_slots, **f32)
+            self.obuf = torch.empty(self.n_slots, **f32) if f.unsigned else None
+            if self.np:  # numpy views of each layer's slots (padding included) in the scale and offset buffers
+                spans = [slice(self.slot_starts[i], self.slot_starts[i + 1]) for i in range(n_layers)]
+                self.sviews_np = [self.sbuf.numpy()[sl] for sl in spans]
+                self.oviews_np = [self.obuf.numpy()[sl] for sl in spans] if self.obuf is not None else []
+            self.img = torch.zeros(self.elem[-1], dtype=f.storage_dtype, device=device)
+            self.clean = torch.empty_like(self.img)
+        self.run_views = [None] * len(self.runs)  # the image's slices per run (fp32: per build)
+        self.lo_slots = self.hi_slots = None
+        if self.mitigation is not None:
+            assert self.ranges is not None
+            if f.is_float:
+                self.lo_slots = torch.tensor([r[0] for r in self.ranges], **f32)[self.seg]
+                self.hi_slots = torch.tensor([r[1] for r in self.ranges], **f32)[self.seg]
+            else:
+                code_dtype = torch.int8 if f.bits == 4 else f.storage_dtype
+                self.lo_slots = torch.empty(self.n_slots, dtype=code_dtype, device=device)
+                self.hi_slots = torch.empty_like(self.lo_slots)
+        self._weak: dict[int, tuple[Any, np.ndarray]] = {}
+        self.out: Optional[torch.Tensor] = None
+        self._corrupt_views: list[Optional[torch.Tensor]] = [None] * n_layers
+        self._delta_ready = False
+        self.round: Optional[int] = None
+        self.versions: list[int] = []
+
+    def matches(self, ws: Sequence[torch.Tensor]) -> bool:
+        """Whether the buffers fit these weights (same shapes, float32, on this device)."""
+        return all(w.shape == s and w.dtype == torch.float32 and w.device == self.device
+                   for w, s in zip(ws, self.shapes))
+
+    # ------------------------------------------------------------------ per step
+    def build(self, ws: Sequence[torch.Tensor], seeds: Sequence[int], counts: Optional[np.ndarray]) -> None:
+        """Store, corrupt and read back the clean weights ``ws``, seeds one per run; add the
+        per-layer :class:`InjectionStats` fields to ``counts`` (layers x fields; None: no stats,
+        which skips the copy of the image before injection and the per-layer flip counts)."""
+        f = self.f
+        with torch.no_grad():
+            pieces: list[torch.Tensor] = []
+            for w, pad in zip(ws, self._pads_of):
+                pieces.append(w.detach().reshape(-1))
+                if pad is not None:
+                    pieces.append(pad)
+            torch.cat(pieces, out=self.wbuf)
+            scales = offsets = None
+            if f.is_float:
+                out = self.wbuf.clone()
+                stored, clean = out, self.wbuf
+                views = [out[self.elem[a]: self.elem[b]] for a, b in self.runs]
+            else:
+                scales, offsets = self._qparams()
+                stored, clean = self.img, self.clean
+                _quantize_into(self.wbuf, f, self.sbuf, self.obuf, self.scratch, stored, self.pads)
+                if counts is not None:
+                    clean.copy_(stored)
+                views = self.run_views
+                if views[0] is None:
+                    views = self.run_views = [stored[self.elem[a]: self.elem[b]] for a, b in self.runs]
+            run_stats = [inject_(v, self.models[a], seed=seed, layout=self.maps[a], dtype_bits=f.dtype_bits)
+                         for v, (a, _), seed in zip(views, self.runs, seeds)]
+            if counts is not None:
+                self._count_flips(stored, clean, run_stats, counts)
+            codes = out if f.is_float else _codes_of(stored, f)
+            bad = self._mitigate(codes, scales, offsets, counts) if self.mitigation is not None else None
+            if not f.is_float:
+                out = torch.empty(self.n_slots, dtype=torch.float32, device=self.device)
+                _dequantize_into(codes, f, self.sbuf, self.obuf, out)
+            if bad is not None:  # zero: real 0.0 where the code was out of range
+                if self.np:
+                    out.numpy()[bad] = 0.0
+                else:
+                    out.index_fill_(0, bad, 0.0)
+        self.out = out
+        self._corrupt_views = [None] * len(self.names)
+        self._delta_ready = False
+
+    def corrupt(self, i: int) -> torch.Tensor:
+        """Layer ``i``'s weight as read back (a view of this build's values)."""
+        view = self._corrupt_views[i]
+        if view is None:
+            s = self.slot_starts[i]
+            view = self.out[s: s + self.numels[i]].view(self.shapes[i])  # type: ignore[index]
+            self._corrupt_views[i] = view
+        return view
+
+    def delta(self, i: int) -> torch.Tensor:
+        """``corrupt - clean`` of layer ``i`` (no autograd; one subtraction for all layers per build)."""
+        if not self._delta_ready:
+            with torch.no_grad():
+                torch.sub(self.out, self.wbuf, out=self.dbuf)  # type: ignore[arg-type]
+            self._delta_ready = True
+        return self.delta_views[i]
+
+    # ----------------------------------------------------------------- internals
+    def _qparams(self) -> tuple[list[float], Optional[list[float]]]:
+        """Per-layer scales (and offsets) of the clean weights in ``wbuf`` (as ``quantize`` computes
+        them: NaN or Inf raise, except a NaN max|w|, which gives scale 1), spread to the slots."""
+        f = self.f
+        n = len(self.names)
+        if self.np:
+            wn = self.wbuf.numpy()
+            lo, hi = np.minimum.reduceat(wn, self.reduce_at)[::2], np.maximum.reduceat(wn, self.reduce_at)[::2]
+            with np.errstate(invalid="ignore"):
+                if f.unsigned:
+                    span = hi - lo
+                    scale = np.where(span > 0, span / np.float32(f.qmax), np.float32(1.0)).astype(np.float32)
+                    values = np.concatenate([scale, lo])
+                else:
+                    amax = np.maximum(-lo, hi)  # max |w|, NaN if any is NaN (then scale 1, as quantize)
+                    scale = np.where(amax > 0, amax / np.float32(f.qmax), np.float32(1.0)).astype(np.float32)
+                    values = scale
+            if not np.isfinite(values).all():
+                raise QuantError("cannot quantize a tensor holding NaN or Inf")
+            values_l = values.tolist()
+            # each layer's slots (padding included); slice fills beat a gather (np.take) on the CPU
+            for view, v in zip(self.sviews_np, scale):
+                view[...] = v
+            for view, v in zip(self.oviews_np, lo):
+                view[...] = v
+        else:
+            lohi = [torch.aminmax(v) for v in self.wviews]
+            lo_t = torch.stack([m[0] for m in lohi])
+            hi_t = torch.stack([m[1] for m in lohi])
+            if f.unsigned:
+                span_t = hi_t - lo_t
+                scale_t = torch.where(span_t > 0, span_t / f.qmax, torch.ones_like(span_t))
+                values_l = torch.cat([scale_t, lo_t]).tolist()
+            else:
+                amax_t = torch.maximum(-lo_t, hi_t)
+                scale_t = torch.where(amax_t > 0, amax_t / f.qmax, torch.ones_like(amax_t))
+                values_l = scale_t.tolist()
+            if not all(math.isfinite(v) for v in values_l):
+                raise QuantError("cannot quantize a tensor holding NaN or Inf")
+            torch.index_select(scale_t, 0, self.seg, out=self.sbuf)  # each layer's slots (padding included)
+            if f.unsigned:
+                torch.index_select(lo_t, 0, self.seg, out=self.obuf)
+        if f.unsigned:
+            return values_l[:n], values_l[n:]
+        return values_l, None
+
+    def _diff(self, stored: torch.Tensor, clean: torch.Tensor, e0: int, e1: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Elements ``e0 .. e1`` of the image that the injection changed: their indices (within the
+        run) and their new and old integer values, as numpy arrays."""
+        new, old = stored[e0:e1], clean[e0:e1]
+        if new.dtype == torch.float32:
+            new, old = new.view(torch.int32), old.view(torch.int32)
+        if self.np:
+            a, b = new.numpy(), old.numpy()
+            idx = np.flatnonzero(a != b)
+            return idx, a[idx], b[idx]
+        idx_t = torch.nonzero(new != old).squeeze(1)
+        return idx_t.cpu().numpy(), new[idx_t].cpu().numpy(), old[idx_t].cpu().numpy()
+
+    def _count_flips(self, stored: torch.Tensor, clean: torch.Tensor, run_stats: Sequence[InjectionStats],
+                     counts: np.ndarray) -> None:
+        """Per-layer flip counts: a one-layer run's from its own stats, a longer run's from the
+        difference of the image before and after (and its weak set, for weak-bit counts)."""
+        c = _COL
+        counts[:, c["bits_total"]] += self.bits_total
+        counts[:, c["elements_total"]] += self.elements_total
+        n_layers = len(self.names)
+        for (a, b), st in zip(self.runs, run_stats):
+            if b - a == 1:
+                row = counts[a]
+                for key in ("bits_flipped", "flips_0to1", "flips_1to0", "elements_touched", "weak_bits_total",
+                            "weak_bits_flipped"):
+                    row[c[key]] += getattr(st, key)
+                continue
+            if st.weak_bits_total:
+                weak, totals = self._weak_set(a, b)
+                counts[a:b, c["weak_bits_total"]] += totals
+            if not st.bits_flipped:
+                continue
+            e0 = self.elem[a]
+            idx, new, old = self._diff(stored, clean, e0, self.elem[b])
+            x = new ^ old
+            width = x.dtype.itemsize
+            xb = x.view(np.uint8).reshape(-1, width)
+            bits = _POPCOUNT_NP[xb].sum(1)
+            lost = _POPCOUNT_NP[(x & old).view(np.uint8).reshape(-1, width)].sum(1)  # 1 -> 0
+            if self.f.bits == 4:
+                touched = ((x & 0x0F) != 0).astype(np.int64) + ((x & 0xF0) != 0)
+            else:
+                touched = np.ones_like(bits)
+            layer = self.elem_seg_np[idx + e0]
+            per = [np.bincount(layer, weights=v, minlength=n_layers)[a:b].astype(np.int64) for v in (bits, lost, touched)]
+            counts[a:b, c["bits_flipped"]] += per[0]
+            counts[a:b, c["flips_1to0"]] += per[1]
+            counts[a:b, c["flips_0to1"]] += per[0] - per[1]
+            counts[a:b, c["elements_touched"]] += per[2]
+            if st.weak_bits_total:
+                row, k = np.nonzero((xb.reshape(-1)[:, None] >> np.arange(8)) & 1)  # flipped bits
+                pos = ((idx[row // width] * width + row % width) * 8 + k).astype(np.int64)  # bit positions in the run
+                in_weak = weak.contains(torch.from_numpy(pos).to(self.device)).cpu().numpy()
+                counts[a:b, c["weak_bits_flipped"]] += np.bincount(layer[row // width], weights=in_weak,
+                                                                   minlength=n_layers)[a:b].astype(np.int64)
+
+    def _weak_set(self, a: int, b: int) -> tuple[Any, np.ndarray]:
+        """The weak set of run ``a .. b`` (the one its model's plan gave the injector) and its bits per layer."""
+        found = self._weak.get(a)
+        if found is None:
+            n_bits = int(self.bits_total[a:b].sum())
+            plan = self.models[a].flip_plan(_WeakProbe(n_bits, self.device, self.maps[a]))
+            starts = np.concatenate([[0], np.cumsum(self.bits_total[a:b])])
+            ranks = plan.weak.rank_of(torch.from_numpy(starts).to(self.device)).cpu().numpy()
+            found = (plan.weak, np.diff(ranks))
+            self._weak[a] = found
+        return found
+
+    def _mitigate(self, codes: torch.Tensor, scales: Optional[list[float]], offsets: Optional[list[float]],
+                  counts: Optional[np.ndarray]) -> Optional[Any]:
+        """Find the values outside each layer's range, count them (into ``counts``, unless None), saturate them (codes, or fp32
+        values, in place); returns the slots to zero after dequantization (``zero`` on integer
+        codes), else None."""
+        f = self.f
+        assert self.ranges is not None and self.lo_slots is not None and self.hi_slots is not None
+        lo, hi = self.lo_slots, self.hi_slots
+        if not f.is_float:
+            assert scales is not None
+            if f.unsigned:
+                assert offsets is not None
+                bounds = [_ucode_range(r, s, o, f.qmax) for r, s, o in zip(self.ranges, scales, offsets)]
+            else:
+                bounds = [_code_range(r, s, f.qmax) for r, s in zip(self.ranges, scales)]
+            lo_b = torch.tensor([int(b[0]) for b in bounds], dtype=lo.dtype, device=self.device)
+            hi_b = torch.tensor([int(b[1]) for b in bounds], dtype=hi.dtype, device=self.device)
+            torch.index_select(lo_b, 0, self.seg, out=lo)  # each layer's slots
+            torch.index_select(hi_b, 0, self.seg, out=hi)
+            if f.unsigned and self.pads is not None:  # padding slots hold no value: never out of range
+                lo.index_fill_(0, self.pads, 0)
+                hi.index_fill_(0, self.pads, f.qmax)
+        if self.np:
+            v, lo_n, hi_n = codes.numpy(), lo.numpy(), hi.numpy()
+            idx = np.flatnonzero(~((v >= lo_n) & (v <= hi_n)))  # NaN compares False: out of range
+            if idx.size == 0:
+                return None
+            if counts is not None:
+                counts[:, _COL["values_mitigated"]] += np.bincount(self.seg_np[idx], minlength=len(self.names))
+            if self.mitigation == "saturate":
+                fixed = np.minimum(np.maximum(v[idx], lo_n[idx]), hi_n[idx])
+                if f.is_float:
+                    fixed[np.isnan(fixed)] = 0.0
+                v[idx] = fixed
+                return None
+            if f.is_float:
+                v[idx] = 0.0
+                return None
+            return idx
+        idx_t = torch.nonzero(~((codes >= lo) & (codes <= hi))).squeeze(1)
+        if idx_t.numel() == 0:
+            return None
+        if counts is not None:
+            counts[:, _COL["values_mitigated"]] += torch.bincount(self.seg[idx_t], minlength=len(self.names)).cpu().numpy()
+        if self.mitigation == "saturate":
+            torch.clamp(codes, lo, hi, out=codes)
+            if f.is_float:
+                codes.masked_fill_(torch.isnan(codes), 0.0)
+            return None
+        if f.is_float:
+            codes.index_fill_(0, idx_t, 0.0)
+            return None
+        return idx_t
+
+
 class _CorruptWeight(nn.Module):
     """Parametrization: the clean weight in, the stored-and-read-back weight out (STE under autograd)."""
 
@@ -520,12 +969,17 @@ class ErrorInjector:
         From :func:`calibrate` (with ``layer_types=spec.layer_types``). Needed for
         ``mitigation`` of IFMs. Without it, weight mitigation uses the current clean weight's
         range and integer IFMs are quantized with a scale (and offset) from each input itself.
+    collect_stats : bool
+        Keep :attr:`stats` (default). False leaves them empty and skips their bookkeeping (the
+        image's copy before injection and its per-layer flip counts, the IFM calls' stats): for
+        callers that never read them, such as :func:`boosting.retrain.retrain`. The errors are
+        the same either way.
 
     Attributes
     ----------
     stats : dict
         ``{(layer_name, "weight" | "ifm"): InjectionStats}``, summed over all injections since
-        entering (or :meth:`reset_stats`).
+        entering (or :meth:`reset_stats`); empty with ``collect_stats=False``.
     layers : list of str
         Names of the affected layers.
 
@@ -543,7 +997,8 @@ class ErrorInjector:
     ...     logits = net(x)
     """
 
-    def __init__(self, net: nn.Module, spec: ErrorSpec, calibration: Optional[Calibration] = None) -> None:
+    def __init__(self, net: nn.Module, spec: ErrorSpec, calibration: Optional[Calibration] = None, *,
+                 collect_stats: bool = True) -> None:
         if not isinstance(spec, ErrorSpec):
             raise InferenceError(f"spec must be an ErrorSpec, got {type(spec).__name__}")
         if calibration is not None and not isinstance(calibration, Calibration):
@@ -551,6 +1006,7 @@ class ErrorInjector:
         self.net = net
         self.spec = spec
         self.calibration = calibration
+        self.collect_stats = bool(collect_stats)
         self._layers = injectable_layers(net, spec.layer_types)
         if not self._layers:
             raise _no_layers(spec.layer_types)
@@ -567,7 +1023,8 @@ class ErrorInjector:
                                      f"(calibrate with layer_types={spec.layer_types!r})")
         elif spec.mitigation is not None:
             raise InferenceError("mitigation needs a calibration (calibrate(net, loader, fmt)) for the IFM ranges")
-        self.stats: dict[tuple[str, str], InjectionStats] = {}
+        self._image: Optional[_WeightImage] = None
+        self.stats = {}
         self._fmt = spec.format
         self._models = {(n, k): spec.model_for(n, k) for n in self.layers for k in KINDS}
         self._ifm_consts: dict[str, tuple[Optional[float], Optional[float], Optional[tuple[float, float]]]] = {}
@@ -589,6 +1046,14 @@ class ErrorInjector:
         self._ifm_maps: dict[str, tuple[AddressMap, int]] = {}
         self._ifm_cursor = spec.layout
         self._place_weights()
+        self._originals: list[torch.Tensor] = []
+        self._ifm_bufs: dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+        self._ifm_slots: dict[str, tuple[Any, ...]] = {}  # per layer: size, device, placement, buffer views
+        self._ifm_fast: dict[str, tuple[Optional[float], Optional[float], dict[str, Any], Optional[tuple[int, int]]]] = {}
+        base_source = type(self)._corrupt is ErrorInjector._corrupt
+        if base_source and (self._fmt.is_float or self._fmt.bits in (8, 16)):
+            for n in self.layers:
+                self._ifm_fast[n] = self._ifm_plan(n)
 
     # ------------------------------------------------------------------ placement
     def _place_weights(self) -> None:
@@ -607,6 +1072,52 @@ class ErrorInjector:
             self._ifm_cursor = self._ifm_cursor.after(n_bytes)
         return placed[0]
 
+    def _ifm_plan(self, name: str) -> tuple[Optional[float], Optional[float], dict[str, Any], Optional[tuple[int, int]]]:
+        """The constant part of a layer's IFM storage: checked scale and offset (None: from each input),
+        ``inject_``'s mitigation arguments, and the unsigned formats' clean code range (None: all codes)."""
+        f = self._fmt
+        scale, offset, rng = self._ifm_consts[name]
+        if scale is not None:
+            scale = _check_scale(scale)
+        if offset is not None:
+            offset = float(torch.tensor(float(offset), dtype=torch.float32))
+        mit: dict[str, Any] = {}
+        codes: Optional[tuple[int, int]] = None
+        if self.spec.mitigation is not None and rng is not None:
+            rng = _widen(rng, self.spec.margin)
+            if f.unsigned:
+                assert scale is not None and offset is not None
+                codes = _ucode_range(rng, scale, offset, f.qmax)
+                if codes == (0, f.qmax):
+                    codes = None
+            else:
+                if not f.is_float:
+                    assert scale is not None
+                    rng = _code_range(rng, scale, f.qmax)
+                mit = {"mitigation": self.spec.mitigation, "value_range": rng}
+        return scale, offset, mit, codes
+
+    def _weight_image(self) -> Optional[_WeightImage]:
+        """The fused weight image for the weights in :attr:`_originals`, or None where each weight is
+        stored apart: another error source (:meth:`_corrupt` overridden, e.g. a DIMM), placements that
+        do not follow each other, weights that are not float32 on one device, or an empty weight."""
+        if type(self)._corrupt is not ErrorInjector._corrupt:
+            return None
+        ws = self._originals
+        f = self._fmt
+        if not ws or any(w.dtype != torch.float32 or w.device != ws[0].device or w.numel() == 0 for w in ws):
+            return None
+        maps = [self._weight_maps[n] for n in self.layers]
+        if any(maps[i].after(_n_bytes(ws[i].numel(), f)) != maps[i + 1] for i in range(len(ws) - 1)):
+            return None
+        if self._image is not None and self._image.matches(ws) and self._image.maps == maps:
+            return self._image
+        ranges = None
+        if self.spec.mitigation is not None and self.calibration is not None:
+            ranges = [_widen(self.calibration.weight_ranges[n], self.spec.margin) for n in self.layers]
+        return _WeightImage(f, self.layers, [w.shape for w in ws], maps, [self._models[(n, "weight")] for n in self.layers],
+                            ws[0].device, self.spec.mitigation, ranges)
+
     # -------------------------------------------------------------------- control
     def __enter__(self) -> "ErrorInjector":
         if self._active:
@@ -620,9 +1131,13 @@ class ErrorInjector:
                 parametrize.register_parametrization(module, "weight", _CorruptWeight(self, index, name),
                                                      unsafe=True)
                 self._handles.append(module.register_forward_pre_hook(self._ifm_hook(name)))
+            self._originals = [module.parametrizations["weight"].original for _, module in self._layers]
+            self._image = self._weight_image()
         except Exception:
             self._restore()
             raise
+        if self._image is not None:
+            self._image.round = None
         self._active = True
         return self
 
@@ -637,8 +1152,11 @@ class ErrorInjector:
         for _, module in self._layers:
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        self._originals = []
         self._weight_cache = {}
         self._delta_cache = {}
+        if self._image is not None:
+            self._image.round = None
 
     def reseed(self, index: int) -> None:
         """Draw fresh weight errors and restart the IFM error stream, deterministically from ``(spec.seed, index)``.
@@ -649,11 +1167,42 @@ class ErrorInjector:
         self._round = _check_seed("index", index)
         self._weight_cache = {}
         self._delta_cache = {}
+        if self._image is not None:
+            self._image.round = None
         self._reset_ifm_generators()
 
     def reset_stats(self) -> None:
         """Forget the collected :attr:`stats`."""
         self.stats = {}
+
+    @property
+    def stats(self) -> dict[tuple[str, str], InjectionStats]:
+        """``{(layer_name, "weight" | "ifm"): InjectionStats}``, summed over all injections since
+        entering (or :meth:`reset_stats`); a dict that later injections add to."""
+        self._fold_stats()
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: Mapping[tuple[str, str], InjectionStats]) -> None:
+        self._stats: dict[tuple[str, str], InjectionStats] = dict(value)
+        self._pending: list[tuple[tuple[str, str], InjectionStats]] = []
+        self._wcounts = np.zeros((len(self.layers), len(_STAT_FIELDS)), dtype=np.int64)
+
+    def _fold_stats(self) -> None:
+        """Sum the stats kept apart on the hot path (IFM calls, the weight image's counts) into ``_stats``."""
+        stats = self._stats
+        for key, s in self._pending:
+            old = stats.get(key)
+            stats[key] = s if old is None else old + s
+        self._pending.clear()
+        counts = self._wcounts
+        if counts.any():
+            for name, row in zip(self.layers, counts.tolist()):
+                if row[0]:  # bits_total: the weight was stored
+                    s = InjectionStats(*row)
+                    old = stats.get((name, "weight"))
+                    stats[(name, "weight")] = s if old is None else old + s
+            counts[:] = 0
 
     @property
     def total_stats(self) -> InjectionStats:
@@ -674,8 +1223,11 @@ class ErrorInjector:
         return gen
 
     def _add_stats(self, key: tuple[str, str], stats: InjectionStats) -> None:
-        old = self.stats.get(key)
-        self.stats[key] = stats if old is None else old + stats
+        if not self.collect_stats:
+            return
+        self._pending.append((key, stats))
+        if len(self._pending) > _PENDING_MAX:
+            self._fold_stats()
 
     # ------------------------------------------------------------------ corruption
     def _store_and_read(self, x: torch.Tensor, name: str, kind: str, scale: Optional[float],
@@ -727,6 +1279,23 @@ class ErrorInjector:
                        **mitigation, **source)
 
     def _weight_for(self, index: int, name: str, w: torch.Tensor) -> torch.Tensor:
+        """Layer ``index``'s weight as read back from DRAM (no autograd), corrupted once per round."""
+        image = self._image
+        if image is None:
+            return self._layer_weight_for(index, name, w)
+        if image.round != self._round or image.versions[index] != w._version:
+            self._build_image(image)
+        return image.corrupt(index)
+
+    def _build_image(self, image: _WeightImage) -> None:
+        """Store, corrupt and read back every weight together (the round's seeds, one per run of layers)."""
+        seeds = [_seed_of(self.spec.seed, self._round, _WEIGHT_TAG, a) for a, _ in image.runs]
+        image.build(self._originals, seeds, self._wcounts if self.collect_stats else None)
+        image.round = self._round
+        image.versions = [w._version for w in self._originals]
+
+    def _layer_weight_for(self, index: int, name: str, w: torch.Tensor) -> torch.Tensor:
+        """One weight stored, corrupted and read back on its own (where there is no weight image)."""
         cached = self._weight_cache.get(index)
         if cached is not None and cached[0] == self._round and cached[1] == w._version:
             return cached[2]
@@ -742,6 +1311,11 @@ class ErrorInjector:
 
     def _weight_delta(self, index: int, name: str, w: torch.Tensor) -> torch.Tensor:
         """``corrupt - w`` without autograd (the straight-through estimator's detached term), cached with the weight."""
+        image = self._image
+        if image is not None:
+            if image.round != self._round or image.versions[index] != w._version:
+                self._build_image(image)
+            return image.delta(index)
         corrupt = self._weight_for(index, name, w)
         cached = self._delta_cache.get(index)
         if cached is not None and cached[0] is corrupt:
@@ -751,11 +1325,69 @@ class ErrorInjector:
         self._delta_cache[index] = (corrupt, delta)
         return delta
 
+    def _ifm_read(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """A float32 IFM stored, corrupted (one ``inject_`` call) and read back through the layer's
+        own buffers: ``x + (corrupt - x)`` with gradients, else the corrupt values (a fresh tensor)."""
+        f = self._fmt
+        scale, offset, mit, codes = self._ifm_fast[name]
+        n = x.numel()
+        slot = self._ifm_slots.get(name)
+        if slot is None or slot[0] != n or slot[1] != x.device:
+            amap = self._ifm_map(name, _n_bytes(n, f))
+            bufs = self._ifm_bufs.get(name)
+            if bufs is None or bufs[0].numel() < n or bufs[0].device != x.device:
+                bufs = (torch.empty(n, dtype=torch.float32, device=x.device),
+                        None if f.is_float else torch.empty(n, dtype=f.storage_dtype, device=x.device))
+                self._ifm_bufs[name] = bufs
+            slot = (n, x.device, amap, bufs[0][:n], None if bufs[1] is None else bufs[1][:n])
+            self._ifm_slots[name] = slot
+        amap = slot[2]
+        grad = torch.is_grad_enabled() and x.requires_grad
+        vals = slot[3] if grad else torch.empty(n, dtype=torch.float32, device=x.device)
+        gen = self._ifm_generator(x.device)
+        model = self._models[(name, "ifm")]
+        with torch.no_grad():
+            xf = x.detach().reshape(-1)
+            if f.is_float:
+                vals.copy_(xf)
+                stats = inject_(vals, model, generator=gen, layout=amap, dtype_bits=32, **mit)
+            else:
+                s, o = (scale, offset) if scale is not None else _params(xf, f, None, None)
+                img = slot[4]
+                # with a given scale quantize rejects NaN; in the straight-through form x + (corrupt - x)
+                # a NaN input comes out NaN anyway (and makes the loss non-finite), so only eval checks
+                _quantize_into(xf, f, s, o if f.unsigned else None, vals, img, reject_nan=scale is not None and not grad)
+                stats = inject_(img, model, generator=gen, layout=amap, dtype_bits=f.bits, **mit)
+                bad = None
+                if codes is not None:
+                    bad = (img < codes[0]) | (img > codes[1])
+                    n_bad = int(bad.sum())
+                    if n_bad:
+                        stats = replace(stats, values_mitigated=stats.values_mitigated + n_bad)
+                        if self.spec.mitigation == "saturate":
+                            img.clamp_(codes[0], codes[1])
+                            bad = None
+                    else:
+                        bad = None
+                _dequantize_into(img, f, s, o if f.unsigned else None, vals)
+                if bad is not None:
+                    vals.masked_fill_(bad, 0.0)
+            if grad:
+                vals.sub_(xf)
+        self._add_stats((name, "ifm"), stats)
+        if grad:
+            return x + vals.view(x.shape)  # straight-through: the values of corrupt, the gradient of x
+        return vals.view(x.shape)
+
     def _ifm_hook(self, name: str):
+        fast = name in self._ifm_fast
+
         def hook(_module: nn.Module, args: tuple) -> Optional[tuple]:
             if not args or not isinstance(args[0], torch.Tensor) or not args[0].dtype.is_floating_point:
                 return None
             x = args[0]
+            if fast and x.dtype == torch.float32:
+                return (self._ifm_read(name, x),) + tuple(args[1:])
             scale, offset, rng = self._ifm_consts[name]
             corrupt = self._store_and_read(x, name, "ifm", scale, rng, self._ifm_map(name, _n_bytes(x.numel(), self._fmt)),
                                            offset, generator=self._ifm_generator(x.device))

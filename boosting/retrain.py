@@ -19,9 +19,12 @@ Everything derives from ``seed`` and ``spec.seed``:
   retraining never sees the exact error masks that :func:`~boosting.inference.evaluate` draws
   from ``spec.seed`` and its evaluation seeds) and is re-seeded with the global step index
   before every batch (:meth:`~boosting.inference.ErrorInjector.reseed`);
-- the data order: a dataset is batched in a permutation drawn per epoch from a
-  ``torch.Generator`` seeded by ``(seed, epoch)``; a caller's ``DataLoader`` must be seeded
-  (``generator=``) if it shuffles, and its generator state is checkpointed;
+- the data order: a dataset is batched in a permutation drawn per epoch,
+  ``torch.randperm(N, generator)`` with a ``torch.Generator`` seeded by ``(seed, epoch)``
+  (:func:`boosting.data.iter_batches`: a ``TensorDataset`` or a ``Subset`` of one by tensor
+  indexing, the same batches a ``DataLoader`` with that order as sampler gives); a caller's
+  ``DataLoader`` must be seeded (``generator=``) if it shuffles, and its generator state is
+  checkpointed;
 - the global torch RNG (dropout, a loader without a generator) is forked, so the caller's
   state is untouched, and seeded by ``(seed, epoch)`` at the start of every epoch.
 
@@ -49,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from boosting.data import iter_batches
 from boosting.inference import (
     Calibration,
     ErrorInjector,
@@ -312,18 +316,28 @@ def _loader_generator(loader: Any) -> Optional[torch.Generator]:
 
 
 def _epoch_batches(data: Any, epoch: int, seed: int, batch_size: int) -> Iterable[Any]:
+    """A dataset in the epoch's seeded permutation (:func:`boosting.data.iter_batches`), or the caller's iterable."""
     if isinstance(data, Dataset) and not isinstance(data, DataLoader):
         gen = torch.Generator().manual_seed(_seed_of(seed, epoch, _DATA_TAG))
-        order = torch.randperm(len(data), generator=gen).tolist()  # type: ignore[arg-type]
-        return DataLoader(data, batch_size=batch_size, sampler=order)
+        return iter_batches(data, batch_size, torch.randperm(len(data), generator=gen))  # type: ignore[arg-type]
     return data
 
 
 def _eval_batches(data: Any) -> Iterable[Any]:
-    """A dataset in fixed order in batches of 256, or the caller's iterable as it is."""
+    """A dataset in fixed order in batches of 256 (:func:`boosting.data.iter_batches`), or the caller's iterable as it is."""
     if isinstance(data, Dataset) and not isinstance(data, DataLoader):
-        return DataLoader(data, batch_size=256, shuffle=False)
+        return iter_batches(data, 256)
     return data
+
+
+def _grads_finite(grads: list[torch.Tensor]) -> bool:
+    """Whether every gradient is finite: one fused norm, the per-tensor check only if it is not finite
+    (a finite gradient whose norm overflows float32 is still finite)."""
+    if not grads:
+        return True
+    if bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, 2.0, foreach=True))):
+        return True
+    return all(bool(torch.isfinite(g).all()) for g in grads)
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
@@ -409,8 +423,9 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
     curriculum), enters an :class:`~boosting.inference.ErrorInjector` with it, and for every
     batch re-seeds the injector with the global step index, computes the cross-entropy of the
     corrupted forward pass in training mode, and updates the clean weights (the injector's
-    straight-through estimator). Batches with a non-finite loss or gradient make no update
-    and are counted in :attr:`EpochStats.skipped_steps`.
+    straight-through estimator). Batches with a non-finite loss (checked before backward) or
+    gradient (one fused norm of all gradients per step; the per-tensor check only when that
+    norm is not finite) make no update and are counted in :attr:`EpochStats.skipped_steps`.
 
     Recipe mechanics (:mod:`boosting.recipes` chooses them; all off by default):
 
@@ -626,9 +641,10 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
                 if recalibrate:
                     cal = calibrate(net, _eval_batches(calib_data), spec.fmt, **_layer_kw(spec))
                 espec = _with_seed(spec_at(spec, curriculum, epoch), error_seed)
-                error_inj = ErrorInjector(net, espec, cal)
-                clean_inj = ErrorInjector(net, _error_free(espec), cal) if (clean_fraction > 0 or mix == "sum") \
-                    else None
+                # retrain reports no injection stats: the injectors skip their bookkeeping
+                error_inj = ErrorInjector(net, espec, cal, collect_stats=False)
+                clean_inj = ErrorInjector(net, _error_free(espec), cal, collect_stats=False) \
+                    if (clean_fraction > 0 or mix == "sum") else None
                 net.train()
                 total = 0.0
                 applied = seen = skipped = clean_steps = 0
@@ -657,7 +673,7 @@ def retrain(net: nn.Module, train_loader: Union[Dataset, Iterable[Any]], spec: E
                         loss_value += float(loss.detach())
                     step += 1
                     seen += 1
-                    if finite and not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+                    if finite and not _grads_finite([p.grad for p in params if p.grad is not None]):
                         finite = False
                     if not finite:
                         opt.zero_grad(set_to_none=True)

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from firmware_bridge.protocol import BURST_BYTES
 from softmc_host.geometry import ML605_GEOMETRY, Geometry  # re-exported: the one definition
 from softmc_host.timing import REFRESH_COMMANDS_PER_WINDOW  # re-exported
 
@@ -76,6 +77,12 @@ def burst_order(column: int, write: bool = False) -> list[int]:
     low2 = 0 if write else column & 3
     a2 = (column >> 2) & 1
     return [base | ((a2 ^ (i >> 2)) << 2) | ((low2 + i) & 3) for i in range(8)]
+
+
+def _own(dimm: object, name: str, base: object) -> bool:
+    """Whether ``dimm``'s per-burst method ``name`` is ``base`` itself: not overridden by a
+    subclass nor replaced on the instance (a batched fast path is then exact)."""
+    return getattr(getattr(dimm, name), "__func__", None) is base
 
 
 class RowStore:
@@ -508,10 +515,16 @@ class EmulatedDimm:
         self.seed = int(seed)
         # Named and used like a dict of (bank, row) -> row data, which subclasses rely on.
         self._rows: RowStore = store if store is not None else RowStore(geometry)
-        # Index of every column of a burst, per start column, for reads and writes.
+        # Index of every byte of a burst, per start column, for reads and writes: one row of
+        # ``_read_matrix`` per start column (the batched paths gather with it in one index);
+        # ``_read_index[c]`` is a view of its row ``c``.
         g = geometry
-        self._read_index = [self._burst_bytes_index(c, False) for c in range(g.columns)]
-        self._write_index = [self._burst_bytes_index(c, True) for c in range(g.columns)]
+        self._read_matrix = np.stack([self._burst_bytes_index(c, False) for c in range(g.columns)])
+        self._write_matrix = np.stack([self._burst_bytes_index(c, True) for c in range(g.columns)])
+        self._read_index = list(self._read_matrix)
+        self._write_index = list(self._write_matrix)
+        self._row_columns = np.arange(0, g.columns, 8)  # the start columns of a whole-row read
+        self._row_columns_bytes = self._row_columns.tobytes()
         #: The tester's clock in ns, set by the firmware before every call into the DIMM.
         self.now_ns = 0.0
         self._clock: RefreshClock | None = None  # allocated when first needed
@@ -579,9 +592,17 @@ class EmulatedDimm:
         return self._rows.problem(rows)
 
     def power_up_content(self, bank: int, row: int) -> np.ndarray:
-        """Deterministic content of a row that was never written."""
-        rng = np.random.default_rng([self.seed, 0x9E37, bank, row])
-        return rng.integers(0, 256, self.geometry.row_bytes, dtype=np.uint8)
+        """Deterministic content of a row that was never written.
+
+        The bytes of ``numpy.random.default_rng([seed, 0x9E37, bank, row]).integers(0, 256,
+        row_bytes, dtype=uint8)``, taken straight from the PCG64 stream (uniform bytes are
+        its 64-bit words, least significant byte first: the same bytes, at half the cost).
+        """
+        key = [self.seed, 0x9E37, bank, row]
+        size = self.geometry.row_bytes
+        if size % 8:
+            return np.random.default_rng(key).integers(0, 256, size, dtype=np.uint8)
+        return np.random.PCG64(key).random_raw(size // 8).astype("<u8", copy=False).view(np.uint8)
 
     def check_address(self, bank: int, row: int) -> None:
         """Raise IndexError if ``bank``/``row`` is outside the geometry."""
@@ -628,6 +649,104 @@ class EmulatedDimm:
         if not access.stored:
             self._store_access(access)
         access.data[self._write_index[column]] = np.frombuffer(burst, dtype=np.uint8)
+
+    def read_bursts(
+        self, access: RowAccess, columns: np.ndarray, trcd_cycles: np.ndarray, now_ns: np.ndarray
+    ) -> np.ndarray:
+        """Several read bursts of one open row, in program order: ``(n * 64,)`` uint8.
+
+        The same bytes as :meth:`read_burst` called once per burst with :attr:`now_ns` set to
+        ``now_ns[i]`` first (the firmware's batched path), and :attr:`now_ns` is left at
+        ``now_ns[-1]``.  The fault-free DIMM gathers the whole run with one index; a subclass
+        that overrides :meth:`read_burst` (on the class or the instance) and not this method
+        gets the per-burst calls, so it keeps its behaviour.  Overrides with physics must give
+        the same bytes and effects as their per-burst path.
+
+        Parameters
+        ----------
+        access : RowAccess
+            The open row.
+        columns, trcd_cycles : numpy.ndarray
+            Per burst: the starting column and the cycles since the row's ACT (int64).
+        now_ns : numpy.ndarray
+            Per burst: the time of the read in ns (float64).
+        """
+        if not _own(self, "read_burst", EmulatedDimm.read_burst):
+            return self._read_bursts_each(access, columns, trcd_cycles, now_ns)
+        if len(columns):
+            self.now_ns = float(now_ns[-1])
+        return self._gather(access.data, columns)
+
+    def _gather(self, data: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """The bytes of read bursts starting at ``columns`` of a row's ``data``, in order (a copy)."""
+        if len(columns) == len(self._row_columns) and (
+            columns.tobytes() == self._row_columns_bytes
+            if columns.dtype == self._row_columns.dtype
+            else np.array_equal(columns, self._row_columns)
+        ):
+            return data.copy()  # the whole row, burst by burst in column order: the row as it is
+        return data[self._read_matrix[columns]].reshape(-1)
+
+    def _read_bursts_each(
+        self, access: RowAccess, columns: np.ndarray, trcd_cycles: np.ndarray, now_ns: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`read_bursts` as one :meth:`read_burst` call per burst (the reference path)."""
+        out = np.empty((len(columns), BURST_BYTES), np.uint8)
+        for i, (column, trcd, t_ns) in enumerate(zip(columns.tolist(), trcd_cycles.tolist(), now_ns.tolist())):
+            self.now_ns = t_ns
+            out[i] = np.frombuffer(self.read_burst(access, column, trcd), np.uint8)
+        return out.reshape(-1)
+
+    def write_bursts(
+        self, access: RowAccess, columns: np.ndarray, bursts: np.ndarray, trcd_cycles: np.ndarray,
+        now_ns: np.ndarray,
+    ) -> None:
+        """Several write bursts into one open row, in program order (``bursts``: ``(n, 64)`` uint8).
+
+        The same effect as :meth:`write_burst` called once per burst with :attr:`now_ns` set to
+        ``now_ns[i]`` first (a later burst to the same columns wins); see :meth:`read_bursts`
+        for the fast path and the contract on overrides.
+
+        Raises
+        ------
+        StoreFullError
+            As :meth:`write_burst` (the row then stays unwritten).
+        """
+        if not _own(self, "write_burst", EmulatedDimm.write_burst):
+            self._write_bursts_each(access, columns, bursts, trcd_cycles, now_ns)
+            return
+        self._scatter_bursts(access, columns, bursts, now_ns)
+
+    def _write_bursts_each(
+        self, access: RowAccess, columns: np.ndarray, bursts: np.ndarray, trcd_cycles: np.ndarray,
+        now_ns: np.ndarray,
+    ) -> None:
+        """:meth:`write_bursts` as one :meth:`write_burst` call per burst (the reference path)."""
+        for i, (column, trcd, t_ns) in enumerate(zip(columns.tolist(), trcd_cycles.tolist(), now_ns.tolist())):
+            self.now_ns = t_ns
+            self.write_burst(access, column, bursts[i].tobytes(), trcd)
+
+    def _scatter_bursts(self, access: RowAccess, columns: np.ndarray, bursts: np.ndarray, now_ns: np.ndarray) -> None:
+        """Store write bursts with one scatter: what :meth:`write_burst` does burst by burst."""
+        n = len(columns)
+        if n == 0:
+            return
+        self.now_ns = float(now_ns[0])
+        if not access.stored:
+            self._store_access(access)  # may raise StoreFullError, as the first burst would
+        self.now_ns = float(now_ns[-1])
+        columns = np.asarray(columns, dtype=np.intp)
+        bursts = np.asarray(bursts, dtype=np.uint8).reshape(n, BURST_BYTES)
+        if n > 1:
+            # A write covers its whole aligned group of 8 columns: of several writes to one
+            # group only the last counts (a scatter with repeated indices has no defined order).
+            group = columns >> 3
+            if np.bincount(group).max() > 1:
+                _, first_of_reversed = np.unique(group[::-1], return_index=True)
+                last = np.zeros(n, bool)
+                last[n - 1 - first_of_reversed] = True
+                columns, bursts = columns[last], bursts[last]
+        access.data[self._write_matrix[columns]] = bursts
 
     def _store_access(self, access: RowAccess) -> None:
         """Point an access at its row's slot, storing the row (power-up content) if it is new."""

@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from emubench.dimm import EmulatedDimm, Geometry, RowAccess
+from emubench.dimm import EmulatedDimm, Geometry, RowAccess, _own
 from profiler.storage import BerMap, MapError
 from softmc_host.session import REFRESH_COMMANDS_PER_WINDOW
 from softmc_host.splitmix import GAMMA, mix64_array, uniform53
@@ -366,13 +366,13 @@ class ReplayDimm(EmulatedDimm):
         vdd_v, _ = self.environment()
         return f"the DIMM is not powered (supply output {vdd_v:.2f} V)" if vdd_v < 0.5 else None
 
-    def read_burst(self, access: RowAccess, column: int, trcd_cycles: int) -> bytes:
-        index = self._read_index[column]
-        clean = access.data[index]
+    def _masks(self, access: RowAccess, trcd_ns: float) -> tuple[np.ndarray, np.ndarray]:
+        """The open row's (0->1, 1->0) failure masks for a read ``trcd_ns`` after its ACT (as
+        :meth:`read_burst` sees it: capped at the longest recorded tRCD), cached per activation."""
         vdd_v, temp_c = access.replay_env  # type: ignore[attr-defined]
         current = {
             "vdd_v": vdd_v,
-            "trcd_ns": min(trcd_cycles * self.tck_ns, self._longest["trcd_ns"]),
+            "trcd_ns": trcd_ns,
             "trp_ns": min(access.trp_cycles * self.tck_ns, self._longest["trp_ns"]),
             "temp_c": temp_c,
         }
@@ -388,6 +388,37 @@ class ReplayDimm(EmulatedDimm):
             up[bits[dirs == 1]] = True
             down[bits[dirs == 0]] = True
             mask = masks[label] = (np.packbits(up, bitorder="little"), np.packbits(down, bitorder="little"))
-        up_bytes, down_bytes = mask[0][index], mask[1][index]
+        return mask
+
+    def read_burst(self, access: RowAccess, column: int, trcd_cycles: int) -> bytes:
+        index = self._read_index[column]
+        clean = access.data[index]
+        up, down = self._masks(access, min(trcd_cycles * self.tck_ns, self._longest["trcd_ns"]))
+        up_bytes, down_bytes = up[index], down[index]
         flips = (up_bytes & ~clean) | (down_bytes & clean)
         return (clean ^ flips).tobytes()
+
+    def read_bursts(
+        self, access: RowAccess, columns: np.ndarray, trcd_cycles: np.ndarray, now_ns: np.ndarray
+    ) -> np.ndarray:
+        """Several read bursts of one open row (see :meth:`EmulatedDimm.read_bursts`): the bytes
+        of :meth:`read_burst` burst by burst, with the masks looked up once per distinct tRCD
+        (every tRCD from the longest recorded one on reads alike) and one gather."""
+        if not _own(self, "read_burst", ReplayDimm.read_burst):
+            return self._read_bursts_each(access, columns, trcd_cycles, now_ns)
+        n = len(columns)
+        if n == 0:
+            return np.zeros(0, np.uint8)
+        self.now_ns = float(now_ns[-1])
+        trcd_ns = np.minimum(np.asarray(trcd_cycles) * self.tck_ns, self._longest["trcd_ns"])
+        values, first_at, inverse = np.unique(trcd_ns, return_index=True, return_inverse=True)
+        clean = access.data
+        reads = []
+        for k in np.argsort(first_at, kind="stable").tolist():  # in program order, as burst by burst
+            up, down = self._masks(access, float(values[k]))
+            reads.append(clean ^ ((up & ~clean) | (down & clean)))
+        if len(reads) == 1:
+            return self._gather(reads[0], columns)
+        which = np.empty(values.size, np.intp)
+        which[np.argsort(first_at, kind="stable")] = np.arange(values.size)
+        return np.stack(reads)[which[inverse.reshape(-1)][:, None], self._read_matrix[columns]].reshape(-1)

@@ -21,7 +21,7 @@ from firmware_bridge.protocol import (
     ErrorCode,
     MsgType,
     ProtocolError,
-    decode_program,
+    decode_program_arrays,
     encode_error,
     encode_json,
     encode_result,
@@ -94,8 +94,8 @@ class FirmwareServer:
             return MsgType.ACK, b""
         if frame.type == MsgType.PROGRAM:
             try:
-                words, blocks = decode_program(frame.payload)
-                return MsgType.RESULT, encode_result(fw.run(words, blocks))
+                words, blocks = decode_program_arrays(frame.payload)
+                return MsgType.RESULT, encode_result(fw.run_array(words, blocks))
             except ProtocolError as exc:
                 return MsgType.ERROR, encode_error(ErrorCode.MALFORMED, str(exc))
             except ExecutionError as exc:
@@ -141,7 +141,7 @@ class FirmwareServer:
 
     def serve(
         self,
-        read: Callable[[], "bytes | None"],
+        read: Callable[[], "bytes | memoryview | None"],
         write: Callable[[bytes], None],
         *,
         idle_timeout_s: float | None = None,
@@ -151,8 +151,8 @@ class FirmwareServer:
         Parameters
         ----------
         read : callable
-            Returns received bytes, ``b""`` at the end of the stream, or None when nothing
-            arrived within its poll interval (keep that short, e.g. 50 ms: the frame
+            Returns received bytes (or a view of them, used before the next call), ``b""`` at
+            the end of the stream, or None when nothing arrived within its poll interval (keep that short, e.g. 50 ms: the frame
             time-out is checked between polls).
         write : callable
             Sends bytes.
@@ -195,16 +195,25 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _socket_reader(conn: socket.socket) -> Callable[[], "bytes | None"]:
-    conn.settimeout(POLL_S)
+def _socket_reader(conn: socket.socket) -> Callable[[], "bytes | memoryview | None"]:
+    """A ``read`` for :meth:`FirmwareServer.serve` on a socket: up to 1 MiB at a time.
 
-    def read() -> bytes | None:
+    It receives into one buffer kept for the connection and returns a view of the bytes
+    received (valid until the next call; the frame decoder copies them at once), instead of
+    allocating a fresh 1 MiB object for every chunk of a large frame.
+    """
+    conn.settimeout(POLL_S)
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+
+    def read() -> bytes | memoryview | None:
         try:
-            return conn.recv(1 << 20)
+            n = conn.recv_into(buffer)
         except socket.timeout:
             return None
         except OSError:  # reset by the peer, or closed under us
             return b""
+        return view[:n] if n else b""
 
     return read
 

@@ -176,8 +176,9 @@ class FlipPlan:
     A bit outside ``weak`` is drawn with probability ``p``, a bit in ``weak`` with ``p_weak``.
     With ``by_value = (keep0, keep1)`` a drawn bit is kept with probability ``keep0`` if it holds 0
     and ``keep1`` if it holds 1 (thinning: a bit holding ``v`` flips with ``p * keep_v``).
-    Without ``weak`` and ``by_value`` and for ``0 < p <= 1/2`` the injector's fastest path (the
-    compiled block sampler on the CPU) runs.
+    On the CPU the compiled kernel draws any plan whose ``weak`` is absent or comes from the
+    context (``ctx.weak_groups``, ``ctx.weak_bitlines``); a weak set of a model's own making is
+    drawn by the vectorised path (the same stream, slower).
 
     Raises
     ------
@@ -191,8 +192,10 @@ class FlipPlan:
     by_value: Optional[tuple[float, float]] = None
 
     def __post_init__(self) -> None:
-        _check("flip plan p", self.p, 0.0, 1.0)
-        _check("flip plan p_weak", self.p_weak, 0.0, 1.0)
+        p, p_weak = self.p, self.p_weak
+        if not (type(p) is float and type(p_weak) is float and 0.0 <= p <= 1.0 and 0.0 <= p_weak <= 1.0):
+            _check("flip plan p", p, 0.0, 1.0)  # the plain floats of the built-in models skip these
+            _check("flip plan p_weak", p_weak, 0.0, 1.0)
         if self.by_value is not None:
             if len(self.by_value) != 2:
                 raise ModelError(f"flip plan by_value must be (keep0, keep1), got {show(self.by_value)}")

@@ -58,9 +58,13 @@ def crc16(data: bytes) -> int:
     return binascii.crc_hqx(data, 0xFFFF)
 
 
-def crc32(data: bytes) -> int:
-    """CRC-32 as in zlib and IEEE 802.3 (reflected poly 0xEDB88320, init and xorout 0xFFFFFFFF)."""
-    return binascii.crc32(data) & 0xFFFFFFFF
+def crc32(data: bytes, value: int = 0) -> int:
+    """CRC-32 as in zlib and IEEE 802.3 (reflected poly 0xEDB88320, init and xorout 0xFFFFFFFF).
+
+    ``data`` is any bytes-like object (a memoryview is not copied); ``value`` continues the CRC
+    of the bytes before it, so ``crc32(b, crc32(a)) == crc32(a + b)``.
+    """
+    return binascii.crc32(data, value) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class Frame:
 
 
 def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:
-    """Build the bytes of one frame.
+    """Build the bytes of one frame (the payload is copied once, into the frame).
 
     Parameters
     ----------
@@ -81,8 +85,8 @@ def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:
         Message type, 0..255.
     seq : int
         Sequence number, 0..65535.
-    payload : bytes
-        At most :data:`MAX_PAYLOAD` bytes.
+    payload : bytes-like
+        At most :data:`MAX_PAYLOAD` bytes (bytes, bytearray, memoryview or a contiguous array).
 
     Returns
     -------
@@ -93,12 +97,16 @@ def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:
         raise FrameError(f"frame type {msg_type} out of range 0..255")
     if not 0 <= seq <= 0xFFFF:
         raise FrameError(f"sequence number {seq} out of range 0..65535")
-    if len(payload) > MAX_PAYLOAD:
-        raise FrameError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
-    head = _HEADER.pack(SYNC, VERSION, msg_type, seq, len(payload))
+    if isinstance(payload, (bytes, bytearray)):
+        view = payload
+    else:
+        view = memoryview(payload)
+        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    if len(view) > MAX_PAYLOAD:
+        raise FrameError(f"payload of {len(view)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+    head = _HEADER.pack(SYNC, VERSION, msg_type, seq, len(view))
     head += struct.pack("<H", crc16(head))
-    body = head + bytes(payload)
-    return body + struct.pack("<I", crc32(body))
+    return b"".join((head, view, struct.pack("<I", crc32(view, crc32(head)))))
 
 
 class FrameDecoder:
@@ -174,7 +182,7 @@ class FrameDecoder:
                 return None
             _, version, msg_type, seq, length = _HEADER.unpack_from(buf, 0)
             (hcrc,) = struct.unpack_from("<H", buf, _HEADER.size)
-            if hcrc != crc16(bytes(buf[: _HEADER.size])) or version != VERSION or length > MAX_PAYLOAD:
+            if hcrc != crc16(buf[: _HEADER.size]) or version != VERSION or length > MAX_PAYLOAD:
                 self.skipped_bytes += 1
                 del buf[:1]
                 continue
@@ -182,13 +190,16 @@ class FrameDecoder:
             if len(buf) < total:
                 return None
             (crc,) = struct.unpack_from("<I", buf, total - TRAILER_SIZE)
-            if crc != crc32(bytes(buf[: total - TRAILER_SIZE])):
+            with memoryview(buf) as view:
+                good = crc == crc32(view[: total - TRAILER_SIZE])
+            if not good:
                 self.corrupt += 1
                 self.last_corrupt = Frame(msg_type, seq, b"")
                 # Drop only the SYNC: a short frame's "payload" may hold the next frame.
                 self.skipped_bytes += 1
                 del buf[:1]
                 continue
-            payload = bytes(buf[HEADER_SIZE : total - TRAILER_SIZE])
+            with memoryview(buf) as view:
+                payload = bytes(view[HEADER_SIZE : total - TRAILER_SIZE])  # one copy, not two
             del buf[:total]
             return Frame(msg_type, seq, payload)

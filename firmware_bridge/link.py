@@ -18,6 +18,7 @@ its default settings).  A ``spy+`` prefix (``spy+socket://...``,
 from __future__ import annotations
 
 import math
+import socket
 import sys
 import time
 import urllib.parse
@@ -120,10 +121,27 @@ def open_transport(url: str, *, poll_s: float = 0.05) -> Transport:
             except ValueError:
                 raise LinkError(f"serial option {key}={values[-1]!r} in {url!r} is not a number") from None
     try:
-        return serial.serial_for_url(target, timeout=poll_s, write_timeout=10.0, **kwargs)
+        port = serial.serial_for_url(target, timeout=poll_s, write_timeout=10.0, **kwargs)
     except (serial.SerialException, ValueError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LinkError(f"cannot open tester link {url!r}: {reason}") from None
+    _no_delay(port)
+    return port
+
+
+def _no_delay(port: object) -> None:
+    """Turn Nagle's algorithm off on a ``socket://`` port (pySerial leaves it on).
+
+    A request is one write: with Nagle on, the last part of a frame longer than a TCP
+    segment waits for the acknowledgement of the rest, which the receiver may delay (tens
+    of ms on Linux), so large frames would stall at random.  The firmware end sets the same.
+    """
+    sock = getattr(port, "_socket", None)
+    if sock is not None and hasattr(sock, "setsockopt"):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not a TCP socket after all
+            pass
 
 
 def describe_frame(frame: Frame) -> str:

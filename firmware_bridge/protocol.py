@@ -25,6 +25,8 @@ import math
 import struct
 from typing import Any, Sequence
 
+import numpy as np
+
 __all__ = [
     "MsgType",
     "ErrorCode",
@@ -33,8 +35,10 @@ __all__ = [
     "ProtocolError",
     "encode_program",
     "decode_program",
+    "decode_program_arrays",
     "encode_result",
     "decode_result",
+    "result_bursts",
     "encode_error",
     "decode_error",
     "encode_json",
@@ -85,13 +89,56 @@ class ProtocolError(ValueError):
     """A payload does not follow its message layout."""
 
 
-def encode_program(words: Sequence[int], blocks: Sequence[bytes] = ()) -> bytes:
-    """Build a PROGRAM payload from 32-bit words and 64-byte write-data blocks."""
-    for block in blocks:
-        if len(block) != BURST_BYTES:
-            raise ProtocolError(f"write-data block of {len(block)} bytes, expected {BURST_BYTES}")
-    slots = struct.pack(f"<{len(words)}Q", *words)
-    return _COUNTS.pack(len(words), len(blocks)) + slots + b"".join(blocks)
+def encode_program(words: Sequence[int] | np.ndarray, blocks: Sequence[bytes] | np.ndarray = ()) -> bytes:
+    """Build a PROGRAM payload from 32-bit words and 64-byte write-data blocks.
+
+    ``words`` may be a sequence of ints or an integer array; ``blocks`` a sequence of 64-byte
+    blocks or an ``(n, 64)`` uint8 array (encoded as a whole, without a Python step per word).
+
+    Raises
+    ------
+    ProtocolError
+        If a block is not 64 bytes, or an array of words holds a negative one (a sequence of
+        words that do not fit in 64-bit slots raises :class:`struct.error`).
+    """
+    if isinstance(blocks, np.ndarray):
+        if blocks.size and (blocks.ndim != 2 or blocks.shape[1] != BURST_BYTES):
+            raise ProtocolError(f"write-data blocks of shape {blocks.shape}, expected (n, {BURST_BYTES})")
+        n_blocks = len(blocks) if blocks.size else 0
+        block_bytes = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)  # joined without a copy of its own
+    else:
+        for block in blocks:
+            if len(block) != BURST_BYTES:
+                raise ProtocolError(f"write-data block of {len(block)} bytes, expected {BURST_BYTES}")
+        n_blocks = len(blocks)
+        block_bytes = b"".join(blocks)
+    if isinstance(words, np.ndarray):
+        if words.dtype.kind not in "iu" or (words.dtype.kind == "i" and words.size and int(words.min()) < 0):
+            raise ProtocolError("instruction words must be non-negative integers")
+        slots = words.astype("<u8")
+    else:
+        slots = struct.pack(f"<{len(words)}Q", *words)
+    return b"".join((_COUNTS.pack(len(words), n_blocks), slots, block_bytes))
+
+
+def _program_parts(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The slots (uint64) and blocks (``(n, 64)`` uint8) of a PROGRAM payload, as views of it."""
+    if len(payload) < _COUNTS.size:
+        raise ProtocolError(f"PROGRAM payload of {len(payload)} bytes is shorter than its 8-byte counts")
+    n_slots, n_blocks = _COUNTS.unpack_from(payload)
+    want = _COUNTS.size + 8 * n_slots + BURST_BYTES * n_blocks
+    if len(payload) != want:
+        raise ProtocolError(
+            f"PROGRAM payload is {len(payload)} bytes but {n_slots} slots and {n_blocks} blocks need {want}"
+        )
+    slots = np.frombuffer(payload, dtype="<u8", count=n_slots, offset=_COUNTS.size)
+    high = np.flatnonzero(slots >> np.uint64(32))
+    if high.size:
+        index = int(high[0])
+        raise ProtocolError(f"slot {index} has its high 32 bits set (0x{int(slots[index]):016X})")
+    base = _COUNTS.size + 8 * n_slots
+    blocks = np.frombuffer(payload, dtype=np.uint8, count=BURST_BYTES * n_blocks, offset=base)
+    return slots, blocks.reshape(n_blocks, BURST_BYTES)
 
 
 def decode_program(payload: bytes) -> tuple[list[int], list[bytes]]:
@@ -102,37 +149,52 @@ def decode_program(payload: bytes) -> tuple[list[int], list[bytes]]:
     ProtocolError
         If the length does not match the counts or a slot's high 32 bits are set.
     """
-    if len(payload) < _COUNTS.size:
-        raise ProtocolError(f"PROGRAM payload of {len(payload)} bytes is shorter than its 8-byte counts")
-    n_slots, n_blocks = _COUNTS.unpack_from(payload)
-    want = _COUNTS.size + 8 * n_slots + BURST_BYTES * n_blocks
-    if len(payload) != want:
-        raise ProtocolError(
-            f"PROGRAM payload is {len(payload)} bytes but {n_slots} slots and {n_blocks} blocks need {want}"
-        )
-    slots = struct.unpack_from(f"<{n_slots}Q", payload, _COUNTS.size)
-    for index, slot in enumerate(slots):
-        if slot >> 32:
-            raise ProtocolError(f"slot {index} has its high 32 bits set (0x{slot:016X})")
-    base = _COUNTS.size + 8 * n_slots
-    blocks = [payload[base + BURST_BYTES * i : base + BURST_BYTES * (i + 1)] for i in range(n_blocks)]
-    return list(slots), blocks
+    slots, blocks = _program_parts(payload)
+    base = _COUNTS.size + 8 * len(slots)
+    return slots.tolist(), [payload[base + BURST_BYTES * i : base + BURST_BYTES * (i + 1)] for i in range(len(blocks))]
 
 
-def encode_result(bursts: bytes) -> bytes:
-    """Build a RESULT payload from the concatenated 64-byte read bursts."""
-    if len(bursts) % BURST_BYTES:
-        raise ProtocolError(f"read data of {len(bursts)} bytes is not a whole number of bursts")
-    return struct.pack("<I", len(bursts) // BURST_BYTES) + bytes(bursts)
+def decode_program_arrays(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Split a PROGRAM payload into arrays: the words (uint32) and the blocks (``(n, 64)`` uint8).
+
+    The same checks as :func:`decode_program`; the blocks are a read-only view of ``payload``.
+
+    Raises
+    ------
+    ProtocolError
+        If the length does not match the counts or a slot's high 32 bits are set.
+    """
+    slots, blocks = _program_parts(payload)
+    return slots.astype(np.uint32), blocks
 
 
-def decode_result(payload: bytes) -> bytes:
-    """Return the concatenated read bursts of a RESULT payload."""
+def encode_result(bursts: bytes | np.ndarray) -> bytes:
+    """Build a RESULT payload from the concatenated 64-byte read bursts (bytes-like or a uint8 array)."""
+    size = bursts.nbytes if isinstance(bursts, np.ndarray) else len(bursts)
+    if size % BURST_BYTES:
+        raise ProtocolError(f"read data of {size} bytes is not a whole number of bursts")
+    return b"".join((struct.pack("<I", size // BURST_BYTES), bursts))
+
+
+def result_bursts(payload: bytes) -> int:
+    """The number of bursts a RESULT payload carries, checked against its length (nothing is copied).
+
+    Raises
+    ------
+    ProtocolError
+        If the payload is shorter than its count or its length does not match it.
+    """
     if len(payload) < 4:
         raise ProtocolError("RESULT payload is shorter than its 4-byte count")
     (count,) = struct.unpack_from("<I", payload)
     if len(payload) != 4 + BURST_BYTES * count:
         raise ProtocolError(f"RESULT says {count} bursts but carries {len(payload) - 4} bytes")
+    return count
+
+
+def decode_result(payload: bytes) -> bytes:
+    """Return the concatenated read bursts of a RESULT payload."""
+    result_bursts(payload)
     return payload[4:]
 
 

@@ -18,13 +18,19 @@ Word format (32 bits; the host sends each word in the low half of a 64-bit slot)
 Every field is range-checked when an instruction is built, and :func:`decode`
 accepts exactly the words that :meth:`Instruction.encode` produces, so
 ``decode(w).encode() == w`` for every word that decodes.  See ``docs/softmc-isa.md``.
+
+:func:`decode_words` and :func:`encode_words` do the same for whole arrays of words at once
+(numpy), with one *kind* code per word instead of an object: the firmware checks and runs
+programs from them, and the host builds programs with them, without Python work per word.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar, Sequence, Union
+
+import numpy as np
 
 __all__ = [
     "N_BANKS",
@@ -50,6 +56,10 @@ __all__ = [
     "WBuf",
     "Instruction",
     "decode",
+    "Kind",
+    "DecodedWords",
+    "decode_words",
+    "encode_words",
 ]
 
 N_BANKS = 8
@@ -462,3 +472,257 @@ def decode(word: int) -> Instruction:
             raise _reject(word, "WBUF bits above [12:0] set")
         return WBuf(payload)
     raise _reject(word, f"unknown opcode 0b{op:04b}")
+
+
+# Whole programs as arrays -----------------------------------------------------------------
+
+
+class Kind(enum.IntEnum):
+    """Kind code of a word in :class:`DecodedWords` (``INVALID``: a word :func:`decode` rejects)."""
+
+    END = 0
+    BUSDIR = 1
+    TREFI = 2
+    TRFC = 3
+    WAIT = 4
+    WBUF = 5
+    ACT = 6
+    PRE = 7
+    PREA = 8
+    RD = 9
+    WR = 10
+    REF = 11
+    ZQ = 12
+    INVALID = 255
+
+
+#: The instruction class of each kind (``KIND_CLASS[Kind.RD] is Rd``).
+KIND_CLASS: dict[Kind, type] = {
+    Kind.END: End, Kind.BUSDIR: SetBusDir, Kind.TREFI: SetTrefi, Kind.TRFC: SetTrfc, Kind.WAIT: Wait,
+    Kind.WBUF: WBuf, Kind.ACT: Act, Kind.PRE: Pre, Kind.PREA: PreAll, Kind.RD: Rd, Kind.WR: Wr, Kind.REF: Ref,
+    Kind.ZQ: Zq,
+}
+
+
+class DecodedWords:
+    """An array of instruction words, decoded field by field (all arrays of the words' length).
+
+    Attributes
+    ----------
+    kind : numpy.ndarray
+        uint8 :class:`Kind` code of each word.
+    bank : numpy.ndarray
+        int64 bank of ACT, PRE, RD and WR (0 for the others).
+    field : numpy.ndarray
+        int64: the row of ACT, the column of RD/WR, the cycles of WAIT, the index of WBUF,
+        the value of SET_TREFI/SET_TRFC, the direction of SET_BUS_DIR, 1 for ZQ LONG; 0 otherwise.
+    auto_precharge : numpy.ndarray
+        bool, RD/WR with auto-precharge.
+    data : numpy.ndarray
+        int64 data byte of WR (0 for the others), worked out when first asked for.
+
+    Fields of a word of kind ``INVALID`` mean nothing.
+    """
+
+    __slots__ = ("kind", "bank", "field", "auto_precharge", "_words", "_data")
+
+    def __init__(self, kind: np.ndarray, bank: np.ndarray, field: np.ndarray, auto_precharge: np.ndarray,
+                 words: np.ndarray) -> None:
+        self.kind = kind
+        self.bank = bank
+        self.field = field
+        self.auto_precharge = auto_precharge
+        self._words = words
+        self._data: np.ndarray | None = None
+
+    @property
+    def data(self) -> np.ndarray:
+        """int64 data byte of WR (0 for the others)."""
+        if self._data is None:
+            w = self._words
+            self._data = np.where(self.kind == Kind.WR, ((w >> 23) & 0xFC) | ((w >> 14) & 3), 0)
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+
+_U32 = 0xFFFFFFFF
+_RD_ALLOWED = _A12 | _A10 | _COL_MASK
+_WR_ALLOWED = _RD_ALLOWED | 0xC000
+
+
+def _decode_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lookup tables of :func:`decode_words`, built once.
+
+    A word's kind is ``KIND[CLASS[word >> 16], word & 0xFFFF]`` (``KIND`` flattened): the high
+    half selects a class (which command, and which low halves it allows), the class's row gives
+    the kind of each low half (``CLASS`` holds each class already shifted to its row's start).
+    Then ``field = word & FIELD_MASK[kind]`` (ZQ's A10 shifted to bit 0).  (Equivalence with :func:`decode` is tested word by word.)
+    """
+    hi = np.arange(1 << 16, dtype=np.int64)
+    lo = np.arange(1 << 16, dtype=np.int64)
+    classes = [Kind.INVALID, Kind.END, Kind.BUSDIR, Kind.TREFI, Kind.TRFC, Kind.WAIT, Kind.WBUF, Kind.ACT,
+               "PRE0", Kind.PRE, Kind.RD, Kind.WR, Kind.REF, Kind.ZQ]
+    index = {c: i for i, c in enumerate(classes)}
+    cls = np.zeros(1 << 16, np.uint8)
+    op, upper = hi >> 12, hi & 0xFFF
+    for code, opcode in ((Kind.END, _OP_END), (Kind.BUSDIR, _OP_BUSDIR), (Kind.WAIT, _OP_WAIT), (Kind.WBUF, _OP_WBUF)):
+        cls[(op == opcode) & (upper == 0)] = index[code]
+    cls[op == _OP_TREFI] = index[Kind.TREFI]
+    cls[op == _OP_TRFC] = index[Kind.TRFC]
+    ddr = op >= 8
+    data_hi, cmd, bank = (hi >> 9) & 0x3F, (hi >> 3) & 0x3F, hi & 7
+    plain = ddr & (data_hi == 0)
+    cls[plain & (cmd == _CMD_ACT)] = index[Kind.ACT]
+    cls[plain & (cmd == _CMD_PRE)] = index[Kind.PRE]
+    cls[plain & (cmd == _CMD_PRE) & (bank == 0)] = index["PRE0"]
+    cls[plain & (cmd == _CMD_RD)] = index[Kind.RD]
+    cls[ddr & (cmd == _CMD_WR)] = index[Kind.WR]
+    cls[plain & (cmd == _CMD_REF) & (bank == 0)] = index[Kind.REF]
+    cls[plain & (cmd == _CMD_ZQ) & (bank == 0)] = index[Kind.ZQ]
+    kind = np.full((len(classes), 1 << 16), Kind.INVALID, np.uint8)
+    a12 = (lo & _A12) != 0
+    rows = {
+        Kind.END: lo == 0,
+        Kind.BUSDIR: (lo == BusDirection.READ) | (lo == BusDirection.WRITE),
+        Kind.TREFI: np.ones(1 << 16, bool),
+        Kind.TRFC: np.ones(1 << 16, bool),
+        Kind.WAIT: (lo >= 1) & (lo <= MAX_WAIT_CYCLES),
+        Kind.WBUF: lo <= MAX_WBUF_INDEX,
+        Kind.ACT: np.ones(1 << 16, bool),
+        Kind.PRE: lo == 0,
+        Kind.RD: a12 & ((lo & ~_RD_ALLOWED) == 0),
+        Kind.WR: a12 & ((lo & ~_WR_ALLOWED) == 0),
+        Kind.REF: lo == 0,
+        Kind.ZQ: (lo == 0) | (lo == _A10),
+    }
+    for code, allowed in rows.items():
+        kind[index[code], allowed] = code
+    kind[index["PRE0"], lo == 0] = Kind.PRE
+    kind[index["PRE0"], lo == _A10] = Kind.PREA
+    field_mask = np.zeros(256, np.int64)
+    for code in (Kind.END, Kind.BUSDIR, Kind.TREFI, Kind.TRFC, Kind.WAIT, Kind.WBUF):
+        field_mask[code] = 0x0FFFFFFF
+    field_mask[Kind.ACT] = 0xFFFF
+    field_mask[Kind.RD] = field_mask[Kind.WR] = _COL_MASK
+    field_mask[Kind.ZQ] = _A10  # shifted down to 0/1 by decode_words
+    return cls.astype(np.int64) << 16, kind.ravel(), field_mask
+
+
+_TABLES: tuple[np.ndarray, ...] | None = None
+
+
+def decode_words(words: np.ndarray | Sequence[int]) -> DecodedWords:
+    """Decode many instruction words at once; exactly the words :func:`decode` accepts are valid.
+
+    Parameters
+    ----------
+    words : numpy.ndarray or sequence of int
+        The words (any integer dtype; values outside 0..2**32-1 are invalid).
+
+    Returns
+    -------
+    DecodedWords
+        Kind and fields of every word; a word :func:`decode` would reject has kind ``INVALID``
+        (call :func:`decode` on it for the reason).
+    """
+    global _TABLES
+    if _TABLES is None:
+        _TABLES = _decode_tables()
+    cls, kind_table, field_mask = _TABLES
+    raw = np.asarray(words)
+    if raw.dtype == np.int64 or raw.dtype == np.uint32:
+        w = raw.astype(np.int64, copy=False)
+        in_range = None if raw.dtype == np.uint32 else (w >> 32) == 0
+    elif raw.dtype.kind == "u":
+        in_range = raw <= _U32
+        w = (raw & _U32).astype(np.int64)
+    else:
+        w = raw.astype(np.int64)
+        in_range = (w >> 32) == 0
+    if in_range is not None and not in_range.all():
+        w = np.where(in_range, w, 0)
+    else:
+        in_range = None
+    high = w >> 16
+    kind = np.take(kind_table, np.take(cls, high) | (w & 0xFFFF))
+    if in_range is not None:
+        kind[~in_range] = Kind.INVALID
+    field = w & np.take(field_mask, kind)
+    zq = kind == Kind.ZQ
+    if zq.any():
+        field[zq] >>= 10
+    # Bits [18:16] are the bank of a DDR command; valid PREA, REF and ZQ have them 0.
+    bank = (high & 7) * (w >> 31)
+    ap = (w & _A10) != 0
+    ap &= (kind == Kind.RD) | (kind == Kind.WR)
+    return DecodedWords(kind, bank, field, ap, w)
+
+
+def _encode_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per kind (0..255): lowest and highest field value (lo > hi: not a kind), DDR command, opcode bits."""
+    lo = np.ones(256, np.int64)
+    hi = np.zeros(256, np.int64)
+    limits = {
+        Kind.END: (0, 0), Kind.BUSDIR: (0, 2), Kind.TREFI: (0, MAX_REG_VALUE), Kind.TRFC: (0, MAX_REG_VALUE),
+        Kind.WAIT: (1, MAX_WAIT_CYCLES), Kind.WBUF: (0, MAX_WBUF_INDEX), Kind.ACT: (0, N_ROWS - 1),
+        Kind.PRE: (0, 0), Kind.PREA: (0, 0), Kind.RD: (0, N_COLUMNS - 1), Kind.WR: (0, N_COLUMNS - 1),
+        Kind.REF: (0, 0), Kind.ZQ: (0, 1),
+    }
+    for code, (low, high) in limits.items():
+        lo[code], hi[code] = low, high
+    cmd = np.zeros(256, np.int64)
+    for code, value in ((Kind.ACT, _CMD_ACT), (Kind.PRE, _CMD_PRE), (Kind.PREA, _CMD_PRE), (Kind.RD, _CMD_RD),
+                        (Kind.WR, _CMD_WR), (Kind.REF, _CMD_REF), (Kind.ZQ, _CMD_ZQ)):
+        cmd[code] = value
+    opcode = np.zeros(256, np.int64)
+    for code, value in ((Kind.END, _OP_END), (Kind.BUSDIR, _OP_BUSDIR), (Kind.TREFI, _OP_TREFI),
+                        (Kind.TRFC, _OP_TRFC), (Kind.WAIT, _OP_WAIT), (Kind.WBUF, _OP_WBUF)):
+        opcode[code] = value << 28
+    return lo, hi, cmd, opcode
+
+
+_ENCODE_TABLES = _encode_tables()
+
+
+def encode_words(
+    kind: np.ndarray | Sequence[int],
+    bank: np.ndarray | Sequence[int] | int = 0,
+    field: np.ndarray | Sequence[int] | int = 0,
+    data: np.ndarray | Sequence[int] | int = 0,
+    auto_precharge: np.ndarray | Sequence[bool] | bool = False,
+) -> np.ndarray:
+    """Encode many instructions at once: the inverse of :func:`decode_words` (int64 words).
+
+    Arguments broadcast against ``kind`` and mean what the :class:`DecodedWords` fields mean.
+
+    Raises
+    ------
+    IsaError
+        If a kind is unknown or a field is out of its range (naming the first such word).
+    """
+    k = np.asarray(kind, np.int64)
+    b, f, d = (np.broadcast_to(np.asarray(x, np.int64), k.shape) for x in (bank, field, data))
+    ap = np.broadcast_to(np.asarray(auto_precharge, bool), k.shape)
+    lo, hi, cmd_table, opcode_table = _ENCODE_TABLES
+    known = (k >= 0) & (k < 256)
+    kk = np.where(known, k, Kind.INVALID)
+    bad = ~known | (f < lo[kk]) | (f > hi[kk]) | (b < 0) | (b >= N_BANKS) | (d < 0) | (d > 0xFF)
+    bad |= (kk == Kind.BUSDIR) & (f == 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad.ravel())[0])
+        raise IsaError(
+            f"word {i}: kind {int(k.ravel()[i])}, bank {int(b.ravel()[i])}, field {int(f.ravel()[i])}, "
+            f"data {int(d.ravel()[i])} cannot be encoded"
+        )
+    ddr_cmd = cmd_table[kk]
+    is_rw = (kk == Kind.RD) | (kk == Kind.WR)
+    is_wr = kk == Kind.WR
+    addr = np.where(kk == Kind.ACT, f, 0)
+    addr = np.where(is_rw, _A12 | np.where(ap, _A10, 0) | f, addr)
+    addr = np.where(is_wr, addr | ((d & 0x3) << 14), addr)
+    addr = np.where((kk == Kind.PREA) | ((kk == Kind.ZQ) & (f != 0)), _A10, addr)
+    has_bank = is_rw | (kk == Kind.ACT) | (kk == Kind.PRE)
+    ddr = _DDR_BIT | np.where(is_wr, d >> 2, 0) << 25 | ddr_cmd << 19 | np.where(has_bank, b, 0) << 16 | addr
+    return np.where(ddr_cmd != 0, ddr, opcode_table[kk] | f)

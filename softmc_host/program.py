@@ -30,9 +30,12 @@ __all__ = [
     "Program",
     "wait_words",
     "row_bursts",
+    "row_data",
     "append_row_write",
     "append_row_read",
     "pack_rows",
+    "build_row_writes",
+    "build_row_reads",
     "hold_programs",
     "refresh_interval_program",
     "TREFI_TICK_NS",
@@ -57,6 +60,11 @@ class ProgramError(ValueError):
 class Program:
     """A SoftMC program under construction.
 
+    The words and write-data blocks are kept as Python lists (:attr:`words`, :attr:`blocks`)
+    or, for a program built on arrays (:meth:`from_arrays`, :func:`build_row_writes`,
+    :func:`build_row_reads`), as numpy arrays; the lists are made from the arrays the first
+    time they are asked for, and :meth:`payload` encodes either without going word by word.
+
     Parameters
     ----------
     max_length : int
@@ -64,27 +72,110 @@ class Program:
     """
 
     def __init__(self, max_length: int = MAX_PROGRAM_SLOTS) -> None:
-        self.words: list[int] = []
-        self.blocks: list[bytes] = []
+        self._words: list[int] | None = []
+        self._word_array: np.ndarray | None = None
+        self._blocks: list[bytes] | None = []
+        self._block_array: np.ndarray | None = None
         self.max_length = max_length
         self.n_reads = 0
         self.bus_direction: isa.BusDirection | None = None
         self.ended = False
 
+    @classmethod
+    def from_arrays(
+        cls,
+        words: np.ndarray,
+        blocks: np.ndarray | None = None,
+        *,
+        n_reads: int | None = None,
+        bus_direction: isa.BusDirection | None = None,
+        max_length: int = MAX_PROGRAM_SLOTS,
+    ) -> "Program":
+        """A program holding ``words`` (32-bit words, END last if it is ended) and ``blocks`` (``(n, 64)`` uint8).
+
+        ``n_reads`` defaults to the number of RD words.
+
+        Raises
+        ------
+        ProgramError
+            If there are more words than ``max_length``, or the blocks are not 64 bytes each.
+        """
+        words = np.asarray(words, dtype=np.int64).reshape(-1)
+        if len(words) > max_length:
+            raise ProgramError(f"program of {len(words)} instructions; the tester takes at most {max_length}")
+        if blocks is None:
+            blocks = np.empty((0, BURST_BYTES), np.uint8)
+        blocks = np.asarray(blocks, dtype=np.uint8)
+        if blocks.ndim != 2 or blocks.shape[1] != BURST_BYTES:
+            raise ProgramError(f"write-data blocks must be an (n, {BURST_BYTES}) array, got shape {blocks.shape}")
+        program = cls(max_length)
+        program._words, program._word_array = None, words
+        program._blocks, program._block_array = None, blocks
+        program.n_reads = (
+            int(np.count_nonzero(isa.decode_words(words).kind == isa.Kind.RD)) if n_reads is None else int(n_reads)
+        )
+        program.bus_direction = bus_direction
+        program.ended = bool(len(words)) and int(words[-1]) == isa.End().encode()
+        return program
+
+    @property
+    def words(self) -> list[int]:
+        """The instruction words so far (a list; changing it changes the program)."""
+        if self._words is None:
+            self._words = self._word_array.tolist()  # type: ignore[union-attr]
+            self._word_array = None
+        return self._words
+
+    @words.setter
+    def words(self, value: list[int]) -> None:
+        self._words, self._word_array = list(value), None
+
+    @property
+    def blocks(self) -> list[bytes]:
+        """The write-data blocks so far, 64 bytes each (a list; changing it changes the program)."""
+        if self._blocks is None:
+            array = self._block_array
+            self._blocks = [array[i].tobytes() for i in range(len(array))]  # type: ignore[arg-type]
+            self._block_array = None
+        return self._blocks
+
+    @blocks.setter
+    def blocks(self, value: list[bytes]) -> None:
+        self._blocks, self._block_array = list(value), None
+
+    def word_array(self) -> np.ndarray:
+        """The words as an int64 array (a copy of the list, or the array the program holds)."""
+        if self._word_array is not None:
+            return self._word_array
+        return np.array(self._words, dtype=np.int64)
+
+    def block_array(self) -> np.ndarray:
+        """The write-data blocks as an ``(n, 64)`` uint8 array."""
+        if self._block_array is not None:
+            return self._block_array
+        if not self._blocks:
+            return np.empty((0, BURST_BYTES), np.uint8)
+        return np.frombuffer(b"".join(self._blocks), np.uint8).reshape(-1, BURST_BYTES)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of write-data blocks."""
+        return len(self._blocks) if self._blocks is not None else len(self._block_array)  # type: ignore[arg-type]
+
     def __len__(self) -> int:
-        return len(self.words)
+        return len(self._words) if self._words is not None else len(self._word_array)  # type: ignore[arg-type]
 
     @property
     def room(self) -> int:
         """Instructions that can still be added, keeping one slot for END."""
-        return self.max_length - len(self.words) - (0 if self.ended else 1)
+        return self.max_length - len(self) - (0 if self.ended else 1)
 
     def _push(self, words: Sequence[int], reads: int = 0) -> None:
         if self.ended:
             raise ProgramError("cannot add instructions after END")
         if len(words) > self.room:
             raise ProgramError(
-                f"program would hold {len(self.words) + len(words) + 1} instructions with END; "
+                f"program would hold {len(self) + len(words) + 1} instructions with END; "
                 f"the tester takes at most {self.max_length}"
             )
         self.words.extend(words)
@@ -96,7 +187,7 @@ class Program:
             if isinstance(ins, isa.End):
                 self.end()
                 continue
-            if isinstance(ins, isa.WBuf) and ins.index >= len(self.blocks):
+            if isinstance(ins, isa.WBuf) and ins.index >= self.n_blocks:
                 raise ProgramError(f"WBUF {ins.index} names a write-data block the program does not carry")
             self._push([ins.encode()], 1 if isinstance(ins, isa.Rd) else 0)
             if isinstance(ins, isa.SetBusDir):
@@ -119,7 +210,7 @@ class Program:
         """Append a write-data block and a WBUF naming it: the next WR writes these 64 bytes."""
         if len(burst) != BURST_BYTES:
             raise ProgramError(f"a write burst is {BURST_BYTES} bytes, got {len(burst)}")
-        self._push((isa.WBuf(len(self.blocks)).encode(),))
+        self._push((isa.WBuf(self.n_blocks).encode(),))
         self.blocks.append(bytes(burst))
         return self
 
@@ -134,7 +225,7 @@ class Program:
         """Append another (unended) program's instructions and write-data blocks."""
         if part.ended:
             raise ProgramError("cannot merge a program that already ends with END")
-        offset = len(self.blocks)
+        offset = self.n_blocks
         words = part.words if not offset else [w + offset if w >> 28 == _WBUF_OPCODE else w for w in part.words]
         self._push(words, part.n_reads)
         self.blocks.extend(part.blocks)
@@ -154,12 +245,12 @@ class Program:
     def payload(self) -> bytes:
         """The PROGRAM request payload (END is appended if missing)."""
         self.end()
-        return encode_program(self.words, self.blocks)
+        return encode_program(self.word_array(), self.block_array())
 
     @property
     def uses_write_extension(self) -> bool:
         """True if the program needs the bridge's write-data extension."""
-        return bool(self.blocks)
+        return self.n_blocks > 0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -186,6 +277,25 @@ def wait_words(cycles: int) -> tuple[int, ...]:
     return (isa.Wait(isa.MAX_WAIT_CYCLES).encode(),) * full + ((isa.Wait(rest).encode(),) if rest else ())
 
 
+def row_data(data: int | bytes | np.ndarray, row_bytes: int = ROW_BYTES) -> np.ndarray:
+    """One row's bytes as a ``(row_bytes,)`` uint8 array: a byte value 0..255 repeated, or exactly ``row_bytes`` bytes.
+
+    Raises
+    ------
+    ProgramError
+        For a byte value out of range or data of another length.
+    """
+    if isinstance(data, (int, np.integer)) and not isinstance(data, bool):
+        if not 0 <= int(data) <= 0xFF:
+            raise ProgramError(f"data byte {data} out of range 0..255")
+        return np.full(row_bytes, int(data), np.uint8)
+    arr = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    arr = np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1)
+    if arr.size != row_bytes:
+        raise ProgramError(f"row data must be {row_bytes} bytes, got {arr.size}")
+    return arr
+
+
 def row_bursts(data: int | bytes | np.ndarray, row_bytes: int = ROW_BYTES) -> list[int | bytes]:
     """Split a row's data into per-burst items: an int where a burst repeats one byte, else 64 bytes.
 
@@ -196,14 +306,9 @@ def row_bursts(data: int | bytes | np.ndarray, row_bytes: int = ROW_BYTES) -> li
     """
     n = row_bytes // BURST_BYTES
     if isinstance(data, (int, np.integer)) and not isinstance(data, bool):
-        if not 0 <= int(data) <= 0xFF:
-            raise ProgramError(f"data byte {data} out of range 0..255")
+        row_data(data, row_bytes)  # checks the value
         return [int(data)] * n
-    arr = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    arr = np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1)
-    if arr.size != row_bytes:
-        raise ProgramError(f"row data must be {row_bytes} bytes, got {arr.size}")
-    bursts = arr.reshape(n, BURST_BYTES)
+    bursts = row_data(data, row_bytes).reshape(n, BURST_BYTES)
     uniform = (bursts == bursts[:, :1]).all(axis=1)
     return [int(b[0]) if u else b.tobytes() for b, u in zip(bursts, uniform)]
 
@@ -330,6 +435,212 @@ def pack_rows(
         program.merge(part)
     if program.words:
         yield program.end()
+
+
+@functools.lru_cache(maxsize=None)
+def _zero_word(kind: isa.Kind) -> int:
+    """The word of ``kind`` with every field 0 (bank 0, row/column 0, data 0)."""
+    return int(isa.encode_words([kind])[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _bank_bits(kind: isa.Kind) -> np.ndarray:
+    """The bits each bank number sets in a word of ``kind`` (isa's own encoding, OR-able)."""
+    return isa.encode_words([kind] * isa.N_BANKS, np.arange(isa.N_BANKS)) ^ _zero_word(kind)
+
+
+@functools.lru_cache(maxsize=None)
+def _wr_data_bits() -> np.ndarray:
+    """Bits of WR's data byte, for data 0..255 and then 0 for indices 256..511 (no data)."""
+    bits = isa.encode_words([isa.Kind.WR] * 256, data=np.arange(256)) ^ _zero_word(isa.Kind.WR)
+    return np.concatenate([bits, np.zeros(256, np.int64)])
+
+
+def _pack(lengths: Sequence[int], prefix: int, max_length: int) -> list[tuple[int, int]]:
+    """Split rows into programs as :func:`pack_rows` does: ``(first, end)`` row ranges.
+
+    ``lengths`` are the rows' words without the bus switch, which every program starts with
+    (``prefix`` words); each program keeps one slot for END.
+
+    Raises
+    ------
+    ProgramError
+        If a row does not fit in a program of its own (the message :meth:`Program._push` gives).
+    """
+    ranges: list[tuple[int, int]] = []
+    first, used = 0, 0
+    for index, length in enumerate(lengths):
+        need = length if index > first else length + prefix
+        if need > max_length - used - 1 and index > first:
+            ranges.append((first, index))
+            first, used, need = index, 0, length + prefix
+        if need > max_length - used - 1:
+            raise ProgramError(
+                f"program would hold {need + 1} instructions with END; the tester takes at most {max_length}"
+            )
+        used += need
+    if len(lengths) > first:
+        ranges.append((first, len(lengths)))
+    return ranges
+
+
+def _check_rows(rows: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Rows as an ``(n, 2)`` int64 array, each checked as ACT checks it (IsaError naming the field)."""
+    array = np.array(rows, dtype=np.int64).reshape(-1, 2) if len(rows) else np.empty((0, 2), np.int64)
+    bad = np.flatnonzero(
+        (array[:, 0] < 0) | (array[:, 0] >= isa.N_BANKS) | (array[:, 1] < 0) | (array[:, 1] >= isa.N_ROWS)
+    )
+    if bad.size:
+        bank, row = rows[int(bad[0])]
+        isa.Act(int(bank), int(row))  # raises, naming the field
+    return array
+
+
+def build_row_writes(
+    rows: Sequence[tuple[int, int]],
+    data: np.ndarray,
+    timing: TimingCycles,
+    params: Ddr3Params = Ddr3Params(),
+    columns_per_burst: int = 8,
+    max_length: int = MAX_PROGRAM_SLOTS,
+) -> list[Program]:
+    """The programs writing whole rows, built on arrays: the same words and blocks as
+    ``pack_rows(rows, append_row_write(...))``, without Python work per burst.
+
+    Parameters
+    ----------
+    rows : sequence of (bank, row)
+        The rows, in order.
+    data : numpy.ndarray
+        ``(len(rows), row_bytes)`` uint8: each row's bytes.
+    timing, params, columns_per_burst
+        As for :func:`append_row_write`.
+    max_length : int
+        Most instructions per program.
+
+    Returns
+    -------
+    list of Program
+        Ended programs, as many rows each as fit.  Their write-data blocks may be views of
+        ``data`` (not copies): change ``data`` only after the programs have run.
+
+    Raises
+    ------
+    ProgramError
+        If one row does not fit in a program, or a wait cannot be built.
+    """
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    if data.ndim != 2 or len(data) != len(rows) or data.shape[1] % BURST_BYTES:
+        raise ProgramError(f"data for {len(rows)} rows must be a ({len(rows)}, row_bytes) array, got {data.shape}")
+    addr = _check_rows(rows)
+    n, n_bursts = len(rows), data.shape[1] // BURST_BYTES
+    if n == 0:
+        return []
+    if n_bursts and (n_bursts - 1) * columns_per_burst >= isa.N_COLUMNS:
+        isa.Wr(0, (n_bursts - 1) * columns_per_burst, 0)  # raises, naming the column
+    bursts = data.reshape(n, n_bursts, BURST_BYTES)
+    first = bursts[:, :, 0]
+    # A burst repeats one byte if its 8 lanes of 8 bytes all equal that byte 8 times.
+    lanes = bursts.view(np.uint64)
+    repeated = first.astype(np.uint64) * np.uint64(0x0101010101010101)
+    differ = lanes[:, :, 0] ^ repeated
+    for lane in range(1, BURST_BYTES // 8):
+        differ |= lanes[:, :, lane] ^ repeated
+    uniform = differ == 0
+    # One row's layout: ACT, WAITs | per burst: [WBUF], WR, gap WAITs | WAITs, PRE, WAITs.
+    pre = np.array(wait_words(timing.trcd - 1), np.int64)
+    gap = np.array(wait_words(params.tccd_cycles - 1), np.int64)
+    t = timing.trcd + n_bursts * params.tccd_cycles
+    last_wr = t - params.tccd_cycles
+    pre_time = max(timing.tras, last_wr + params.write_recovery_cycles(timing.tck_ns))
+    post = np.array(wait_words(pre_time - t), np.int64)
+    close = np.array(wait_words(timing.trp - 1), np.int64)
+    per_burst = 2 + len(gap)
+    width = 1 + len(pre) + n_bursts * per_burst + len(post) + 1 + len(close)
+    words = np.empty((n, width), np.int64)
+    keep = np.ones((n, width), bool)
+    banks, row_numbers = addr[:, 0], addr[:, 1]
+    words[:, 0] = _zero_word(isa.Kind.ACT) | _bank_bits(isa.Kind.ACT)[banks] | row_numbers
+    words[:, 1 : 1 + len(pre)] = pre
+    body = words[:, 1 + len(pre) : 1 + len(pre) + n_bursts * per_burst].reshape(n, n_bursts, per_burst)
+    keep_body = keep[:, 1 + len(pre) : 1 + len(pre) + n_bursts * per_burst].reshape(n, n_bursts, per_burst)
+    columns = np.arange(n_bursts, dtype=np.int64) * columns_per_burst
+    # WR: bank and column, and the data byte where the burst repeats one (stock SoftMC).
+    data_bits = _wr_data_bits()[first + ((~uniform).astype(np.intp) << 8)]
+    data_bits |= (_zero_word(isa.Kind.WR) | _bank_bits(isa.Kind.WR)[banks])[:, None]
+    data_bits |= columns
+    body[:, :, 1] = data_bits
+    body[:, :, 2:] = gap
+    keep_body[:, :, 0] = ~uniform
+    tail = 1 + len(pre) + n_bursts * per_burst
+    words[:, tail : tail + len(post)] = post
+    words[:, tail + len(post)] = _zero_word(isa.Kind.PRE) | _bank_bits(isa.Kind.PRE)[banks]
+    words[:, tail + len(post) + 1 :] = close
+    needs_buffer = ~uniform
+    lengths = (width - n_bursts + np.count_nonzero(needs_buffer, axis=1)).tolist()
+    prefix = np.array([isa.SetBusDir(isa.BusDirection.WRITE).encode(), *wait_words(5)], np.int64)
+    wbuf_zero = isa.WBuf(0).encode()
+    end = np.array([isa.End().encode()], np.int64)
+    programs = []
+    for lo, hi in _pack(lengths, len(prefix), max_length):
+        loads = needs_buffer[lo:hi]
+        n_loads = int(np.count_nonzero(loads))
+        body[lo:hi, :, 0][loads] = wbuf_zero | np.arange(n_loads, dtype=np.int64)
+        program_words = np.concatenate([prefix, words[lo:hi][keep[lo:hi]], end])
+        # Every burst loads the buffer (random data): the blocks are the rows' bytes as they are.
+        blocks = bursts[lo:hi].reshape(-1, BURST_BYTES) if n_loads == loads.size else bursts[lo:hi][loads]
+        program = Program.from_arrays(
+            program_words, blocks, n_reads=0, bus_direction=isa.BusDirection.WRITE, max_length=max_length,
+        )
+        programs.append(program)
+    return programs
+
+
+def build_row_reads(
+    rows: Sequence[tuple[int, int]],
+    timing: TimingCycles,
+    params: Ddr3Params = Ddr3Params(),
+    bursts: Iterable[int] | None = None,
+    per_burst_activate: bool = False,
+    columns_per_burst: int = 8,
+    max_length: int = MAX_PROGRAM_SLOTS,
+) -> list[Program]:
+    """The programs reading rows, built on arrays: the same words as
+    ``pack_rows(rows, append_row_read(...))``, without Python work per burst.
+
+    Every row's words are one row's (built by :func:`append_row_read` for bank 0, row 0)
+    with the bank and row bits set.
+
+    Raises
+    ------
+    ProgramError
+        As :func:`append_row_read` and :func:`pack_rows`.
+    """
+    addr = _check_rows(rows)
+    if not len(rows):
+        return []
+    template = Program(1 << 30)  # no limit here: the packing below refuses a row too long, as pack_rows does
+    template.bus_direction = isa.BusDirection.READ  # no bus switch: every program starts with one
+    append_row_read(template, 0, 0, timing, params, bursts, per_burst_activate, columns_per_burst)
+    row_words = template.word_array()
+    kinds = isa.decode_words(row_words).kind
+    banked = np.isin(kinds, [isa.Kind.ACT, isa.Kind.PRE, isa.Kind.RD])
+    is_act = kinds == isa.Kind.ACT
+    bank_bits = _bank_bits(isa.Kind.ACT)  # the same bank bits in ACT, PRE and RD
+    n = len(rows)
+    words = np.broadcast_to(row_words, (n, len(row_words))).copy()
+    words |= np.where(banked, bank_bits[addr[:, 0]][:, None], 0)
+    words |= np.where(is_act, addr[:, 1][:, None], 0)
+    prefix = np.array([isa.SetBusDir(isa.BusDirection.READ).encode(), *wait_words(5)], np.int64)
+    end = np.array([isa.End().encode()], np.int64)
+    programs = []
+    for lo, hi in _pack([len(row_words)] * n, len(prefix), max_length):
+        program_words = np.concatenate([prefix, words[lo:hi].ravel(), end])
+        programs.append(Program.from_arrays(
+            program_words, None, n_reads=template.n_reads * (hi - lo), bus_direction=isa.BusDirection.READ,
+            max_length=max_length,
+        ))
+    return programs
 
 
 def hold_programs(cycles: int, max_length: int = MAX_PROGRAM_SLOTS) -> Iterator[Program]:

@@ -23,17 +23,16 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 
 from firmware_bridge.link import Link, LinkError
-from firmware_bridge.protocol import BURST_BYTES, MsgType, ProtocolError, decode_json, decode_result
+from firmware_bridge.protocol import BURST_BYTES, MsgType, ProtocolError, decode_json, result_bursts
 from softmc_host.program import (
     TREFI_TICK_NS,
     Program,
     ProgramError,
-    append_row_read,
-    append_row_write,
+    build_row_reads,
+    build_row_writes,
     hold_programs,
-    pack_rows,
     refresh_interval_program,
-    row_bursts,
+    row_data,
 )
 from softmc_host.schemes import SchemeError, has_tester_scheme, pyserial_schemes, tester_opener, tester_schemes, url_scheme
 from softmc_host.timing import (
@@ -222,6 +221,10 @@ class TesterSession:
         TesterError
             The tester returned a different number of bursts than the program reads.
         """
+        return self._run_result(program)[4:]
+
+    def _run_result(self, program: Program) -> bytes:
+        """Run a program; return its checked RESULT payload (a 4-byte count, then the bursts)."""
         if program.uses_write_extension and "wbuf" not in self.features:
             raise TesterError(f"tester at {self.link.name} lacks the write-data extension (WBUF)")
         payload = program.payload()
@@ -229,14 +232,12 @@ class TesterSession:
             MsgType.PROGRAM, payload, timeout_s=self.link.timeout_s + 2e-5 * len(program)
         )
         try:
-            data = decode_result(reply.payload)
+            count = result_bursts(reply.payload)
         except ProtocolError as exc:
             raise TesterError(f"malformed RESULT from {self.link.name}: {exc}") from None
-        if len(data) != BURST_BYTES * program.n_reads:
-            raise TesterError(
-                f"program issues {program.n_reads} reads but the tester returned {len(data) // BURST_BYTES} bursts"
-            )
-        return data
+        if count != program.n_reads:
+            raise TesterError(f"program issues {program.n_reads} reads but the tester returned {count} bursts")
+        return reply.payload
 
     def run_text(self, text: str) -> bytes:
         """Assemble program text (``softmc_host.asm`` syntax) and run it."""
@@ -269,28 +270,26 @@ class TesterSession:
         rows = [(int(b), int(r)) for b, r in rows]
         for bank, row in rows:
             self._check_row(bank, row)
-        single = isinstance(data, (int, np.integer, bytes, bytearray)) or (
-            isinstance(data, np.ndarray) and data.ndim == 1 and data.size == self.row_bytes
-        )
-        per_row = [data] * len(rows) if single else list(data)  # type: ignore[arg-type]
-        if len(per_row) != len(rows):
-            raise ValueError(f"{len(rows)} rows but {len(per_row)} data items")
-        try:
-            for item in per_row:  # check every item before anything is written
-                row_bursts(item, self.row_bytes)  # type: ignore[arg-type]
-        except ProgramError as exc:
-            raise ValueError(str(exc)) from None
-        cycles = self._cycles_for(timing)
-        index = {key: i for i, key in enumerate(rows)}
-        if len(index) != len(rows):
-            raise ValueError("a row is listed twice in one write")
-
-        def add(program: Program, bank: int, row: int) -> Program:
-            return append_row_write(
-                program, bank, row, per_row[index[(bank, row)]], cycles, self.params, row_bytes=self.row_bytes
+        row_bytes = self.row_bytes
+        if isinstance(data, np.ndarray) and data.ndim == 2 and data.shape == (len(rows), row_bytes):
+            array = data  # one row per line, already as the programs want it
+        else:
+            single = isinstance(data, (int, np.integer, bytes, bytearray)) or (
+                isinstance(data, np.ndarray) and data.ndim == 1 and data.size == row_bytes
             )
-
-        for program in pack_rows(rows, add, self.max_program):
+            per_row = [data] * len(rows) if single else list(data)  # type: ignore[arg-type]
+            if len(per_row) != len(rows):
+                raise ValueError(f"{len(rows)} rows but {len(per_row)} data items")
+            array = np.empty((len(rows), row_bytes), np.uint8)
+            try:
+                for i, item in enumerate(per_row):  # check every item before anything is written
+                    array[i] = row_data(item, row_bytes)  # type: ignore[arg-type]
+            except ProgramError as exc:
+                raise ValueError(str(exc)) from None
+        cycles = self._cycles_for(timing)
+        if len(set(rows)) != len(rows):
+            raise ValueError("a row is listed twice in one write")
+        for program in build_row_writes(rows, array, cycles, self.params, max_length=self.max_program):
             self.run(program)
 
     def write_row(self, bank: int, row: int, data: int | bytes | np.ndarray, timing: AccessTiming | None = None) -> None:
@@ -312,18 +311,17 @@ class TesterSession:
         for bank, row in rows:
             self._check_row(bank, row)
         cycles = self._cycles_for(timing)
-
-        def add(program: Program, bank: int, row: int) -> Program:
-            return append_row_read(
-                program, bank, row, cycles, self.params, range(self.bursts_per_row), per_burst_activate
-            )
-
+        programs = build_row_reads(
+            rows, cycles, self.params, range(self.bursts_per_row), per_burst_activate, max_length=self.max_program
+        )
         out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        flat = out.reshape(-1)
         done = 0
-        for program in pack_rows(rows, add, self.max_program):
-            data = np.frombuffer(self.run(program), dtype=np.uint8).reshape(-1, self.row_bytes)
-            out[done : done + len(data)] = data
-            done += len(data)
+        for program in programs:
+            result = self._run_result(program)
+            size = len(result) - 4
+            flat[done : done + size] = np.frombuffer(result, dtype=np.uint8, offset=4)
+            done += size
         return out
 
     def read_row(self, bank: int, row: int, timing: AccessTiming | None = None) -> bytes:

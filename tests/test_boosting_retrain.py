@@ -130,3 +130,52 @@ def test_boosting_improves_accuracy_at_target_ber(digits: tuple) -> None:
     assert res.bers[-1] == 2e-2
     # Observed: baseline 0.468 (0.503, 0.461, 0.439), retrained 0.558 (0.531, 0.586, 0.558).
     assert boosted.mean > base.mean + 0.03, (base.per_seed, boosted.per_seed)
+
+
+# --------------------------------------------------------------- data order, checks
+def test_dataset_batches_follow_the_documented_seeded_order(digits: tuple) -> None:
+    """A dataset is batched in ``randperm(N, generator seeded by (seed, epoch))``: the same run as
+    passing those batches explicitly."""
+    from boosting.data import iter_batches
+    from boosting.inference import _seed_of
+    from boosting.retrain import _DATA_TAG
+
+    state, train, _ = digits
+    data = Subset(train, range(96))
+    spec = ErrorSpec(get_model("uniform", ber=1e-2), fmt="int8", seed=1)
+    a = retrain(_net(state), data, spec, epochs=1, seed=5, batch_size=32)
+
+    class Epochs:
+        epoch = 0
+
+        def __iter__(self):
+            gen = torch.Generator().manual_seed(_seed_of(5, Epochs.epoch, _DATA_TAG))
+            Epochs.epoch += 1
+            return iter(iter_batches(data, 32, torch.randperm(len(data), generator=gen)))
+
+    b = retrain(_net(state), Epochs(), spec, epochs=1, seed=5, batch_size=32)
+    assert a.losses == b.losses
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k]), k
+
+
+def test_non_finite_losses_skip_the_step(digits: tuple) -> None:
+    state, train, _ = digits
+    net = _net(state)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    spec = ErrorSpec(get_model("uniform", ber=0.05), fmt="fp32", seed=0)  # exponent flips: Inf/NaN logits
+    res = retrain(net, Subset(train, range(64)), spec, epochs=1, seed=0, batch_size=32)
+    e = res.epochs[0]
+    assert e.steps == 2 and e.skipped_steps == 2 and math.isnan(e.loss)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_the_fused_gradient_check() -> None:
+    from boosting.retrain import _grads_finite
+
+    g = [torch.ones(3), torch.full((2, 2), 2.0)]
+    assert _grads_finite(g) and _grads_finite([])
+    assert _grads_finite(g + [torch.full((4,), 3e38)])  # finite, though its norm overflows float32
+    assert not _grads_finite(g + [torch.tensor([1.0, math.nan])])
+    assert not _grads_finite(g + [torch.tensor([-math.inf])])

@@ -9,6 +9,7 @@ from scipy.special import chdtrc, chdtri  # chi-square survival and its inverse 
 
 import errormodels.inject.flip as inj_flip
 import errormodels.inject.injector as inj_injector
+import errormodels.inject.sampler as inj_sampler
 from errormodels.inject import (
     InjectionError,
     InjectionStats,
@@ -199,25 +200,36 @@ def test_flip_count_is_binomial(ber: float) -> None:
 
 
 def test_small_chunks_and_complement_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunked sampling (forced small) keeps counts exact and positions distinct."""
-    monkeypatch.setattr(inj_injector, "_CHUNK_CANDIDATES", 64)
-    monkeypatch.setattr(inj_injector, "_MIN_CHUNK_BITS", 640)
-    x = random_tensor(torch.int16, 1000, seed=3)
-    counts = []
-    for seed in range(100):
-        y, st = inject(x, Uniform(ber=0.6), seed=seed)
-        pos = flipped_bits(x, y)
-        assert pos.size == st.bits_flipped and st.elements_touched == np.unique(pos // 16).size
-        counts.append(pos.size)
-    n = 16000
+    """The vectorised path in chunks of one block (forced) keeps counts exact and positions distinct, and
+    flips what the compiled kernel flips; above 1/2 the drawn positions are the ones left alone."""
+    x = random_tensor(torch.int16, 13_000, seed=3)  # 208,000 bits: 4 blocks, the last partial
+    whole = {}
+    for seed in range(3):  # a chunk of every block, then one chunk of all
+        for chunk in (64, 1 << 20):
+            monkeypatch.setattr(inj_injector, "_CHUNK_CANDIDATES", chunk)
+            monkeypatch.setattr(inj_sampler, "_flipkernel", None)
+            y, st = inject(x, Uniform(ber=0.6), seed=seed)
+            monkeypatch.undo()
+            pos = flipped_bits(x, y)
+            assert pos.size == st.bits_flipped and st.elements_touched == np.unique(pos // 16).size
+            whole.setdefault(seed, []).append(y)
+        assert torch.equal(whole[seed][0], whole[seed][1])
+    counts = [inject(x, Uniform(ber=0.6), seed=seed)[1].bits_flipped for seed in range(100)]
+    n = 208_000
     assert abs(np.mean(counts) - 0.6 * n) < 4.5 * np.sqrt(0.24 * n / 100)
-    for model in (Wordline(ber=0.01, weak_fraction=0.1, ratio=20), Bitline(ber=0.01, weak_fraction=0.1, ratio=20)):
+    for model in (Wordline(ber=0.01, weak_fraction=0.1, ratio=20), Bitline(ber=0.01, weak_fraction=0.1, ratio=20),
+                  Wordline(ber=0.3, weak_fraction=0.3, ratio=3.0, group_bits=8)):  # p_weak > 1/2
         amap = AddressMap(interleave="line", offset_bytes=24)
         y, st = inject(x, model, seed=1, layout=amap)
         pos = flipped_bits(x, y)
         assert pos.size == st.bits_flipped and st.elements_touched == np.unique(pos // 16).size
         weak = weak_bits(model, amap, x.numel() * 2)
         assert st.weak_bits_total == weak.sum() and st.weak_bits_flipped == weak[pos].sum()
+        monkeypatch.setattr(inj_injector, "_CHUNK_CANDIDATES", 64)
+        monkeypatch.setattr(inj_sampler, "_flipkernel", None)
+        y2, st2 = inject(x, model, seed=1, layout=amap)
+        monkeypatch.undo()
+        assert st2 == st and torch.equal(y2, y)
 
 
 def weak_bits(model, layout: AddressMap, n_bytes: int) -> np.ndarray:

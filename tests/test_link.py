@@ -240,3 +240,15 @@ def test_serial_device_path_with_baudrate(monkeypatch) -> None:
     monkeypatch.setattr(serial, "serial_for_url", fake_serial_for_url)
     open_transport("/dev/ttyUSB3?baudrate=3000000").close()
     assert seen["url"] == "/dev/ttyUSB3" and seen["baudrate"] == 3000000
+
+
+def test_socket_links_send_frames_without_nagle_delay(make_server) -> None:
+    import socket
+
+    server = make_server()
+    with Link.open(server.url) as link:
+        sock = link._port._socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        # A request larger than a TCP segment is answered whole.
+        words = [isa.Wait(1).encode()] * 8000 + [isa.End().encode()]
+        assert decode_result(link.request(MsgType.PROGRAM, encode_program(words)).payload) == b""

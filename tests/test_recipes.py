@@ -45,6 +45,9 @@ class Recorder(ErrorInjector):
 
     log: list = []
 
+    def __init__(self, *args, **kwargs) -> None:  # retrain() turns stats off; the recorder needs them
+        super().__init__(*args, **{**kwargs, "collect_stats": True})
+
     def __exit__(self, *exc) -> None:
         Recorder.log.append((self.spec.model.ber, {k: v.bits_flipped for k, v in self.stats.items()},
                              sum(v.bits_total for v in self.stats.values())))

@@ -8,8 +8,8 @@ a plan is injected the same way.
 
 Modules
 -------
-- :mod:`~errormodels.inject.injector`: :func:`inject_`, :func:`inject` (plan, chunks, stats);
-- :mod:`~errormodels.inject.sampler`: the block sampler, compiled kernel and its threads (:data:`KERNEL`);
+- :mod:`~errormodels.inject.injector`: :func:`inject_`, :func:`inject` (the plan, to the kernel or vectorised);
+- :mod:`~errormodels.inject.sampler`: the block sampler's stream, compiled and vectorised (:data:`KERNEL`);
 - :mod:`~errormodels.inject.weak`: weak wordline-group and bitline sets (cached);
 - :mod:`~errormodels.inject.flip`: XOR of sorted positions into a tensor's bytes, with counts;
 - :mod:`~errormodels.inject.mitigation`: :func:`mitigate_`, :func:`calibrate_range`;
@@ -33,43 +33,44 @@ Every bit flips independently with the probability its model gives it, and the
 number of flips follows that distribution exactly, but the cost is proportional to
 the number of flips, never to the number of bits:
 
-* a set of ``n`` bits that all flip with probability ``p`` is sampled by the **block
-  sampler** (the section of that name below defines its stream): the bits are cut into
-  blocks of 65,536; each block gets a Binomial(block size, p) count (numpy, all blocks at
-  once), then that many distinct uniform positions from a counter-based SplitMix64 stream
-  keyed by one draw of the generator (16 bits per position, four per 64-bit word;
-  duplicates are drawn again). Given the binomial counts each bit is chosen independently
-  with probability ``p``, so the total is Binomial(n, p) exactly, with no per-bit draws and
-  no duplicate positions. For ``p > 1/2`` the bits that do *not* flip are drawn this way.
-* **uniform** (0): one set, all bits, ``p = ber``. On the CPU a compiled kernel
-  (``errormodels/_flipkernel.c``) does it block by block: draw the block's positions into a
-  bitmap, then (for :func:`inject`) write ``copy = source XOR bitmap`` in one pass, or (for
-  :func:`inject_`) flip in place; on ``torch.get_num_threads()`` threads for large tensors.
+* a set of ``n`` bits that all flip with probability ``p`` is a Bernoulli process drawn by
+  the **block sampler** (its stream is defined in :mod:`~errormodels.inject.sampler`): the
+  bits are cut into blocks of 65,536; each block gets a Binomial(block size, p) count by
+  inversion of a table of the binomial distribution with one 53-bit hash uniform, then that
+  many distinct uniform positions from a counter-based SplitMix64 stream (16 bits per
+  position, four per 64-bit word; duplicates are drawn again). Given the counts each bit is
+  chosen independently with probability ``p``, so the total is Binomial(n, p) exactly, with
+  no per-bit draws and no duplicate positions. For ``p > 1/2`` the bits that do *not* flip
+  are drawn this way. Every number of the stream is an integer hash or an exactly rounded
+  double operation, so it does not depend on numpy's or torch's generators.
+* **uniform** (0): one process, all bits, ``p = ber``.
 * **wordline** (1) and **bitline** (2): the tensor's bits are split into weak and
   strong bits by the :class:`~errormodels.layout.AddressMap` (default ``AddressMap()``:
   bank 0, row 0, row interleaving) and :func:`~errormodels.models.weak_mask`. Weak bits
-  are drawn at ``p_weak`` within the weak set; strong bits at ``p_strong`` by drawing
-  over all bits and dropping the draws that land on weak bits (a Bernoulli process
-  restricted to a subset is a Bernoulli process on it). Finding the weak set takes one
-  pass over the wordline groups the tensor covers (``n_bits / group_bits`` ids), or
-  over the bitlines of the banks it touches; it is cached per (model shape, layout,
-  size, device), so repeated injections pay only for the flips.
-* **bit-value** (3): candidates at ``max(p01, p10)`` over all bits, each kept with
-  probability ``p01 / max`` if the bit holds 0 and ``p10 / max`` if it holds 1 (thinning:
-  exact, and no pass over the data).
+  are drawn at ``p_weak`` by a process over the weak set's ranks (its bits in position
+  order); strong bits at ``p_strong`` by a process over all bits that drops the draws landing
+  on weak bits (a Bernoulli process restricted to a subset is a Bernoulli process on it).
+  Finding the weak set takes one hash per wordline piece the tensor covers (``n_bits /
+  group_bits``, vectorised in the compiled kernel), or per bitline of the banks it touches; it
+  is cached per (model shape, layout, size, device), 256 sets or 1 GiB at most, so repeated
+  injections pay only for the flips.
+* **bit-value** (3): candidates at ``max(p01, p10)`` over all bits, each kept if a hash of its
+  position lies below ``p01 / max`` (the bit holds 0) or ``p10 / max`` (it holds 1) of the
+  range: thinning, exact, and no pass over the data.
 
-The non-uniform models process the tensor in chunks of whole elements sized so that a
-chunk draws about ``2**20`` candidates (a few int64 temporaries of 8 MiB), which bounds
-the memory at high error rates.
+On the CPU the compiled kernel (``errormodels/_flipkernel.c``) draws and applies any of these
+plans block by block: (for :func:`inject`) it copies a block, draws its flips (strong draws
+less the weak set's, the weak set's chosen bits, thinning) and flips them in the lines just
+copied, or, for copies of 16 MiB and more, XORs the block's bitmap into the copy with
+non-temporal stores; (for :func:`inject_`) it flips in place, a block with a flip per 256
+bytes or more in one pass. Blocks go to ``torch.get_num_threads()`` threads of the kernel's
+own pool in chunks of 64 KiB (a helper that wakes late takes fewer). Other plans (a custom
+model's own weak set), other devices and installs without a C compiler run the same stream
+in numpy (counts) and torch (positions, in chunks of about ``2**20`` candidates).
 
-Cost on a 2-core CPU (``python benchmarks/inject.py``, ``docs/error-model-format.md``): the
-uniform model adds about 3-4 ns per flipped bit (per thread) to a copy, plus a fixed 0.1-0.5 ms
-for a tensor of 25M values (binomial counts per block, a second thread). In place, blocks with
-a flip per 256 bytes or more are rewritten in one pass, sparser ones byte by byte. The other
-models take about 40-50 ns per flip (sorted positions from the kernel, then torch index
-operations), plus for bit-value one more uniform and read per candidate; wordline and bitline
-models also pay once per (model shape, placement, size, device) for finding the weak set
-(cached, 256 entries).
+Cost on a 2-core CPU (``python benchmarks/inject.py``, ``docs/error-model-format.md``): every
+model adds 3-8 ns per flipped bit (per thread) to a copy, plus a fixed 10-25 us per call; the
+first call of a wordline model also hashes its pieces (about 0.3 ns each with AVX-512).
 
 Mitigation
 ----------
@@ -81,13 +82,12 @@ reader of the memory would do), so it costs one pass over the tensor.
 
 Randomness
 ----------
-Every draw comes from the ``torch.Generator`` given (or one seeded with ``seed``) on the
-tensor's device: a key for the block sampler, and torch uniforms for the bit-value model's
-thinning. The same seed gives the same flips on the same device, with or without the
+An injection makes one draw from the ``torch.Generator`` given (or one seeded with ``seed``, on
+the tensor's device): a 62-bit key, from which every count, position and thinning hash
+follows. The same seed gives the same flips on the same device, with or without the
 compiled kernel (:data:`KERNEL` says which runs; without a C compiler at install time the
-vectorised torch sampler stands in, slower). The block sampler's positions depend only on
-(key, counts), so they are the same on every device; the key drawn from a CUDA generator
-differs from a CPU one's.
+vectorised sampler stands in, slower). The positions depend only on the key, so they are
+the same on every device; the key drawn from a CUDA generator differs from a CPU one's.
 """
 
 from errormodels.inject.injector import inject, inject_

@@ -58,3 +58,12 @@ class InjectionStats:
         """The counts, JSON-ready."""
         return asdict(self)
 
+
+def _stats(bits_total: int, bits_flipped: int, flips_1to0: int, elements_total: int, elements_touched: int,
+           weak_bits_total: int = 0, weak_bits_flipped: int = 0) -> InjectionStats:
+    """An :class:`InjectionStats` built without the frozen dataclass's per-field ``__setattr__`` (a hot path)."""
+    s = object.__new__(InjectionStats)
+    s.__dict__.update(bits_total=bits_total, bits_flipped=bits_flipped, flips_0to1=bits_flipped - flips_1to0,
+                      flips_1to0=flips_1to0, elements_total=elements_total, elements_touched=elements_touched,
+                      values_mitigated=0, weak_bits_total=weak_bits_total, weak_bits_flipped=weak_bits_flipped)
+    return s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from typing import Literal, Optional
 
 import torch
@@ -48,16 +49,44 @@ def _popcount8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _generator(tensor: torch.Tensor, generator: Optional[torch.Generator], seed: Optional[int]) -> torch.Generator:
+    """The generator an injection draws from: ``generator`` (checked to be on the tensor's device) or a
+    fresh one seeded with ``seed``."""
+    _check_source(tensor, generator, seed)
+    if generator is None:
+        return torch.Generator(device=tensor.device).manual_seed(seed)
+    return generator
+
+
+def _check_source(tensor: torch.Tensor, generator: Optional[torch.Generator], seed: Optional[int]) -> None:
     if (generator is None) == (seed is None):
         raise InjectionError("give exactly one of generator= and seed=")
     if generator is None:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise InjectionError(f"seed must be a non-negative integer, got {seed!r}")
-        return torch.Generator(device=tensor.device).manual_seed(seed)
+        return
     gdev, tdev = torch.device(generator.device), tensor.device
     if gdev.type != tdev.type or (tdev.type != "cpu" and (gdev.index or 0) != (tdev.index or 0)):
         raise InjectionError(f"the generator is on {gdev}, the tensor on {tdev}: give a generator on the tensor's device")
-    return generator
+
+
+def _draw_key(gen: torch.Generator) -> int:
+    """One 62-bit key from ``gen`` (on its device): the one draw an injection makes."""
+    # the value of torch.randint(0, 2**62, (1,), generator=gen), without its overhead
+    return torch.empty((), dtype=torch.int64, device=gen.device).random_(0, 2**62, generator=gen).item()
+
+
+@lru_cache(maxsize=4096)
+def _seed_key(device: torch.device, seed: int) -> int:
+    """The key a fresh generator seeded with ``seed`` on ``device`` draws first (remembered: the same every time)."""
+    return _draw_key(torch.Generator(device=device).manual_seed(seed))
+
+
+def _key(tensor: torch.Tensor, generator: Optional[torch.Generator], seed: Optional[int]) -> int:
+    """The injection's key: drawn from ``generator``, or the first draw of a generator seeded with ``seed``
+    (arguments checked by :func:`_check_source`)."""
+    if generator is not None:
+        return _draw_key(generator)
+    return _seed_key(tensor.device, seed)
 
 
 def _width(tensor: torch.Tensor, dtype_bits: Optional[int]) -> int:
