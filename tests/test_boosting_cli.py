@@ -152,6 +152,31 @@ def test_characterize_network_is_deterministic(parent):
     a = char_mod.characterize_network(parent, spec, **kw)
     b = char_mod.characterize_network(parent, spec, **kw)
     assert a["coarse"] == b["coarse"] and a["fine"] is None
+    # the document's numbers are those of a direct evaluation: the first 40 test images, int8 with
+    # zero mitigation, calibrated on the first 512 training images, each probe's mask seeds
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from boosting.inference import calibrate, evaluate
+
+    nf = load_network(parent)
+    net = nf.net.eval()
+    x, y = (t[:40] for t in nf.load_split("test").tensors)
+    cal = calibrate(net, DataLoader(TensorDataset(nf.load_split("train").tensors[0][:512]), batch_size=256), "int8")
+    loader = DataLoader(TensorDataset(x, y), batch_size=256)
+    with torch.no_grad():
+        assert a["clean"]["fp32"] == int((net(x).argmax(1) == y).sum()) / len(y)
+    at_zero = evaluate(net, loader, dataclasses.replace(spec, model=spec.model.with_ber(0.0)), seeds=(0,),
+                       calibration=cal)
+    assert a["reference"]["source"] == "self" and a["reference"]["accuracy"] == at_zero.mean == a["clean"]["fmt"]
+    probes = [p for p in a["coarse"]["probes"] if p["stage"] == "coarse"]
+    assert len(probes) >= 2 and a["coarse"]["found"]
+    for p in probes:
+        probe_spec = dataclasses.replace(spec, model=spec.model.with_ber(p["ber"]))
+        direct = [evaluate(net, loader, probe_spec, seeds=(s,), calibration=cal).mean for s in p["mask_seeds"]]
+        assert p["per_seed"] == pytest.approx(direct, abs=1e-12), p["ber"]
+        assert p["passed"] == (sum(direct) / len(direct) >= a["coarse"]["goal"])
+    assert a["coarse"]["ber"] == max(p["ber"] for p in probes if p["passed"])
 
 
 @pytest.mark.parametrize("tool, argv, needle", [

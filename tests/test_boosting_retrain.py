@@ -84,8 +84,26 @@ def test_gradients_reach_clean_weights(digits: tuple) -> None:
         retrain(net, DataLoader(train, batch_size=32, shuffle=True), spec, epochs=1)
 
 
-def test_checkpoint_resume_is_bitwise_equal(digits: tuple, tmp_path: Path) -> None:
+def test_checkpoint_resume_is_bitwise_equal(digits: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boosting.retrain as retrain_mod
+    from boosting.inference import ErrorInjector
+
     state, train, _ = digits
+    epochs_run: list[int] = []
+    steps_run: list[int] = []
+    batches_of = retrain_mod._epoch_batches
+    reseed = ErrorInjector.reseed
+
+    def spy_batches(data, epoch, seed, batch_size):
+        epochs_run.append(epoch)
+        return batches_of(data, epoch, seed, batch_size)
+
+    def spy_reseed(self, index):
+        steps_run.append(index)
+        return reseed(self, index)
+
+    monkeypatch.setattr(retrain_mod, "_epoch_batches", spy_batches)
+    monkeypatch.setattr(ErrorInjector, "reseed", spy_reseed)
     data = Subset(train, range(192))
     spec = ErrorSpec(get_model("uniform", ber=5e-3), fmt="int8", seed=2)
     cur = Curriculum(5e-3, warmup_epochs=2)
@@ -95,6 +113,7 @@ def test_checkpoint_resume_is_bitwise_equal(digits: tuple, tmp_path: Path) -> No
 
     kw = dict(epochs=3, lr=2e-3, curriculum=cur, seed=3)
     full = retrain(_net(state), loader(), spec, **kw)
+    assert epochs_run == [0, 1, 2] and steps_run == list(range(18))  # 192 samples: 6 batches of 32 per epoch
 
     class Stop(Exception):
         pass
@@ -108,8 +127,12 @@ def test_checkpoint_resume_is_bitwise_equal(digits: tuple, tmp_path: Path) -> No
         retrain(_net(state), loader(), spec, checkpoint_path=ckpt, on_epoch=stop_after_first, **kw)
     assert ckpt.exists() and not [p for p in ckpt.parent.iterdir() if p != ckpt]  # no temp file left
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    epochs_run.clear()
+    steps_run.clear()
     resumed = retrain(_net(state), loader(), spec, checkpoint_path=ckpt, **kw)
     assert resumed.resumed_from == 1
+    # only the missing epochs ran on resume: epochs 1 and 2, steps 6..17 (counted by spies, not the result)
+    assert epochs_run == [1, 2] and steps_run == list(range(6, 18))
     assert resumed.losses == full.losses and resumed.bers == full.bers
     assert full.state_dict.keys() == resumed.state_dict.keys()
     for k in full.state_dict:

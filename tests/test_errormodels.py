@@ -12,7 +12,7 @@ import pytest
 
 from errormodels.curves import Curve, curves_for
 from errormodels.fit import fit_all, observe, select
-from errormodels.models import BitValue, ModelError, Wordline, get_model, model_from_dict, weak_mask
+from errormodels.models import Bitline, BitValue, ModelError, Wordline, get_model, model_from_dict, weak_mask
 from profiler.storage import ERROR_DTYPE, BerMap, MapWriter, PointData
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +134,19 @@ def test_fitted_parameters_are_recovered(tmp_path: Path) -> None:
     bv = {c.model.name: c for c in fit_all(observe(b, b.keys())["all"])}["bit-value"].model
     assert isinstance(bv, BitValue)
     assert bv.p01 == pytest.approx(3e-3, rel=0.05) and bv.p10 == pytest.approx(1e-3, rel=0.1)
+    # Bitlines: 64 rows per bank, so a weak bitline (p 0.05) shows about 3 flips and a strong one
+    # (p 2e-4) rarely any; with fewer rows the mixture cannot tell the strong rate from zero.
+    f, p_w, p_s = 0.03, 0.05, 2e-4
+    m = BerMap(synthetic_map(tmp_path / "l.h5", bitline_sampler(f, p_w, p_s), n_rows=256))
+    fitted_bl = {c.model.name: c for c in fit_all(observe(m, m.keys())["all"])}["bitline"]
+    bl = fitted_bl.model
+    assert isinstance(bl, Bitline)
+    assert bl.weak_fraction == pytest.approx(f, rel=0.1)
+    assert bl.ratio == pytest.approx(p_w / p_s, rel=0.2)
+    assert bl.ber == pytest.approx(f * p_w + (1 - f) * p_s, rel=0.05)
+    assert bl.p_weak == pytest.approx(p_w, rel=0.1) and bl.p_strong == pytest.approx(p_s, rel=0.2)
+    assert fitted_bl.detail["p_weak"] == pytest.approx(p_w, rel=0.1)
+    assert fitted_bl.detail["p_strong"] == pytest.approx(p_s, rel=0.2)
 
 
 def test_partitions(tmp_path: Path) -> None:

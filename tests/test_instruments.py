@@ -404,17 +404,27 @@ def test_open_refuses_a_supply_with_queued_errors(emulated_supply: tuple[Emulate
         assert psu.voltage_set_v == pytest.approx(1.35)
 
 
-def test_thermal_wait_stable_reaches_a_new_set_point(emulated_thermal: tuple[EmulatedThermal, str]) -> None:
-    emu, name = emulated_thermal
-    limits = ThermalLimits(min_c=20.0, max_c=95.0)
-    with ThermalController.open(name, limits) as tec:
-        assert tec.idn == f"EDEN-EMU,BENCH-TEC,{emu.serial},1.0"
-        assert tec.output_enabled
-        tec.set_point_c = 45.0
-        assert tec.set_point_c == pytest.approx(45.0)
-        temp_c = tec.wait_stable(band_c=0.3, hold_s=0.1, timeout_s=3.0, poll_s=0.01)
-        assert abs(temp_c - 45.0) <= 0.3
-        assert emu.temperature_c() == pytest.approx(45.0, abs=0.3)
+def test_thermal_wait_stable_reaches_a_new_set_point() -> None:
+    # On an injected clock (time moves only when the wait sleeps), so a loaded machine cannot
+    # stretch or shorten the settling; the emulated DIMM follows a first-order lag on that clock.
+    fake = FakeTime()
+    tau_s, band_c, hold_s, poll_s = 1.0, 0.3, 0.5, 0.05
+    emu = EmulatedThermal(initial_c=25.0, seed=7, tau_s=tau_s, clock=fake.clock, noise_c=0.02)
+    with ScpiServer(emu) as server:
+        tec = ThermalController.open(f"TCPIP::127.0.0.1::{server.port}::SOCKET", ThermalLimits(min_c=20.0, max_c=95.0),
+                                     clock=fake.clock, sleep=fake.sleep)
+        with tec:
+            assert tec.idn == f"EDEN-EMU,BENCH-TEC,{emu.serial},1.0"
+            assert tec.output_enabled
+            tec.set_point_c = 45.0
+            assert tec.set_point_c == pytest.approx(45.0)
+            temp_c = tec.wait_stable(band_c=band_c, hold_s=hold_s, timeout_s=30.0, poll_s=poll_s)
+    assert abs(temp_c - 45.0) <= band_c
+    assert emu.temperature_c() == pytest.approx(45.0, abs=band_c)
+    # It waited for the lag to bring 20 C within the band (noise moves the edge by 0.02 C), then held it.
+    enters_lo_s, enters_hi_s = tau_s * math.log(20.0 / (band_c + 0.02)), tau_s * math.log(20.0 / (band_c - 0.02))
+    assert enters_lo_s + hold_s - 1e-9 <= fake.now_s <= enters_hi_s + hold_s + 2 * poll_s
+    assert set(fake.sleeps) == {poll_s}
 
 
 def test_thermal_set_point_out_of_range_is_refused_before_sending(

@@ -88,12 +88,26 @@ def test_reduced_trcd_gives_errors_and_mostly_zero_to_one() -> None:
 
 
 def test_reduced_trp_gives_errors() -> None:
-    bench = Bench("A", seed=4)
+    bench = Bench("A", seed=4)  # bitline orientation: true and anti cells side by side in every row
     bench.write(ROWS, 0xAA)
     clean = bench.read(ROWS, AccessTiming(trp_ns=15.0))
     assert (clean == 0xAA).all()
     bad = bench.read(ROWS, AccessTiming(trp_ns=2.5))
     assert (bad != 0xAA).any()
+    # Direction: a failing cell only leaks its charge, so a flipped bit held its cell's charged
+    # value (1 in a true cell, 0 in an anti cell) and both directions occur in a checkerboard.
+    true_cells = np.stack([bench.dimm.true_cell_bytes(b, r) for b, r in ROWS])
+    discharged = np.uint8(0xAA) ^ true_cells  # bit set where the cell holds its uncharged value
+    diff = bad ^ 0xAA
+    assert int(np.unpackbits(diff & discharged).sum()) == 0
+    one_to_zero, zero_to_one = bit_errors(bad, 0xAA)
+    # No anti-cell bias under reduced tRP (it is tRCD's): the two directions are about even.
+    assert one_to_zero > 1000 and 0.8 < zero_to_one / one_to_zero < 1.25
+    # Errors grow as tRP shrinks below the onset (A: 7.2 ns), and none at or above 10 ns.
+    counts = [sum(bit_errors(bench.read(ROWS, AccessTiming(trp_ns=t)), 0xAA)) for t in (10.0, 7.5, 5.0, 2.5)]
+    assert counts[0] == 0 < counts[1] < counts[2] < counts[3]
+    # Timing errors are not written back: a nominal read afterwards is clean.
+    assert (bench.read(ROWS) == 0xAA).all()
 
 
 def test_lower_vdd_raises_the_minimum_reliable_trcd() -> None:

@@ -219,6 +219,108 @@ def test_report_numbers_recompute_from_their_files(flow_run, tmp_path) -> None:
     assert any("energy_saving.model" in p for p in problems)
 
 
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_report_pngs_are_their_figures_and_show_the_files_numbers(flow_run, tmp_path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    from pipeline.report import write_report
+
+    copy = tmp_path / "figures"
+    shutil.copytree(flow_run[0], copy)
+    import boosting.plots
+
+    saved: dict[str, tuple[Figure, float]] = {}
+    original, original_write = Figure.savefig, boosting.plots.atomic_write
+    target: list[Path] = []
+
+    def atomic_write_spy(path: Path, write: Any) -> Any:  # names the open file savefig gets
+        target[:] = [Path(path)]
+        return original_write(path, write)
+
+    def spy(fig: Figure, fname: Any, *args: Any, **kwargs: Any) -> Any:
+        name = Path(fname).name if isinstance(fname, (str, Path)) else target[0].name
+        saved[name] = (fig, kwargs.get("dpi", fig.dpi))
+        return original(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    monkeypatch.setattr(boosting.plots, "atomic_write", atomic_write_spy)
+    write_report(copy, _small(copy))
+    pngs = ("report-ber-curves.png", "report-accuracy.png", "report-tolerance.png", "report-energy.png",
+            "report-accuracy-sweep.png")
+    assert set(saved) == set(pngs)
+    for png in pngs:  # the file is the figure, drawn at its size and resolution
+        fig, dpi = saved[png]
+        width_in, height_in = fig.get_size_inches()
+        assert _png_size(copy / png) == (round(width_in * dpi), round(height_in * dpi)), png
+        assert _png_size(flow_run[0] / png) == _png_size(copy / png)  # as the flow wrote it
+    # Energy: one bar per (setting, kind), the energy.json values in nJ.
+    energy = json.loads((copy / "energy.json").read_text())
+    kinds = [k for k in ("model", "measured") if k in energy["energy_j"]]
+    assert "measured" in kinds
+    bars = [rect.get_height() for rect in saved["report-energy.png"][0].axes[0].patches]
+    expected = [energy["energy_j"][k][s] * 1e9 for s in ("nominal", "chosen") for k in kinds]
+    assert bars == pytest.approx(expected, rel=1e-12)
+    # BER curves: each partition's monotone fit, over its measured settings.
+    model = json.loads((copy / "model.json").read_text())
+    ax = saved["report-ber-curves.png"][0].axes[0]
+    fits = [line for line in ax.get_lines() if line.get_label().endswith(" fit")]
+    curves = [part["curves"]["vdd_v"] for part in model["partitions"].values() if part.get("curves", {}).get("vdd_v")]
+    assert len(fits) == len(curves) > 0
+    for line, curve in zip(fits, curves):
+        assert list(line.get_xdata()) == pytest.approx(curve["x"]) and list(line.get_ydata()) == pytest.approx(curve["fit"])
+    # The sweep: accuracy through the DIMM and in simulation at each VDD of validate.json.
+    val = json.loads((copy / "validate.json").read_text())
+    sweep = sorted(val["sweep"], key=lambda p: p["vdd_v"])
+    ax = saved["report-accuracy-sweep.png"][0].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for key, label in (("bench", "through the DIMM"), ("simulation", "fitted model, predicted BER")):
+        assert list(lines[label].get_xdata()) == pytest.approx([p["vdd_v"] for p in sweep])
+        assert list(lines[label].get_ydata()) == pytest.approx([p[key]["mean"] for p in sweep])
+    # Accuracy vs BER: the baseline's honest curve (BERs above zero) on a log BER axis, and the goal.
+    tol0 = json.loads((copy / "tolerance-baseline.json").read_text())["curve"]
+    ax = saved["report-accuracy.png"][0].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    points = sorted((b, m) for b, m in zip(tol0["bers"], tol0["mean"]) if b > 0)
+    assert list(lines["baseline"].get_xdata()) == pytest.approx([b for b, _ in points])
+    assert list(lines["baseline"].get_ydata()) == pytest.approx([m for _, m in points])
+    assert ax.get_xscale() == "log" and list(lines[f"goal {val['goal']:.3f}"].get_ydata()) == [val["goal"]] * 2
+    assert ax.get_xlim()[0] <= points[0][0] and ax.get_xlim()[1] >= points[-1][0]
+
+
+def test_energy_report_uses_the_supplys_current_readings(flow_run) -> None:
+    out = flow_run[0]
+    energy = json.loads((out / "energy.json").read_text())
+    runs = json.loads((out / "validate.json").read_text())["runs"]
+    readings = {s: runs[s]["supply_current_a"] for s in ("nominal", "chosen")}
+    vdd = {s: runs[s]["vdd_v"] for s in ("nominal", "chosen")}
+    assert energy["measured_current_a"] == readings  # the supply's readings, as validate recorded them
+    assert energy["vdd_v"] == pytest.approx(vdd)
+    # The emulated supply reads the DIMM's load current (0 < I < its 2 A limit), which scales with
+    # VDD: the same stream of reads at the chosen VDD draws current in proportion.
+    assert 0 < readings["chosen"] < readings["nominal"] < 2.0
+    assert readings["chosen"] / readings["nominal"] == pytest.approx(vdd["chosen"] / vdd["nominal"], rel=1e-5)
+    # Measured energy = current x VDD x the inference stream's duration, at each setting.
+    stream_ns = energy["latency"]["stream_ns"]
+    measured = energy["energy_j"]["measured"]
+    for s in ("nominal", "chosen"):
+        assert measured[s] == pytest.approx(readings[s] * vdd[s] * stream_ns[s] * 1e-9, rel=1e-12)
+    saving = energy["energy_saving"]
+    assert saving["measured"] == pytest.approx(1 - measured["chosen"] / measured["nominal"], rel=1e-12)
+    # Power mode keeps the timing: both estimates save the VDD-squared share.
+    assert saving["measured"] == pytest.approx(1 - (vdd["chosen"] / vdd["nominal"]) ** 2, rel=1e-4)
+    assert saving["measured"] == pytest.approx(saving["model"], rel=1e-3)
+    text = (out / "report.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("From the supply's measured current"))
+    assert f"{readings['nominal'] * 1e3:.1f} mA" in line and f"{readings['chosen'] * 1e3:.1f} mA" in line
+
+
 def test_check_command_and_a_malformed_facts_file(flow_run, tmp_path, capsys) -> None:
     copy = tmp_path / "facts"
     shutil.copytree(flow_run[0], copy)

@@ -179,3 +179,55 @@ def test_bad_input_exit_2(make, extra: list[str], message: str, vdd_map: Path, t
     assert captured.err.startswith("error: ") and captured.err.endswith("\n")
     assert captured.err.count("\n") == 1 and message in captured.err
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_plots_draw_the_maps_numbers(vdd_map: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = []
+    make_figure = plot._figure
+
+    def spy(width_in: float, height_in: float):
+        fig = make_figure(width_in, height_in)
+        figures.append(fig)
+        return fig
+
+    monkeypatch.setattr(plot, "_figure", spy)
+    out_dir = tmp_path / "png"
+    written = plot.write_plots(BerMap(vdd_map), out_dir, "t")
+    assert len(written) == len(figures) == 3
+    for path, fig in zip(written, figures):  # each PNG is its figure at the module's resolution
+        width_in, height_in = fig.get_size_inches()
+        assert png_size(path) == (round(width_in * 120), round(height_in * 120)), path.name
+    ber_fig, heat_fig, dir_fig = figures
+    assert [p.name for p in written] == ["t_ber_vs_vdd_v.png", f"t_heatmap_{Point(None, 1.1, 13.75, 13.75, 35.0, 'all-0', 0).key}.png",
+                                         "t_direction.png"]
+
+    # BER vs VDD: one line per bank through its BER at 1.1, 1.2, 1.35 V; zero-flip points sit on the floor.
+    bits = 3 * BITS_PER_ROW * 2
+    floor = 1 / (2 * bits)
+    ax = ber_fig.axes[0]
+    curves = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert len(curves) == 2
+    assert [list(c.get_xdata()) for c in curves] == [[1.1, 1.2, 1.35]] * 2
+    np.testing.assert_allclose(curves[0].get_ydata(), [36 / bits, 9 / bits, floor])
+    np.testing.assert_allclose(curves[1].get_ydata(), [18 / bits, 3 / bits, floor])
+    assert ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.get_ylim(), (floor / 3, 3 * 36 / bits))
+
+    # Heatmap of the harshest point (1.1 V, all-0: twice the base flips): 1 + flips per bank and row.
+    image = heat_fig.axes[0].get_images()[0]
+    np.testing.assert_array_equal(np.asarray(image.get_array()), 1 + 2 * np.array(BASE_FLIPS[1.1]).reshape(2, 3))
+
+    # Direction: all-0 gives the 0->1 flips (twice the base), all-1 the 1->0 flips, per VDD ascending.
+    ax = dir_fig.axes[0]
+    heights = [rect.get_height() + rect.get_y() for rect in ax.patches]
+    up = [2 * sum(BASE_FLIPS[v]) for v in (1.1, 1.2, 1.35)]
+    down = [sum(BASE_FLIPS[v]) for v in (1.1, 1.2, 1.35)]
+    np.testing.assert_allclose(heights, [u if u else 0.5 for u in up] + [d if d else 0.5 for d in down])
+    assert ax.get_ylim() == pytest.approx((0.5, 6 * max(up)))

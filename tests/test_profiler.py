@@ -10,14 +10,18 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from profiler import engine
 from profiler.engine import check_plan
 from profiler.patterns import PatternError, parse_pattern
 from profiler.plan import PlanError, SweepConfig, build_plan, load_config, parse_rows, parse_values
 from profiler.storage import ERROR_DTYPE, BerMap, LockError, MapError, MapWriter, PointData
+from profiler.sweep import main as sweep_main
+from softmc_host.bench import Bench
 from softmc_host.instruments import SupplyLimits, ThermalLimits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +234,9 @@ def test_journal_rebuilds_a_damaged_file(tmp_path: Path) -> None:
 
 SWEEP = ("--bench", "emu://B?seed=3", "--vdd", "1.35,1.1,1.05,1.03,1.02,1.01,1.0", "--banks", "0,5",
          "--rows", "sample:6", "--patterns", "all-1,random")
+SWEEP_CONFIG = SweepConfig(bench="emu://B?seed=3", vdd_v=[1.35, 1.1, 1.05, 1.03, 1.02, 1.01, 1.0], banks=[0, 5],
+                           rows="sample:6", patterns=["all-1", "random"])  # SWEEP, as a configuration
+PROGRAMS_PER_POINT = 2  # at nominal timings: one program writes the pattern, one reads it back
 VOLATILE = {"started_utc", "finished_utc", "duration_s", "measured_temp_c"}
 
 
@@ -238,9 +245,69 @@ def load_all(path: Path) -> dict[str, PointData]:
     return {key: ber_map.point(key) for key in ber_map.keys()}
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    whole = run_sweep(*SWEEP, "--out", "whole.h5", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
+def stored_keys(path: Path) -> set[str]:
+    """The points a resumed run finds already measured: the map's, and the journal's (written before the map)."""
+    journal = path.with_name(path.name + ".journal")
+    return set(BerMap(path).keys()) | {entry.stem for entry in journal.glob("*.npz")}
+
+
+class WireCount:
+    """Spies on an in-process sweep: the PROGRAM requests sent to the tester and the points measured.
+
+    PROGRAM requests are counted on the link's spy log (distinct sequence numbers, so a
+    retransmission is not counted twice), independently of the sweep's own counters.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.frames: list[str] = []
+        self.measured: list[str] = []
+        opener = Bench.open
+        measure = engine.measure_point
+
+        def open_spied(cls: type, spec: Any, *, spy: Any = None) -> Bench:
+            return opener(spec, spy=self.frames.append)
+
+        def measure_counted(bench: Bench, point: Any, *args: Any, **kwargs: Any) -> PointData:
+            self.measured.append(point.key)
+            return measure(bench, point, *args, **kwargs)
+
+        monkeypatch.setattr(Bench, "open", classmethod(open_spied))
+        monkeypatch.setattr(engine, "measure_point", measure_counted)
+
+    @property
+    def programs(self) -> int:
+        """PROGRAM requests sent so far."""
+        return len({line.split()[3] for line in self.frames if line.split()[1:3] == [">>", "PROGRAM"]})
+
+
+def resume_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cwd: Path,
+                      out: str) -> tuple[WireCount, str, str]:
+    """Run the sweep command ``SWEEP --out OUT`` in this process, counting its wire traffic."""
+    monkeypatch.chdir(cwd)
+    count = WireCount(monkeypatch)
+    capsys.readouterr()
+    assert sweep_main(["--no-progress", *SWEEP, "--out", out]) == 0
+    captured = capsys.readouterr()
+    return count, captured.out, captured.err
+
+
+def assert_resumed_only_the_rest(count: WireCount, out: str, err: str, name: str, stored: set[str],
+                                 plan: list[str]) -> None:
+    """The resumed run measured exactly the points missing from the map, and said so."""
+    missing = [key for key in plan if key not in stored]
+    assert stored and missing, "the interruption must leave part of the plan to measure"
+    assert count.measured == missing  # every missing point once, in plan order; no stored point again
+    assert count.programs == PROGRAMS_PER_POINT * len(missing)  # what went over the wire, not a counter
+    assert f"resuming {name}: {len(stored)} of {len(plan)} points already measured" in err, err
+    assert f"{name}: {len(plan)} points ({len(missing)} measured now in " in out, out
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    whole_count, _, _ = resume_in_process(monkeypatch, capsys, tmp_path, "whole.h5")  # a fresh map: the whole plan
+    plan = [p.key for p in build_plan(SWEEP_CONFIG)]
+    assert whole_count.measured == plan and whole_count.programs == PROGRAMS_PER_POINT * 14
+    monkeypatch.undo()
     proc = subprocess.Popen(
         [sys.executable, "-m", "profiler.sweep", "--no-progress", *SWEEP, "--out", "cut.h5"],
         cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -253,9 +320,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     proc.wait()
     partial = BerMap(tmp_path / "cut.h5").keys()  # a valid file after SIGKILL
     assert 2 <= len(partial) < 14  # the kill may land between a point's journal entry and its HDF5 write
-    resumed = run_sweep(*SWEEP, "--out", "cut.h5", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming cut.h5" in resumed.stderr
+    stored = stored_keys(tmp_path / "cut.h5")
+    count, out, err = resume_in_process(monkeypatch, capsys, tmp_path, "cut.h5")
+    assert_resumed_only_the_rest(count, out, err, "cut.h5", stored, plan)
     a, b = load_all(tmp_path / "whole.h5"), load_all(tmp_path / "cut.h5")
     assert sorted(a) == sorted(b) and len(a) == 14
     assert sum(p.flips for p in a.values()) > 100  # the comparison covers real errors
@@ -268,7 +335,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
         )
 
 
-def test_interrupt_restores_nominal_and_keeps_points(tmp_path: Path) -> None:
+def test_interrupt_restores_nominal_and_keeps_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "profiler.sweep", "--no-progress", *SWEEP, "--out", "int.h5"],
         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -280,9 +348,16 @@ def test_interrupt_restores_nominal_and_keeps_points(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    kept = set(BerMap(tmp_path / "int.h5").keys())
+    assert f"interrupted: {len(kept)} points are on disk in int.h5; " in err
     assert "the supply is back at nominal; rerun the same command to resume" in err
     assert not (tmp_path / "int.h5.lock").exists()
-    assert len(BerMap(tmp_path / "int.h5").keys()) >= 2
+    assert len(kept) >= 2 and stored_keys(tmp_path / "int.h5") == kept  # a clean stop: the journal adds nothing
+    # Rerunning the command measures only the rest: the points kept are not measured again.
+    count, out, err = resume_in_process(monkeypatch, capsys, tmp_path, "int.h5")
+    plan = [p.key for p in build_plan(SWEEP_CONFIG)]
+    assert_resumed_only_the_rest(count, out, err, "int.h5", kept, plan)
+    assert sorted(BerMap(tmp_path / "int.h5").keys()) == sorted(plan)
 
 
 def test_replay_returns_recorded_counts(tmp_path: Path) -> None:
