@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--tree", default=None, help="measure the code of this checkout instead of this one")
     args = parser.parse_args()
     root = os.path.abspath(args.tree) if args.tree else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isdir(os.path.join(root, "softmc_host")):
+        parser.error(f"--tree {args.tree}: not a checkout of this toolkit (no softmc_host/ in it)")
     sys.path.insert(0, root)
     # The emulated bench runs as ``python -m emubench``, which imports from the working directory first.
     os.chdir(root)
