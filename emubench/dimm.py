@@ -525,6 +525,11 @@ class EmulatedDimm:
         self._write_index = list(self._write_matrix)
         self._row_columns = np.arange(0, g.columns, 8)  # the start columns of a whole-row read
         self._row_columns_bytes = self._row_columns.tobytes()
+        # Whether a whole-row write, burst by burst in column order, lays the bursts down as they
+        # come (then it is one copy, not a scatter).
+        self._row_write_in_order = bool(
+            np.array_equal(self._write_matrix[self._row_columns].ravel(), np.arange(g.columns * g.bus_bytes))
+        )
         #: The tester's clock in ns, set by the firmware before every call into the DIMM.
         self.now_ns = 0.0
         self._clock: RefreshClock | None = None  # allocated when first needed
@@ -677,13 +682,17 @@ class EmulatedDimm:
             self.now_ns = float(now_ns[-1])
         return self._gather(access.data, columns)
 
-    def _gather(self, data: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """The bytes of read bursts starting at ``columns`` of a row's ``data``, in order (a copy)."""
-        if len(columns) == len(self._row_columns) and (
+    def _whole_row(self, columns: np.ndarray) -> bool:
+        """Whether ``columns`` are the start columns of every burst of a row, in column order."""
+        return len(columns) == len(self._row_columns) and (
             columns.tobytes() == self._row_columns_bytes
             if columns.dtype == self._row_columns.dtype
-            else np.array_equal(columns, self._row_columns)
-        ):
+            else bool(np.array_equal(columns, self._row_columns))
+        )
+
+    def _gather(self, data: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """The bytes of read bursts starting at ``columns`` of a row's ``data``, in order (a copy)."""
+        if self._whole_row(columns):
             return data.copy()  # the whole row, burst by burst in column order: the row as it is
         return data[self._read_matrix[columns]].reshape(-1)
 
@@ -735,6 +744,9 @@ class EmulatedDimm:
         if not access.stored:
             self._store_access(access)  # may raise StoreFullError, as the first burst would
         self.now_ns = float(now_ns[-1])
+        if self._row_write_in_order and self._whole_row(columns):
+            access.data[:] = np.asarray(bursts, dtype=np.uint8).reshape(-1)
+            return
         columns = np.asarray(columns, dtype=np.intp)
         bursts = np.asarray(bursts, dtype=np.uint8).reshape(n, BURST_BYTES)
         if n > 1:

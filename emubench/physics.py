@@ -1092,17 +1092,52 @@ class PhysicsDimm(EmulatedDimm):
     def trcd_flat_cycles(self, vdd_v: float, temp_c: float, trp_cycles: int) -> int:
         """The tRCD (cycles) from which longer tRCDs read alike at this VDD, temperature and tRP.
 
-        At and past it the voltage mechanism sees ``min(tRCD, tRP) = tRP`` and the tRCD margin
-        of every chip is at or past the margin curve's zero, so the setting no longer depends on
-        tRCD.  Cached per (VDD, temperature, tRP).
+        At and past it the voltage mechanism's probability no longer changes (it sees
+        ``min(tRCD, tRP)``, and is 0 from some latency on wherever the VDD is high enough), and
+        the tRCD margin of every chip is at or past the margin curve's zero, so the setting no
+        longer depends on tRCD.  Cached per (VDD, temperature, tRP).
         """
         key = (vdd_v, temp_c, trp_cycles)
         flat = self._trcd_flat.get(key)
         if flat is None:
             if len(self._trcd_flat) > 65536:
                 self._trcd_flat.clear()
-            flat = self._trcd_flat[key] = max(int(trp_cycles), self._trcd_clean_cycles(vdd_v, temp_c))
+            flat = self._trcd_flat[key] = max(
+                self._trcd_voltage_flat_cycles(vdd_v, temp_c, int(trp_cycles)), self._trcd_clean_cycles(vdd_v, temp_c)
+            )
         return flat
+
+    def _trcd_voltage_flat_cycles(self, vdd_v: float, temp_c: float, trp_cycles: int) -> int:
+        """The fewest tRCD cycles from which the voltage mechanism reads alike at this tRP.
+
+        The mechanism sees ``min(tRCD, tRP)``, so ``tRP`` always qualifies.  Its probability
+        does not rise with a longer latency (on a voltage curve that does not rise with VDD),
+        so once it is 0 it stays 0: the first tRCD where it is 0, found by bisection, also
+        qualifies, and when it is the same at 1 cycle as at tRP, every tRCD does.  A row read
+        at a VDD where the first bursts fail and the later ones cannot is then a few settings,
+        not one per burst.
+        """
+        trp_cycles = max(0, int(trp_cycles))
+        ys = tuple(getattr(getattr(self.profile, "vdd_curve", None), "log10_p", (0.0, 1.0)))
+        if trp_cycles <= 1 or any(b > a for a, b in zip(ys, ys[1:])):
+            return trp_cycles  # a curve that rises somewhere: no shortcut is safe
+
+        def p_at(cycles: int) -> float:
+            return self.voltage_probability(vdd_v, min(cycles, trp_cycles) * self.tck_ns, temp_c)
+
+        at_trp = p_at(trp_cycles)
+        if p_at(1) == at_trp:
+            return 1  # the latency does not matter here (e.g. at or below the VDD floor)
+        if at_trp > 0:
+            return trp_cycles
+        low, high = 1, trp_cycles  # p_at(low) > 0, p_at(high) == 0
+        while high - low > 1:
+            mid = (low + high) // 2
+            if p_at(mid) > 0:
+                low = mid
+            else:
+                high = mid
+        return high
 
     def _trcd_clean_cycles(self, vdd_v: float, temp_c: float) -> int:
         """The fewest tRCD cycles from which no chip's tRCD margin can fail (``p_timing`` is 0)."""

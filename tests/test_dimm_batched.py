@@ -69,7 +69,7 @@ def random_program(seed: int, geometry: Geometry, settings: list[tuple[float, fl
         else:
             row = int(rng.integers(0, geometry.rows))
         vdd_v, temp_c = settings[int(rng.integers(0, len(settings)))]
-        trp = int(rng.choice([1, 2, 6, 6, 6]))
+        trp = int(rng.choice([1, 2, 6, 6, 6, 900, 4563]))  # and the long idle tRP of a first ACT
         runs = []
         trcd = int(rng.choice([1, 2, 3, 6, 6]))
         for _ in range(int(rng.integers(1, 5))):
@@ -216,15 +216,23 @@ def test_readahead_draws_the_same_cells_as_row_by_row(profile: str, vdd_v: float
 
 def test_trcd_past_the_flat_point_is_the_same_setting() -> None:
     dimm = PhysicsDimm(get_profile("B"), seed=5)
-    for vdd_v, temp_c, trp in ((1.35, 20.0, 6), (1.025, 20.0, 6), (1.1, 70.0, 2), (1.2, 45.0, 11)):
-        flat = dimm.trcd_flat_cycles(vdd_v, temp_c, trp)
-        assert flat >= trp
+    cases = ((1.35, 20.0, 6), (1.025, 20.0, 6), (1.1, 70.0, 2), (1.2, 45.0, 11), (1.35, 20.0, 4563),
+             (1.025, 20.0, 4563), (1.1, 70.0, 900), (0.9, 20.0, 4563))
+    flats = {}
+    for vdd_v, temp_c, trp in cases:
+        flat = flats[vdd_v, temp_c, trp] = dimm.trcd_flat_cycles(vdd_v, temp_c, trp)
+        assert 0 <= flat
         ref = dimm._setting(vdd_v, temp_c, flat, trp, None)
-        for trcd in range(flat, flat + 60):
+        for trcd in [t for t in list(range(flat, flat + 60)) + [trp, trp + 1, 10 * trp + 7] if t >= flat]:
             other = dimm._setting(vdd_v, temp_c, trcd, trp, None)
-            assert other.thr_v == ref.thr_v and np.array_equal(other.thr_t, ref.thr_t)
-        if flat > trp:  # one cycle less still has a tRCD margin that can fail
-            assert not np.array_equal(dimm._setting(vdd_v, temp_c, flat - 1, trp, None).thr_t, ref.thr_t)
+            assert other.thr_v == ref.thr_v and np.array_equal(other.thr_t, ref.thr_t), (vdd_v, temp_c, trp, trcd)
+        if flat > 0:  # one cycle less reads differently: the flat point is the first, not just a safe one
+            before = dimm._setting(vdd_v, temp_c, flat - 1, trp, None)
+            assert before.thr_v != ref.thr_v or not np.array_equal(before.thr_t, ref.thr_t), (vdd_v, temp_c, trp)
+    # A long idle tRP no longer makes every burst of a row read a setting of its own: at nominal
+    # VDD the flat point is the tRCD margin's, and at a failing VDD it stops well short of tRP.
+    assert flats[1.35, 20.0, 4563] == flats[1.35, 20.0, 6]
+    assert flats[1.025, 20.0, 4563] < 200
 
 
 def test_power_up_content_is_the_generator_bytes() -> None:
