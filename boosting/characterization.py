@@ -99,7 +99,11 @@ The default is a local ``ProcessPoolExecutor(max_workers=2)`` with the ``spawn``
 (forking a process whose torch thread pools are running can deadlock; created and shut down by
 the call; the workload is pickled into each task, so it must be importable by the workers); :class:`SerialExecutor` runs tasks in the
 calling process, deterministically (tests, small nets, debugging); a ``ThreadPoolExecutor``
-also works. A workload is any picklable object with ``layers`` (layer names), ``clean()`` and
+also works. :func:`characterize_network` also takes ``"local"``, ``"serial"``, ``"dask://HOST:PORT"``
+or a ``distributed.Client`` (:func:`profiler.executors.resolve_executor`): on a Dask cluster the
+workload is scattered to the workers once rather than pickled into each task, and the tasks of a
+worker that dies are re-run elsewhere (:class:`profiler.executors.DaskExecutor`); the results are
+the same under every executor. A workload is any picklable object with ``layers`` (layer names), ``clean()`` and
 ``__call__(spec, seed)`` returning ``(accuracy, n_samples)``, and optionally ``reference(spec)``
 (the clean accuracy in the spec's format); :class:`NetworkWorkload` is the one for a real
 network on tensors.
@@ -112,7 +116,6 @@ import math
 import multiprocessing
 import numbers
 import sys
-import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
@@ -132,6 +135,7 @@ from boosting.inference import (
     injectable_layers,
 )
 from boosting.tolerable import reference_correctness
+from profiler.executors import SerialExecutor, check_executor_spec, forget_shared, resolve_executor
 
 __all__ = [
     "CharacterizeError",
@@ -252,39 +256,7 @@ def _run_reference(workload: Workload, spec: ErrorSpec) -> tuple[float, int]:
     return reference(spec) if callable(reference) else workload.clean()
 
 
-# ------------------------------------------------------------------------- executor
-class SerialExecutor(Executor):
-    """An executor running each task at submission, in the calling thread.
-
-    Attributes
-    ----------
-    submitted : int
-        Tasks submitted so far.
-    """
-
-    def __init__(self) -> None:
-        self.submitted = 0
-        self._shutdown = False
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """Run ``fn(*args, **kwargs)`` now; return a finished future with its result or exception."""
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot submit after shutdown")
-            self.submitted += 1
-        future: Future = Future()
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - delivered through the future, like other executors
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Refuse further tasks."""
-        with self._lock:
-            self._shutdown = True
+# SerialExecutor lives in profiler.executors (with the local and Dask executors); re-exported here.
 
 
 # -------------------------------------------------------------------------- results
@@ -606,6 +578,7 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
             spec = _uniform(base, 10.0 ** log_ber)
             if retrain is not None:
                 retrain(spec)
+                forget_shared(runner.executor, workload)  # changed in place: a cluster re-sends it
             return runner.probe("coarse", spec).passed
 
         lo, hi = math.log10(ber_min), math.log10(ber_max)
@@ -629,6 +602,7 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
                 spec = _uniform(base, ber)
                 if retrain is not None:
                     retrain(spec)
+                    forget_shared(runner.executor, workload)
                 if runner.probe("holdout", spec).passed:
                     break
                 failed += 1
@@ -929,7 +903,7 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
                          retrain_epochs: int = 0, retrain_lr: float = 1e-3, workers: int = 2,
                          samples: Optional[int] = None, calib_samples: int = 512, data_dir: Any = None,
                          progress: Union[bool, Callable[[str, Probe], None], None] = None,
-                         search: Optional[str] = None, executor: Optional[Executor] = None,
+                         search: Optional[str] = None, executor: Any = None,
                          reference: Any = None, holdout_seeds: Sequence[int] = DEFAULT_HOLDOUT_SEEDS,
                          backoff: Optional[float] = None, curve_seeds: int = 0) -> dict[str, Any]:
     """Coarse and/or fine tolerance characterization of a network file; the tolerance document.
@@ -967,8 +941,8 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     retrain_lr : float
         Learning rate of those retrainings.
     workers : int
-        Worker processes (spawn); 0 runs every evaluation in this process (:class:`SerialExecutor`).
-        Ignored when ``executor`` is given.
+        Worker processes (spawn) of the local executor; 0 runs every evaluation in this process
+        (:class:`SerialExecutor`). Ignored by the other executors.
     samples : int, optional
         Evaluate on the first N test images (default all).
     calib_samples : int
@@ -982,9 +956,12 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     search : {"coarse", "fine", "both"}, optional
         What to search (default coarse). ``fine`` starts from ``start_ber`` if given, else runs
         the coarse search first (and the document then holds both).
-    executor : concurrent.futures.Executor, optional
-        Where the evaluations run (one task per probe and seed; the caller shuts it down).
-        Default: ``workers`` spawned processes, or this process with ``workers=0``.
+    executor : str or concurrent.futures.Executor or distributed.Client, optional
+        Where the evaluations run (one task per probe and seed): an executor (the caller shuts it
+        down), a ``distributed.Client`` (wrapped; the workload is scattered to its workers once),
+        or a spelling of :func:`profiler.executors.resolve_executor`: ``"local"`` (default:
+        ``workers`` spawned processes, or this process with ``workers=0``), ``"serial"``,
+        ``"dask://HOST:PORT"`` (the cluster extra; ``pip install .[cluster]``).
     reference : NetworkFile or str or Path or float, optional
         The goal's anchor: ``goal = accuracy - max_drop`` with the accuracy of this network in
         ``spec``'s format and mitigation at BER 0 (its own calibration, the same test images),
@@ -1011,6 +988,9 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     ------
     CharacterizeError
         Bad search parameters, a missing reference file, a reference for other inputs.
+    ExecutorError
+        A bad executor spelling, Dask missing for ``dask://``, an unreachable scheduler
+        (:mod:`profiler.executors`; a ``ValueError``).
     CheckpointError
         An unreadable network file.
     """
@@ -1033,6 +1013,8 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         raise CharacterizeError(f"samples must be an integer >= 1, got {samples!r}")
     seeds = _check_seeds(seeds, "error seeds")
     holdout_seeds = _check_seeds(holdout_seeds, "holdout seeds", allow_empty=True)
+    if isinstance(executor, str) or executor is None:
+        check_executor_spec(executor)  # a bad spelling fails before the network is loaded
     nf = net_file if isinstance(net_file, NetworkFile) else load_network(net_file)
     net = nf.net.eval()
     train = nf.load_split("train", root=data_dir)
@@ -1054,11 +1036,9 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
             _retrain(workload.net, train, probe_spec, epochs=retrain_epochs, lr=retrain_lr,
                      calibration=calibration, seed=0)
             workload.net.eval()
+            forget_shared(executor, workload)  # a cluster executor re-sends the changed network
 
-    own = executor is None
-    if executor is None:
-        executor = (SerialExecutor() if workers == 0 else
-                    ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")))
+    executor, own = resolve_executor(executor, workers=workers)
     report = _ProbeReport(progress)
     log.debug("characterizing %s (%s): search %s, model %s, fmt %s, mitigation %s, %d samples, seeds %s, "
               "holdout seeds %s, goal %.4f (%s)", nf.path, nf.network, mode, spec.model.describe(), spec.fmt,

@@ -14,7 +14,8 @@ Command
 [--partition LABEL] [--model-param k=v ...] [--fmt int8] [--mitigation zero|saturate|none]
 [--max-drop 0.01] [--seeds 0,1,2,3,4] [--holdout-seeds 20] [--curve-seeds 20] [--reference NET.pt|ACC]
 [--statistic ci_low|mean] [--search coarse|fine|both] [--ber-min 1e-7] [--ber-max 0.1] [--tol 0.25]
-[--factor 2] [--max-steps 20] [--start-ber B] [--retrain-epochs N] [--workers 2] [--samples N]
+[--factor 2] [--max-steps 20] [--start-ber B] [--retrain-epochs N] [--workers 2]
+[--executor local|serial|dask://HOST:PORT] [--samples N]
 [-o tolerance.json] [-q] [-v] [--config FILE.toml]``
 
 The goal is ``reference - max_drop``, the reference being the accuracy, in the same format and
@@ -25,6 +26,12 @@ disables) and backed off until they pass. Beside the searches, ``--curve-seeds N
 0 skips it) measures the tolerable BER as a number with an interval: the mean-accuracy curve
 over N error seeds, four BERs per decade over ``[--ber-min, --ber-max]``, its crossing with the
 goal interpolated on log BER, and a bootstrap interval (:mod:`boosting.tolerable`).
+
+``--executor`` says where the probes run (:func:`profiler.executors.resolve_executor`):
+``local`` (default; ``--workers`` spawned processes, 0 = this process), ``serial`` (this
+process) or ``dask://HOST:PORT`` (a scheduler started with ``dask scheduler``, workers with
+``dask worker tcp://HOST:PORT``; needs ``pip install .[cluster]``). The results are the same
+under every executor; an unreachable scheduler is a one-line error after 10 s.
 
 The network file may also be given as the first positional argument (the old spelling), and
 ``--mode`` is the old name of ``--search``. Every probe is logged on stderr (hidden by ``-q``),
@@ -76,6 +83,7 @@ from boosting.cli_args import (
 from boosting.inference import ErrorSpec, confidence_interval
 from boosting.records import probe_rows, side_path, write_tolerance
 from boosting.training import TrainError
+from profiler.executors import ExecutorError, check_executor_spec
 from softmc_host.cli import add_config, add_out, add_verbosity, configure_logging, fail, parse_args
 
 __all__ = [
@@ -140,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-epochs", type=nonneg_int, default=0,
                    help="retrain a copy of the net N epochs at every coarse probe (boosting; default 0)")
     p.add_argument("--retrain-lr", type=positive_float, default=1e-3, help="learning rate of those (default 1e-3)")
-    p.add_argument("--workers", type=nonneg_int, default=2, help="worker processes; 0 = in this process (default 2)")
+    p.add_argument("--workers", type=nonneg_int, default=2,
+                   help="worker processes of the local executor; 0 = in this process (default 2)")
+    p.add_argument("--executor", type=executor_arg, default="local", metavar="local|serial|dask://HOST:PORT",
+                   help="where the probes run: local processes (--workers), this process, or a Dask scheduler "
+                        "(pip install .[cluster]; the network and data go to each worker once) (default local)")
     p.add_argument("--samples", type=positive_int, help="evaluate on the first N test images (default all)")
     p.add_argument("--calib-samples", type=positive_int, default=512, help="calibration images (default 512)")
     p.add_argument("--data-dir", help="dataset directory (overrides the one in the network file)")
@@ -204,6 +216,15 @@ def format_summary(doc: dict[str, Any]) -> str:
 _HOLDOUT_BASE = DEFAULT_HOLDOUT_SEEDS[0]
 
 
+def executor_arg(value: str) -> str:
+    """``--executor``: ``local``, ``serial`` or ``dask://HOST:PORT`` (checked, not connected)."""
+    try:
+        check_executor_spec(value)
+    except ExecutorError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _reference_arg(value: Optional[str]) -> Any:
     """``--reference``: None, an accuracy in [0, 1], or an existing network file's path."""
     if value is None:
@@ -247,7 +268,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                                ber_min=args.ber_min, ber_max=args.ber_max, tol=args.tol, factor=args.factor,
                                max_steps=args.max_steps, start_ber=args.start_ber, statistic=args.statistic,
                                retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
-                               workers=args.workers, samples=args.samples, calib_samples=args.calib_samples,
+                               workers=args.workers, executor=args.executor, samples=args.samples, calib_samples=args.calib_samples,
                                data_dir=args.data_dir, progress=show, reference=reference,
                                holdout_seeds=holdout, curve_seeds=args.curve_seeds)
     out = Path(args.out)

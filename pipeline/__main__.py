@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trcd", default=d.trcd, help=f"tRCD values in ns to sweep in latency mode (default {d.trcd})")
     p.add_argument("--workers", type=int, default=d.workers,
                    help=f"characterization worker processes, 0: in this process (default {d.workers})")
+    p.add_argument("--executor", default=d.executor, metavar="local|serial|dask://HOST:PORT",
+                   help="where characterization's probes run: local processes (--workers), this process, or a "
+                        "Dask scheduler (pip install .[cluster]) (default local)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of training and error draws (default 0)")
     p.add_argument("--redo", default="", help=f"comma list of stages to rerun: {','.join(STAGES)}")
     p.add_argument("--stop-after", choices=STAGES, help="last stage to run")

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Mapping, Optional, Tuple
 import msgspec
 from msgspec import Meta
 
+from profiler.executors import ExecutorError, check_executor_spec
 from softmc_host.timing import NOMINAL_TRCD_NS
 
 __all__ = ["FlowError", "FlowOptions", "json_schema", "validation_message"]
@@ -80,7 +81,10 @@ class FlowOptions(msgspec.Struct, forbid_unknown_fields=True):
     vdd, trcd : str
         Sweep values in V and ns (``profiler.sweep`` syntax: ``a,b,c`` or ``start:stop:step``).
     workers : int
-        Processes for characterization (0: in this process).
+        Processes of the local characterization executor (0: in this process).
+    executor : str
+        Where characterization's probes run: ``local`` (``workers`` processes), ``serial`` (this
+        process) or ``dask://HOST:PORT`` (a Dask scheduler; :mod:`profiler.executors`).
     seed : int
         Seed of training and error draws.
     progress : bool
@@ -112,6 +116,7 @@ class FlowOptions(msgspec.Struct, forbid_unknown_fields=True):
     vdd: str = "1.35,1.2:1.0:-0.025"
     trcd: str = DEFAULT_TRCD
     workers: Count = 2
+    executor: Annotated[str, Meta(min_length=1, description="local, serial or dask://HOST:PORT")] = "local"
     seed: Count = 0
     progress: bool = True
 
@@ -123,9 +128,14 @@ class FlowOptions(msgspec.Struct, forbid_unknown_fields=True):
     def from_mapping(cls, doc: Mapping[str, Any], what: str = "option") -> "FlowOptions":
         """Options from a mapping of field names (missing fields take their defaults), validated."""
         try:
-            return msgspec.convert(dict(doc), cls)
+            opts = msgspec.convert(dict(doc), cls)
         except msgspec.ValidationError as exc:
             raise FlowError(validation_message(exc, what)) from None
+        try:
+            check_executor_spec(opts.executor)
+        except ExecutorError as exc:
+            raise FlowError(f"{what} executor: {exc}") from None
+        return opts
 
     def to_dict(self) -> dict[str, Any]:
         """The options, JSON-ready (``seeds`` as a list)."""

@@ -222,6 +222,7 @@ def _characterize(ctx: StageContext, net_path: Path, search: str) -> dict[str, A
     holdout = tuple(range(HOLDOUT_SEED_BASE, HOLDOUT_SEED_BASE + opts.holdout_seeds))
     return characterize_network(str(net_path), _spec(ctx), mode=search, max_drop=opts.max_drop,
                                 seeds=opts.seeds, ber_min=1e-7, ber_max=0.1, tol=0.25, workers=opts.workers,
+                                executor=opts.executor,
                                 data_dir=opts.data_dir, progress=progress, reference=str(ctx.path("baseline.pt")),
                                 holdout_seeds=holdout)
 
