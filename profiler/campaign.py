@@ -46,7 +46,7 @@ import signal
 import sys
 import time
 import urllib.parse
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -55,7 +55,8 @@ import numpy as np
 
 from profiler.plan import MAX_PLAN_POINTS, PlanError, SweepConfig, build_plan, identity
 from profiler.run import SweepError, sweep_to_map
-from profiler.sweep import _int_arg
+from profiler.executors import resolve_executor
+from profiler.sweep import _int_arg, _StopFlag
 from profiler.sweep import _parser as _sweep_parser  # the sweep's own flags, shared (same package)
 from profiler.sweep import config_from_args, dry_run
 from softmc_host.bench import BenchError, bench_config_from_table, load_bench_file
@@ -913,9 +914,8 @@ def resolve_campaign_executor(spec: str | None, jobs: int | None) -> tuple[Execu
 
     ``serial`` (or no spec and at most one job) is None: the benches run one after the other in
     this process, where a stop request reaches the running sweep.  Anything else goes to
-    ``profiler.executors.resolve_executor`` (with ``workers=N``, default the CPU count) when it
-    exists; without it ``local`` (or ``--jobs N > 1``) is a process pool of N spawned workers
-    started with :func:`worker_initializer`.
+    :func:`profiler.executors.resolve_executor` (with ``workers=N``, default the CPU count; a
+    local pool's workers start with :func:`worker_initializer`).
 
     Raises
     ------
@@ -929,23 +929,10 @@ def resolve_campaign_executor(spec: str | None, jobs: int | None) -> tuple[Execu
     if spec == "serial":
         return None, False  # in this process: a stop request reaches the running sweep
     try:
-        from profiler import executors
-    except ImportError:
-        executors = None  # type: ignore[assignment]
-    resolve = getattr(executors, "resolve_executor", None)
-    if resolve is not None:
-        try:
-            executor, owned = resolve(spec, workers=jobs if jobs else (os.cpu_count() or 1))
-        except (ValueError, ImportError, RuntimeError, OSError, TypeError) as exc:
-            raise CampaignError(str(exc) or type(exc).__name__) from None
-        return executor, owned
-    if spec == "local":
-        import multiprocessing
-
-        workers = jobs if jobs else (os.cpu_count() or 1)
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=worker_initializer), True
-    raise CampaignError(f"--executor {_short(spec)}: this installation knows only local and serial")
+        return resolve_executor(spec, workers=jobs if jobs else (os.cpu_count() or 1),
+                                initializer=worker_initializer)
+    except (ValueError, ImportError, RuntimeError, OSError, TypeError) as exc:
+        raise CampaignError(str(exc) or type(exc).__name__) from None
 
 
 def _in_flight(spec: str | None, jobs: int | None) -> int | None:
@@ -953,25 +940,6 @@ def _in_flight(spec: str | None, jobs: int | None) -> int | None:
     if spec is None or spec == "local":
         return jobs if jobs else (os.cpu_count() or 1)
     return None
-
-
-class _StopFlag:
-    """Ctrl-C / SIGTERM: stop the campaign (see :func:`run_campaign`); a second one stops at once."""
-
-    def __init__(self, parallel: bool) -> None:
-        self.requested = False
-        self.parallel = parallel
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        what = ("starting no more benches; waiting for the running ones" if self.parallel
-                else "stopping after this point (again to stop now)")
-        print(f"\n{what} ...", file=sys.stderr, flush=True)
 
 
 def _print_result(result: BenchResult, index: int, count: int) -> None:
@@ -1059,7 +1027,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_result(result, finished[0], count)
 
     started = time.monotonic()
-    stop = _StopFlag(parallel=executor is not None)
+    stop = _StopFlag("starting no more benches; waiting for the running ones" if executor is not None
+                     else "stopping after this point (again to stop now)")
     previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         results = run_campaign(config, benches, out, executor=executor, max_points=args.max_points, on_result=show,

@@ -200,10 +200,14 @@ def _summary(path: Path) -> None:
 
 
 class _StopFlag:
-    """Ctrl-C / SIGTERM ask the sweep to stop after the point being measured; a second one stops at once."""
+    """Ctrl-C / SIGTERM ask the sweep to stop after the point being measured; a second one stops at once.
 
-    def __init__(self) -> None:
+    ``message`` is what the first one prints (``profiler.campaign`` says what stopping means there).
+    """
+
+    def __init__(self, message: str = "stopping after this point (again to stop now)") -> None:
         self.requested = False
+        self.message = message
 
     def __call__(self) -> bool:
         return self.requested
@@ -212,7 +216,7 @@ class _StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this point (again to stop now) ...", file=sys.stderr)
+        print(f"\n{self.message} ...", file=sys.stderr, flush=True)
 
 
 class _Tally:
