@@ -111,13 +111,15 @@ network on tensors.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import multiprocessing
 import numbers
 import sys
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import torch
@@ -134,6 +136,7 @@ from boosting.inference import (
     evaluate,
     injectable_layers,
 )
+from boosting.journal import ProbeJournal, spec_identity, task_key
 from boosting.tolerable import reference_correctness
 from profiler.executors import SerialExecutor, check_executor_spec, forget_shared, resolve_executor
 
@@ -217,6 +220,30 @@ class NetworkWorkload:
     y: torch.Tensor
     batch_size: int = 256
     calibration: Optional[Calibration] = None
+    _fingerprint: Optional[str] = field(default=None, init=False, repr=False, compare=False)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of everything a probe's result depends on besides its spec and seed.
+
+        The network's parameters and buffers (names, dtypes, shapes, bytes), the inputs and
+        labels, the batch size and the calibration. Cached; call :meth:`changed` after changing
+        the network in place. The probe journal's keys hold it (:mod:`boosting.journal`).
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, tensor in self.net.state_dict().items():
+                _hash_tensor(h, name, tensor)
+            _hash_tensor(h, "x", self.x)
+            _hash_tensor(h, "y", self.y)
+            h.update(f"batch_size={self.batch_size}".encode())
+            cal = asdict(self.calibration) if self.calibration is not None else None
+            h.update(json.dumps(cal, sort_keys=True, default=str).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def changed(self) -> None:
+        """Forget the cached :meth:`fingerprint` (the network was changed in place, e.g. retrained)."""
+        self._fingerprint = None
 
     @property
     def layers(self) -> list[str]:
@@ -241,6 +268,20 @@ class NetworkWorkload:
         """Clean accuracy in the format and mitigation of ``spec`` (BER 0), and the number of samples."""
         ok = reference_correctness(self.net, self.x, self.y, spec, self.calibration)
         return float(ok.mean()), int(ok.size)
+
+
+def _hash_tensor(h: Any, name: str, tensor: torch.Tensor) -> None:
+    t = tensor.detach().cpu().contiguous().reshape(-1)
+    h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def _workload_changed(executor: Executor, workload: Workload) -> None:
+    """After changing ``workload`` in place: a cluster re-sends it, its journal fingerprint is recomputed."""
+    forget_shared(executor, workload)
+    changed = getattr(workload, "changed", None)
+    if callable(changed):
+        changed()
 
 
 def _run_probe(workload: Workload, spec: Optional[ErrorSpec], seed: int) -> tuple[float, int]:
@@ -423,7 +464,7 @@ class _Runner:
     def __init__(self, workload: Workload, executor: Optional[Executor], seeds: Sequence[int], max_drop: float,
                  statistic: str, confidence: float, baseline: Optional[float], progress: Optional[Progress],
                  base: Optional[ErrorSpec] = None, search: str = "coarse", fresh_masks: bool = True,
-                 holdout_seeds: Sequence[int] = ()) -> None:
+                 holdout_seeds: Sequence[int] = (), journal: Optional[ProbeJournal] = None) -> None:
         if statistic not in STATISTICS:
             raise CharacterizeError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
         try:
@@ -440,7 +481,11 @@ class _Runner:
             raise CharacterizeError(f"max_drop must be in [0, 1], got {max_drop!r}")
         if not 0.0 < confidence < 1.0:
             raise CharacterizeError(f"confidence must be in (0, 1), got {confidence!r}")
+        if journal is not None and not callable(getattr(workload, "fingerprint", None)):
+            raise CharacterizeError(f"a probe journal needs a workload with fingerprint(); "
+                                    f"{type(workload).__name__} has none")
         self.workload = workload
+        self.journal = journal
         self.own = executor is None
         self.executor = (ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
                          if executor is None else executor)
@@ -456,9 +501,9 @@ class _Runner:
         try:
             if baseline is None:
                 if base is not None:
-                    acc, _ = self.executor.submit(_run_reference, workload, base).result()
+                    acc, _ = self._task("reference", _run_reference, base, None).result()
                 else:
-                    acc, _ = self.executor.submit(_run_probe, workload, None, 0).result()
+                    acc, _ = self._task("clean", _run_probe, None, 0).result()
                 baseline = float(acc)
             self.baseline = float(baseline)
         except BaseException:
@@ -485,9 +530,28 @@ class _Runner:
             return tuple(seeds)
         return tuple(_seed_of(spec.seed, self.tag, index, s) for s in seeds)
 
+    def _task(self, kind: str, fn: Callable[..., tuple[float, int]], spec: Optional[ErrorSpec],
+              seed: Optional[int], spec_json: Optional[str] = None) -> Future:
+        """One task's future: answered from the journal if it holds it, else submitted (and journaled when done)."""
+        args = (self.workload, spec) if seed is None else (self.workload, spec, seed)
+        if self.journal is None:
+            return self.executor.submit(fn, *args)
+        if spec_json is None:
+            spec_json = spec_identity(spec)
+        key = task_key(self.workload.fingerprint(), kind, spec_json, 0 if seed is None else seed)
+        hit = self.journal.get(key)
+        if hit is not None:
+            future: Future = Future()
+            future.set_result(hit)
+            return future
+        future = self.executor.submit(fn, *args)
+        self.journal.record_when_done(key, future)
+        return future
+
     def submit(self, spec: ErrorSpec, holdout: bool = False) -> tuple[tuple[int, ...], list[Future]]:
         masks = self.mask_seeds(spec, self.holdout_seeds if holdout else self.seeds)
-        return masks, [self.executor.submit(_run_probe, self.workload, spec, s) for s in masks]
+        spec_json = spec_identity(spec) if self.journal is not None else None
+        return masks, [self._task("probe", _run_probe, spec, s, spec_json) for s in masks]
 
     def collect(self, stage: str, spec: ErrorSpec, submitted: tuple[tuple[int, ...], list[Future]],
                 key: Optional[Key] = None, rollback_on_fail: bool = False) -> Probe:
@@ -524,7 +588,7 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
                         retrain: Optional[Callable[[ErrorSpec], None]] = None, baseline: Optional[float] = None,
                         executor: Optional[Executor] = None, progress: Optional[Progress] = None,
                         holdout_seeds: Sequence[int] = DEFAULT_HOLDOUT_SEEDS, backoff: Optional[float] = None,
-                        fresh_masks: bool = True) -> CoarseResult:
+                        fresh_masks: bool = True, journal: Optional[ProbeJournal] = None) -> CoarseResult:
     """Highest uniform BER whose accuracy stays within ``max_drop`` of the baseline (Algorithm 2).
 
     Parameters
@@ -562,6 +626,9 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
         Back-off factor (> 1) of the held-out re-scoring; default ``10 ** tol``.
     fresh_masks : bool
         Derive fresh mask seeds per probe (default) or hand ``seeds`` to the workload as given.
+    journal : ProbeJournal, optional
+        Answer the tasks it holds from it and record every finished one (resuming an interrupted
+        search: :mod:`boosting.journal`); the workload needs ``fingerprint()``.
 
     Returns
     -------
@@ -572,13 +639,13 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
         raise CharacterizeError(f"tol must be > 0, got {tol!r}")
     _check_backoff(backoff)
     runner = _Runner(workload, executor, seeds, max_drop, statistic, confidence, baseline, progress, base=base,
-                     search="coarse", fresh_masks=fresh_masks, holdout_seeds=holdout_seeds)
+                     search="coarse", fresh_masks=fresh_masks, holdout_seeds=holdout_seeds, journal=journal)
     try:
         def passes(log_ber: float) -> bool:
             spec = _uniform(base, 10.0 ** log_ber)
             if retrain is not None:
                 retrain(spec)
-                forget_shared(runner.executor, workload)  # changed in place: a cluster re-sends it
+                _workload_changed(runner.executor, workload)  # changed in place: re-sent, re-fingerprinted
             return runner.probe("coarse", spec).passed
 
         lo, hi = math.log10(ber_min), math.log10(ber_max)
@@ -602,7 +669,7 @@ def coarse_characterize(workload: Workload, base: ErrorSpec, *, max_drop: float 
                 spec = _uniform(base, ber)
                 if retrain is not None:
                     retrain(spec)
-                    forget_shared(runner.executor, workload)
+                    _workload_changed(runner.executor, workload)
                 if runner.probe("holdout", spec).passed:
                     break
                 failed += 1
@@ -625,7 +692,8 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
                       statistic: str = "ci_low", confidence: float = 0.95, baseline: Optional[float] = None,
                       executor: Optional[Executor] = None, progress: Optional[Progress] = None,
                       holdout_seeds: Sequence[int] = DEFAULT_HOLDOUT_SEEDS, backoff: Optional[float] = None,
-                      ber_min: float = 1e-9, fresh_masks: bool = True) -> FineResult:
+                      ber_min: float = 1e-9, fresh_masks: bool = True,
+                      journal: Optional[ProbeJournal] = None) -> FineResult:
     """Per-(layer, kind) BERs raised greedily from ``start_ber`` within the accuracy goal (Algorithm 3).
 
     Parameters
@@ -646,7 +714,7 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
         Ceiling of any BER (<= 1).
     keys : sequence of (layer, kind), optional
         Keys to raise; default every layer of ``workload.layers`` with each of ``("weight", "ifm")``.
-    seeds, statistic, confidence, baseline, executor, progress, holdout_seeds, fresh_masks
+    seeds, statistic, confidence, baseline, executor, progress, holdout_seeds, fresh_masks, journal
         As in :func:`coarse_characterize`.
     backoff : float, optional
         Factor of the uniform back-off, after every raised step was undone (default ``factor``).
@@ -674,7 +742,7 @@ def fine_characterize(workload: Workload, base: ErrorSpec, start_ber: float, *, 
         raise CharacterizeError(f"keys must be distinct (layer, 'weight' | 'ifm') pairs, got {keys!r}")
     start_ber = float(start_ber)
     runner = _Runner(workload, executor, seeds, max_drop, statistic, confidence, baseline, progress, base=base,
-                     search="fine", fresh_masks=fresh_masks, holdout_seeds=holdout_seeds)
+                     search="fine", fresh_masks=fresh_masks, holdout_seeds=holdout_seeds, journal=journal)
     try:
         bers: dict[Key, float] = {k: start_ber for k in keys}
 
@@ -905,7 +973,8 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
                          progress: Union[bool, Callable[[str, Probe], None], None] = None,
                          search: Optional[str] = None, executor: Any = None,
                          reference: Any = None, holdout_seeds: Sequence[int] = DEFAULT_HOLDOUT_SEEDS,
-                         backoff: Optional[float] = None, curve_seeds: int = 0) -> dict[str, Any]:
+                         backoff: Optional[float] = None, curve_seeds: int = 0, journal: Any = None,
+                         fresh: bool = False) -> dict[str, Any]:
     """Coarse and/or fine tolerance characterization of a network file; the tolerance document.
 
     Parameters
@@ -978,6 +1047,13 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         decade from ``ber_min`` to ``ber_max``, its crossing with the goal interpolated on log BER
         and a bootstrap interval over error seeds and test samples (the reference's correctness
         resampled with them); stored under the document's ``curve`` key. 0: none.
+    journal : str or Path or ProbeJournal, optional
+        The probe journal (:mod:`boosting.journal`; by convention ``<document>.probes.jsonl``):
+        every finished task is recorded in it, and the tasks it already holds are answered from
+        it, so rerunning an interrupted call resumes it (same result as an uninterrupted run).
+        None: no journal. The honest curve (``curve_seeds``) is not journaled.
+    fresh : bool
+        Start the journal (a path) over instead of resuming from it.
 
     Returns
     -------
@@ -991,6 +1067,8 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     ExecutorError
         A bad executor spelling, Dask missing for ``dask://``, an unreachable scheduler
         (:mod:`profiler.executors`; a ``ValueError``).
+    JournalError
+        A journal path that is not a probe journal or cannot be written (a ``ValueError``).
     CheckpointError
         An unreadable network file.
     """
@@ -1036,9 +1114,20 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
             _retrain(workload.net, train, probe_spec, epochs=retrain_epochs, lr=retrain_lr,
                      calibration=calibration, seed=0)
             workload.net.eval()
-            forget_shared(executor, workload)  # a cluster executor re-sends the changed network
+            _workload_changed(executor, workload)  # a cluster re-sends it; the journal re-fingerprints it
 
-    executor, own = resolve_executor(executor, workers=workers)
+    own_journal = journal is not None and not isinstance(journal, ProbeJournal)
+    if own_journal:
+        journal = ProbeJournal(journal, fresh=fresh)
+    if journal is not None and journal.loaded:
+        log.info("resuming from %s: %d finished task(s) on record (fresh=True / --fresh starts over)",
+                 journal.path, journal.loaded)
+    try:
+        executor, own = resolve_executor(executor, workers=workers)
+    except BaseException:
+        if own_journal:
+            journal.close()
+        raise
     report = _ProbeReport(progress)
     log.debug("characterizing %s (%s): search %s, model %s, fmt %s, mitigation %s, %d samples, seeds %s, "
               "holdout seeds %s, goal %.4f (%s)", nf.path, nf.network, mode, spec.model.describe(), spec.fmt,
@@ -1046,7 +1135,7 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
     coarse = fine = None
     try:
         common = dict(max_drop=max_drop, seeds=seeds, statistic=statistic, confidence=confidence, executor=executor,
-                      baseline=ref["accuracy"], holdout_seeds=holdout_seeds, backoff=backoff)
+                      baseline=ref["accuracy"], holdout_seeds=holdout_seeds, backoff=backoff, journal=journal)
         if mode in ("coarse", "both") or (mode == "fine" and start_ber is None):
             coarse = coarse_characterize(workload, spec, ber_min=ber_min, ber_max=ber_max, tol=tol,
                                          retrain=retrain_hook, progress=lambda p: report("coarse", p), **common)
@@ -1062,6 +1151,12 @@ def characterize_network(net_file: Any, spec: ErrorSpec, *, mode: Optional[str] 
         report.close()
         if own:
             executor.shutdown(wait=True)
+        if journal is not None:
+            if journal.hits:
+                log.info("%d task(s) answered from the probe journal %s, %d run", journal.hits, journal.path,
+                         journal.written)
+            if own_journal:
+                journal.close()
     curve_doc = None
     if curve_seeds:
         curve_doc = _honest_curve(workload, spec, ref_correct, max_drop, ber_min, ber_max, curve_seeds, confidence)

@@ -15,7 +15,7 @@ Command
 [--max-drop 0.01] [--seeds 0,1,2,3,4] [--holdout-seeds 20] [--curve-seeds 20] [--reference NET.pt|ACC]
 [--statistic ci_low|mean] [--search coarse|fine|both] [--ber-min 1e-7] [--ber-max 0.1] [--tol 0.25]
 [--factor 2] [--max-steps 20] [--start-ber B] [--retrain-epochs N] [--workers 2]
-[--executor local|serial|dask://HOST:PORT] [--samples N]
+[--executor local|serial|dask://HOST:PORT] [--samples N] [--journal FILE | --no-journal] [--fresh]
 [-o tolerance.json] [-q] [-v] [--config FILE.toml]``
 
 The goal is ``reference - max_drop``, the reference being the accuracy, in the same format and
@@ -32,6 +32,13 @@ goal interpolated on log BER, and a bootstrap interval (:mod:`boosting.tolerable
 process) or ``dask://HOST:PORT`` (a scheduler started with ``dask scheduler``, workers with
 ``dask worker tcp://HOST:PORT``; needs ``pip install .[cluster]``). The results are the same
 under every executor; an unreachable scheduler is a one-line error after 10 s.
+
+Every finished probe task is recorded in the probe journal (``--journal FILE``, default
+``<out stem>.probes.jsonl`` beside the document; :mod:`boosting.journal`). Rerunning an
+interrupted command answers the recorded tasks from it and runs only the rest, so it resumes
+where it stopped and ends with the document an uninterrupted run writes. ``--fresh`` starts the
+journal over (after editing the toolkit in place, say); ``--no-journal`` keeps none. The honest
+curve (``--curve-seeds``) is not journaled.
 
 The network file may also be given as the first positional argument (the old spelling), and
 ``--mode`` is the old name of ``--search``. Every probe is logged on stderr (hidden by ``-q``),
@@ -157,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=positive_int, default=512, help="calibration images (default 512)")
     p.add_argument("--data-dir", help="dataset directory (overrides the one in the network file)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    p.add_argument("--journal", metavar="FILE",
+                   help="probe journal: every finished probe task is recorded, and a rerun answers the recorded "
+                        "ones from it, resuming an interrupted run (default <out stem>.probes.jsonl)")
+    p.add_argument("--no-journal", action="store_true", help="keep no probe journal (a rerun starts over)")
+    p.add_argument("--fresh", action="store_true", help="start the probe journal over instead of resuming from it")
     add_out(p, "tolerance.json", "tolerance document to write (JSON; .csv and .png beside it)")
     add_verbosity(p)
     add_config(p)
@@ -264,13 +276,18 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     def show(search: str, probe: Probe) -> None:
         log.info("%s", probe_line(search, probe))
 
+    if args.no_journal and (args.journal or args.fresh):
+        raise CharacterizeError("--no-journal excludes --journal and --fresh")
+    journal = None if args.no_journal else (args.journal or str(side_path(args.out, ".probes.jsonl")))
+
     doc = characterize_network(net_path, spec, search=args.search, max_drop=args.max_drop, seeds=args.seeds,
                                ber_min=args.ber_min, ber_max=args.ber_max, tol=args.tol, factor=args.factor,
                                max_steps=args.max_steps, start_ber=args.start_ber, statistic=args.statistic,
                                retrain_epochs=args.retrain_epochs, retrain_lr=args.retrain_lr,
                                workers=args.workers, executor=args.executor, samples=args.samples, calib_samples=args.calib_samples,
                                data_dir=args.data_dir, progress=show, reference=reference,
-                               holdout_seeds=holdout, curve_seeds=args.curve_seeds)
+                               holdout_seeds=holdout, curve_seeds=args.curve_seeds, journal=journal,
+                               fresh=args.fresh)
     out = Path(args.out)
     write_tolerance(doc, out)
     if not args.no_plot:
@@ -290,9 +307,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         doc, out = _run(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted" + ("" if args.no_journal else "; the finished probes are in the probe journal: "
+                               "rerun the same command to resume"), file=sys.stderr)
         return 130
-    except (TrainError, CharacterizeError, CheckpointError, ModelError, ValueError, OSError) as exc:
+    except (TrainError, CharacterizeError, CheckpointError, ModelError, ValueError, OSError) as exc:  # JournalError too
         return fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     print(format_summary(doc))
     print(f"written {out}, {side_path(out, '.csv')}" + ("" if args.no_plot else f", {side_path(out, '.png')}"))

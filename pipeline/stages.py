@@ -224,7 +224,7 @@ def _characterize(ctx: StageContext, net_path: Path, search: str) -> dict[str, A
                                 seeds=opts.seeds, ber_min=1e-7, ber_max=0.1, tol=0.25, workers=opts.workers,
                                 executor=opts.executor,
                                 data_dir=opts.data_dir, progress=progress, reference=str(ctx.path("baseline.pt")),
-                                holdout_seeds=holdout)
+                                holdout_seeds=holdout, journal=str(ctx.path(f"{net_path.stem}.probes.jsonl")))
 
 
 def _test_split(ctx: StageContext, nf: Any) -> tuple[Any, Any, Any]:

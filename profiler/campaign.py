@@ -21,7 +21,10 @@ command skips the complete maps without opening their benches and resumes the pa
 One task per bench (a bench appears once in a campaign: one sweep per tester at a time);
 the tasks run serially in this process or through any :class:`concurrent.futures.Executor`
 (:func:`run_campaign`), each task opening its own bench.  A bench that fails is reported and
-does not stop the others.
+does not stop the others.  On a Dask cluster, ``--pin`` makes each bench a worker resource
+named like its map: the bench runs only on a worker started with ``dask worker SCHEDULER
+--resources "NAME=1"`` (the machine its tester is wired to), one sweep at a time
+(``docs/scaling.md``).
 
 After the sweeps, :func:`summarize` writes ``DIR/summary.csv`` (per DIMM and setting: the
 fraction of 64-byte lines with at least one bit error), ``DIR/spread.csv`` (per vendor and
@@ -43,6 +46,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sys
 import time
 import urllib.parse
@@ -294,7 +298,8 @@ class BenchResult:
     ``status`` is ``complete`` (the map holds the whole plan now), ``skipped`` (it already did;
     the bench was not opened), ``failed`` (``message`` says why) or ``interrupted``.
     ``stored_before`` points were in the map when the task started, ``measured`` were measured
-    by it, ``total`` is the plan's size.
+    by it, ``total`` is the plan's size.  ``host`` is where the task ran (``hostname:pid``; on a
+    cluster, the worker process), recorded in ``campaign.json``.
     """
 
     name: str
@@ -306,6 +311,7 @@ class BenchResult:
     measured: int = 0
     elapsed_s: float = 0.0
     message: str = ""
+    host: str = ""
 
 
 def plan_campaign(config: SweepConfig, benches: Sequence[str], out_dir: str | Path,
@@ -408,7 +414,7 @@ def run_bench(task: BenchTask, stop_requested: Callable[[], bool] | None = None)
     """
     config = task.config
     started = time.monotonic()
-    result = BenchResult(task.name, config.bench, config.out, "failed")
+    result = BenchResult(task.name, config.bench, config.out, "failed", host=f"{socket.gethostname()}:{os.getpid()}")
     try:
         result.total = len(build_plan(config, task.max_points))
         stored, finished = _stored_points(config, task.max_points)
@@ -469,6 +475,7 @@ def run_campaign(
     summary: bool = True,
     stop_requested: Callable[[], bool] | None = None,
     max_in_flight: int | None = None,
+    pin: bool = False,
 ) -> list[BenchResult]:
     """Run one sweep plan on every bench, one map per bench in ``out_dir``; then summarise.
 
@@ -500,6 +507,12 @@ def run_campaign(
         With an executor: submit at most this many tasks at a time (the next when one ends),
         so that a stop leaves nothing queued; None submits every task at once (a cluster's
         scheduler then places them).
+    pin : bool
+        Pin every bench to the Dask workers that offer it: the task of the bench whose map is
+        ``NAME.h5`` needs the worker resource ``{NAME: 1}`` (a worker started with ``dask worker
+        ... --resources "NAME=1"``, on the machine the tester is wired to; it then runs one sweep
+        of that bench at a time).  Needs a :class:`~profiler.executors.DaskExecutor`; every
+        bench to run must be offered by a connected worker.
 
     Returns
     -------
@@ -509,11 +522,14 @@ def run_campaign(
     Raises
     ------
     CampaignError
-        A bad plan, bench, or a directory that cannot be created; nothing has run then.
+        A bad plan, bench, or a directory that cannot be created; pinning without a Dask
+        executor or with a bench no worker offers; nothing has run then.
     KeyboardInterrupt
         Interrupted: the finished results are in ``campaign.json``, every map keeps its
         points, and the same call resumes.
     """
+    if pin and not (executor is not None and callable(getattr(executor, "submit_on", None))):
+        raise CampaignError("pinning benches to workers needs the Dask executor (--executor dask://HOST:PORT)")
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -539,6 +555,12 @@ def run_campaign(
                              stored_before=stored))
         else:
             to_run.append(task)
+    if pin and to_run:
+        missing = executor.missing_resources({t.name: 1 for t in to_run})  # type: ignore[union-attr]
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            raise CampaignError(f"no worker offers bench {shown}: start one on its machine with "
+                                f"dask worker SCHEDULER --resources \"{missing[0]}=1\"")
     try:
         if executor is None:
             for task in to_run:
@@ -552,7 +574,11 @@ def run_campaign(
             def top_up() -> None:
                 while queue and not stopping and (max_in_flight is None or len(futures) < max_in_flight):
                     task = queue.pop(0)
-                    futures[executor.submit(run_bench, task)] = task
+                    if pin:
+                        future = executor.submit_on({task.name: 1}, run_bench, task)  # type: ignore[attr-defined]
+                    else:
+                        future = executor.submit(run_bench, task)
+                    futures[future] = task
 
             top_up()
             while futures:
@@ -890,6 +916,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", metavar="SPEC",
                    help="local (processes, --jobs of them), serial, dask://HOST:PORT (default: serial, or local "
                    "with --jobs > 1)")
+    p.add_argument("--pin", action="store_true",
+                   help="with dask://: run each bench only on a worker offering the resource named like its map "
+                   "(dask worker SCHEDULER --resources \"NAME=1\" on the tester's machine), one sweep at a time")
     p.add_argument("--summarize-only", action="store_true", help="rebuild the summary of DIR; open no bench")
     p.add_argument("--no-plot", action="store_true", help="do not draw spread.png")
     p.add_argument("--max-benches", type=_int_arg, default=MAX_BENCHES, help=f"most benches (default {MAX_BENCHES})")
@@ -1010,9 +1039,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs = [config.bench]  # the config file's one bench
         benches = expand_benches(specs, args.max_benches)
         tasks = plan_campaign(config, benches, out, args.max_points)
+        if args.pin and not (args.executor or "").startswith("dask://"):
+            raise CampaignError("--pin places benches on Dask workers: give --executor dask://HOST:PORT")
         if args.dry_run:
             for task in tasks:
-                print(f"{task.name + '.h5':<28} {task.config.bench}")
+                pinned = f"  (worker resource {task.name}=1)" if args.pin else ""
+                print(f"{task.name + '.h5':<28} {task.config.bench}{pinned}")
             print(f"{len(tasks)} benches into {out}/\n")
             return dry_run(tasks[0].config, args.max_points)
         executor, owned = resolve_campaign_executor(args.executor, args.jobs)
@@ -1033,7 +1065,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results = run_campaign(config, benches, out, executor=executor, max_points=args.max_points, on_result=show,
                                summary=False, stop_requested=stop,
-                               max_in_flight=_in_flight(args.executor, args.jobs))
+                               max_in_flight=_in_flight(args.executor, args.jobs), pin=args.pin)
     except KeyboardInterrupt:
         print(f"\ninterrupted: every map in {out} keeps its points; rerun the same command to resume",
               file=sys.stderr)

@@ -220,13 +220,47 @@ class DaskExecutor(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` on the cluster; a :class:`concurrent.futures.Future` of its result."""
+        return self._submit(fn, args, kwargs, None)
+
+    def submit_on(self, resources: Optional[dict[str, float]], fn: Callable[..., Any], /, *args: Any,
+                  **kwargs: Any) -> Future:
+        """Like :meth:`submit`, on a worker that offers ``resources`` (Dask worker resources).
+
+        A worker started with ``dask worker ... --resources "NAME=1"`` runs at most one task
+        needing ``{"NAME": 1}`` at a time, and no other worker runs it: the way a bench (a tester
+        wired to one machine) is pinned to its worker. A task whose resources no worker offers
+        waits until one joins (:meth:`missing_resources` checks first).
+
+        Parameters
+        ----------
+        resources : dict of str to float, optional
+            ``{name: amount}``; None or empty: any worker.
+        fn, *args, **kwargs
+            As in :meth:`submit`.
+        """
+        return self._submit(fn, args, kwargs, dict(resources) if resources else None)
+
+    def worker_resources(self) -> dict[str, dict[str, float]]:
+        """The resources each connected worker offers: ``{worker address: {name: amount}}``."""
+        workers = self.client.scheduler_info().get("workers", {})
+        return {addr: dict(info.get("resources") or {}) for addr, info in workers.items()}
+
+    def missing_resources(self, wanted: dict[str, float]) -> list[str]:
+        """Names of ``wanted`` that no connected worker offers in the amount asked (sorted)."""
+        offered = self.worker_resources().values()
+        return sorted(name for name, amount in wanted.items()
+                      if not any(float(r.get(name, 0)) >= float(amount) for r in offered))
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                resources: Optional[dict[str, float]]) -> Future:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit after shutdown")
             remote_args = [self._remote(a) for a in args]
             remote_kwargs = {k: self._remote(v) for k, v in kwargs.items()}
             self.submitted += 1
-            task = self.client.submit(_call, fn, remote_args, remote_kwargs, pure=False, retries=self.retries)
+            task = self.client.submit(_call, fn, remote_args, remote_kwargs, pure=False, retries=self.retries,
+                                      resources=resources)
             self._pending.add(task)
         out: Future = Future()
         out.set_running_or_notify_cancel()
