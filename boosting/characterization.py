@@ -99,7 +99,10 @@ The default is a local ``ProcessPoolExecutor(max_workers=2)`` with the ``spawn``
 (forking a process whose torch thread pools are running can deadlock; created and shut down by
 the call; the workload is pickled into each task, so it must be importable by the workers); :class:`SerialExecutor` runs tasks in the
 calling process, deterministically (tests, small nets, debugging); a ``ThreadPoolExecutor``
-also works. :func:`characterize_network` also takes ``"local"``, ``"serial"``, ``"dask://HOST:PORT"``
+also works. An evaluation attaches the injector to the network while it runs, so where
+concurrent tasks may share one workload object (a Dask worker's threads, a thread pool: every
+executor but the serial one and process pools) each thread evaluates its own copy of the
+network, made once per workload (``_run_shared``); the shared object is never changed. :func:`characterize_network` also takes ``"local"``, ``"serial"``, ``"dask://HOST:PORT"``
 or a ``distributed.Client`` (:func:`profiler.executors.resolve_executor`): on a Dask cluster the
 workload is scattered to the workers once rather than pickled into each task, and the tasks of a
 worker that dies are re-run elsewhere (:class:`profiler.executors.DaskExecutor`); the results are
@@ -111,6 +114,7 @@ network on tensors.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -118,6 +122,7 @@ import math
 import multiprocessing
 import numbers
 import sys
+import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
@@ -245,6 +250,12 @@ class NetworkWorkload:
         """Forget the cached :meth:`fingerprint` (the network was changed in place, e.g. retrained)."""
         self._fingerprint = None
 
+    def own_copy(self) -> "NetworkWorkload":
+        """A copy with its own network (deep-copied) and the same test tensors and calibration."""
+        own = replace(self, net=copy.deepcopy(self.net))
+        own._fingerprint = self._fingerprint
+        return own
+
     @property
     def layers(self) -> list[str]:
         """Names of the network's injectable layers."""
@@ -295,6 +306,47 @@ def _run_reference(workload: Workload, spec: ErrorSpec) -> tuple[float, int]:
     """One task: the workload's clean accuracy in ``spec``'s format (``reference``), else ``clean()``."""
     reference = getattr(workload, "reference", None)
     return reference(spec) if callable(reference) else workload.clean()
+
+
+_OWN = threading.local()
+
+
+def _own_copy(workload: Workload) -> Workload:
+    """This thread's private copy of ``workload``, made once per shared object (and fingerprint).
+
+    An evaluation attaches the error injector to the network (parametrizations and hooks) for the
+    length of a task. A workload object that several tasks share at once (a Dask worker's
+    scattered copy, used by each of its threads; any thread-based executor) would therefore be
+    changed under the other tasks, which then compute wrong accuracies, and could not be
+    serialized while a task runs (Dask copies a scattered value to a worker that needs it from a
+    peer). Every thread evaluates its own copy instead; the shared object is only read.
+    A :class:`NetworkWorkload` copies its network only (the test tensors are shared, read-only);
+    another workload is deep-copied.
+    """
+    fingerprint = getattr(workload, "fingerprint", None)
+    version = fingerprint() if callable(fingerprint) else None  # changes when the caller changed it in place
+    held = getattr(_OWN, "held", None)
+    if held is not None and held[0] is workload and held[1] == version:
+        return held[2]
+    own_copy = getattr(workload, "own_copy", None)
+    own = own_copy() if callable(own_copy) else copy.deepcopy(workload)
+    _OWN.held = (workload, version, own)  # one per thread: the original is kept so its id stays unique
+    return own
+
+
+def _run_shared(fn: Callable[..., tuple[float, int]], workload: Workload, *args: Any) -> tuple[float, int]:
+    """One task on a workload shared with concurrent tasks: ``fn`` on this thread's own copy of it."""
+    return fn(_own_copy(workload), *args)
+
+
+def _shares_arguments(executor: Executor) -> bool:
+    """Whether concurrent tasks of ``executor`` may see the same argument object.
+
+    False for this module's serial executor (one task at a time, in the caller's thread) and for
+    process pools (every task unpickles its own arguments); True for everything else (Dask, thread
+    pools, executors this module does not know).
+    """
+    return not isinstance(executor, (SerialExecutor, ProcessPoolExecutor))
 
 
 # SerialExecutor lives in profiler.executors (with the local and Dask executors); re-exported here.
@@ -489,6 +541,7 @@ class _Runner:
         self.own = executor is None
         self.executor = (ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
                          if executor is None else executor)
+        self.shared = _shares_arguments(self.executor)
         self.seeds = seeds
         self.holdout_seeds = holdout_seeds
         self.statistic = statistic
@@ -533,7 +586,9 @@ class _Runner:
     def _task(self, kind: str, fn: Callable[..., tuple[float, int]], spec: Optional[ErrorSpec],
               seed: Optional[int], spec_json: Optional[str] = None) -> Future:
         """One task's future: answered from the journal if it holds it, else submitted (and journaled when done)."""
-        args = (self.workload, spec) if seed is None else (self.workload, spec, seed)
+        args: tuple[Any, ...] = (self.workload, spec) if seed is None else (self.workload, spec, seed)
+        if self.shared:
+            fn, args = _run_shared, (fn, *args)
         if self.journal is None:
             return self.executor.submit(fn, *args)
         if spec_json is None:

@@ -324,3 +324,65 @@ def test_dask_url_connects_and_retries_rerun_a_failed_task(cluster, tmp_path) ->
         ex.shutdown()
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(_flaky, "x")
+
+
+# ------------------------------------------------------------- shared workload objects
+def _probes_at_once(executor: Executor, work: NetworkWorkload, n: int = 24) -> list[tuple[float, int]]:
+    spec = ErrorSpec(get_model("uniform", ber=1e-2), fmt="int8", seed=5)
+    futures = [executor.submit(characterization._run_shared, characterization._run_probe, work, spec, s)
+               for s in range(n)]
+    return [f.result() for f in futures]
+
+
+def test_threads_sharing_a_workload_get_the_serial_results(workload) -> None:
+    """Concurrent tasks on one workload object (a thread pool, a Dask worker's threads) each evaluate their own
+    copy of the network: the injector attached during one evaluation is never seen by another."""
+    import torch
+
+    before = {k: v.clone() for k, v in workload.net.state_dict().items()}
+    spec = ErrorSpec(get_model("uniform", ber=1e-2), fmt="int8", seed=5)
+    want = [characterization._run_probe(workload, spec, s) for s in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        assert _probes_at_once(pool, workload) == want
+        assert characterization._shares_arguments(pool)
+        serial = coarse_characterize(workload, SPEC, executor=SerialExecutor(), **COARSE_KW)
+        assert coarse_characterize(workload, SPEC, executor=pool, **COARSE_KW) == serial
+    assert not characterization._shares_arguments(SerialExecutor())
+    # the shared object was only read: no parametrization left on it, the same weights
+    assert not any(hasattr(m, "parametrizations") for m in workload.net.modules())
+    after = workload.net.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_own_copy_is_one_per_thread_and_follows_a_change(workload) -> None:
+    import torch
+
+    from conftest import lenet_from
+
+    work = NetworkWorkload(lenet_from(workload.net.state_dict()), workload.x, workload.y, batch_size=60)
+    own = characterization._own_copy(work)
+    assert own is not work and own.net is not work.net and own.x is work.x  # the network only is copied
+    assert characterization._own_copy(work) is own  # once per workload and thread
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(characterization._own_copy, work).result() is not own
+    with torch.no_grad():
+        for p in work.net.parameters():
+            p.zero_()
+    work.changed()  # changed in place, as the retraining hook does: a new copy
+    fresh = characterization._own_copy(work)
+    assert fresh is not own and all(torch.count_nonzero(p) == 0 for p in fresh.net.parameters())
+
+
+def test_a_dask_worker_with_several_threads_gives_the_serial_results(workload) -> None:
+    distributed = pytest.importorskip("distributed")
+    spec = ErrorSpec(get_model("uniform", ber=1e-2), fmt="int8", seed=5)
+    want = [characterization._run_probe(workload, spec, s) for s in range(24)]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=3, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as lc, distributed.Client(lc, set_as_default=False) as client:
+        ex = DaskExecutor(client)
+        try:
+            assert _probes_at_once(ex, workload) == want
+            serial = coarse_characterize(workload, SPEC, executor=SerialExecutor(), **COARSE_KW)
+            assert coarse_characterize(workload, SPEC, executor=ex, **COARSE_KW) == serial
+        finally:
+            ex.shutdown()
