@@ -10,26 +10,23 @@ noisy machine moves them less than the absolute figures):
    (``--executor local``: ``ProcessPoolExecutor``, spawn, one torch thread per worker) and
    through a Dask ``LocalCluster`` (``--executor dask://``: the same ``DaskExecutor`` a remote
    scheduler gets; one single-thread worker process per worker), for every worker count of
-   ``--workers``.  The start-up (processes, imports, the workload's first transfer) is timed
+   ``--workers``.  Each task is submitted as the characterization submits it: on the pool it
+   names the workload's file (written once, loaded once per worker), on Dask it refers to the
+   scattered copy.  The start-up (processes, imports, the workload's first transfer) is timed
    apart from the steady state.  Every executor's accuracies must equal the serial ones, seed
    by seed: a mismatch fails the run.  The network is left untrained (seed 0): a probe's cost
    does not depend on the weights' values.
 2. **Overhead per task** (``overhead``): with one worker, the mean time per probe in latency mode
    (submit one, wait for it) and throughput mode (submit all, then wait) against the same probe
-   run in this process, and the round trip of an empty task (``abs(-1)``); the bytes each probe
-   sends (the local pool passes the workload with every task, its tensors as shared-memory file
-   descriptors, which torch's multiprocessing reducers set up; the Dask executor scatters it once
-   and sends a key).
+   run in this process, the round trip of an empty task (``abs(-1)``) and what each task
+   carries; ``local-pkl`` is the pool with the workload pickled into every task, as before the
+   workload file (torch's multiprocessing reducers pass each tensor as a shared-memory file
+   descriptor, one round trip per tensor per task).
 3. **Campaign** (``campaign``): ``python -m profiler.campaign``'s work
    (:func:`profiler.campaign.run_campaign`) on ``--dimms`` emulated vendor-C DIMMs
    (``emu://C?seed=1..N``; two VDD points, bank 0, 4 sampled rows), serially, on the local pool
    and on a Dask LocalCluster, each with 2 workers; the summaries and every map's counts and
-   error positions must be identical between them all.
-
-Every Dask row is measured twice: ``dask`` with Dask's defaults, ``dask*`` with worker processes
-started without the ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nanny puts in their environment
-(which makes glibc hand freed memory back at once, so torch's per-batch buffers are mapped and
-faulted in again on every call).
+   error positions must be identical between the three.
 
 The machine's core count bounds every speed-up: on the two-core CI machine, more than two
 workers only oversubscribe it (the table shows what that costs).  Results script, not a test;
@@ -49,7 +46,7 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -58,7 +55,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from boosting.characterization import NetworkWorkload, _run_probe  # noqa: E402
+from boosting.characterization import (  # noqa: E402
+    NetworkWorkload,
+    _run_from_file,
+    _run_probe,
+    _run_shared,
+    _WorkloadFile,
+)
 from boosting.data import load_dataset  # noqa: E402
 from boosting.inference import ErrorSpec  # noqa: E402
 from boosting.networks import get_network  # noqa: E402
@@ -67,7 +70,6 @@ from profiler.executors import DaskExecutor, _pickled_size_bytes  # noqa: E402
 
 SECTIONS = ("probes", "overhead", "campaign")
 PROBE_BER = 1e-3
-DASK_STAR = "dask*: workers without Dask's default MALLOC_TRIM_THRESHOLD_=65536 (docs/scaling.md)"
 
 
 class UsageError(ValueError):
@@ -114,27 +116,57 @@ def local_pool(workers: int) -> ProcessPoolExecutor:
                                initializer=functools.partial(torch.set_num_threads, 1))
 
 
-class DaskCluster:
-    """A ``LocalCluster`` of single-thread worker processes with a :class:`DaskExecutor` on it.
+class Pool:
+    """A local process pool, its probes submitted as the characterization submits them.
 
-    ``trim=False`` starts the workers without the ``MALLOC_TRIM_THRESHOLD_=65536`` Dask's nanny
-    sets by default (``distributed.nanny.pre-spawn-environ``), the setting ``docs/scaling.md``
-    recommends for torch workloads.
+    ``per_task=False``: the workload is written to a file once and every task names it (each worker
+    loads it once); ``per_task=True``: the workload is pickled into every task (torch passes each
+    tensor as a shared-memory file descriptor), for comparison.
     """
 
-    def __init__(self, workers: int, trim: bool = True) -> None:
-        import dask
+    def __init__(self, workers: int, per_task: bool = False) -> None:
+        self.executor = local_pool(workers)
+        self.per_task = per_task
+        self.file: Optional[_WorkloadFile] = None
+
+    def submit(self, work: NetworkWorkload, spec: ErrorSpec, seed: int) -> Future:
+        if self.per_task:
+            return self.executor.submit(_run_probe, work, spec, seed)
+        if self.file is None:
+            self.file = _WorkloadFile.write(work, work.fingerprint())
+        return self.executor.submit(_run_from_file, _run_probe, self.file, spec, seed)
+
+    def sent(self, work: NetworkWorkload) -> str:
+        """What one probe task carries."""
+        if self.per_task:
+            tensors = sum(1 for _ in work.net.parameters()) + sum(1 for _ in work.net.buffers()) + 2
+            return f"{len(ForkingPickler.dumps(work)) / 1024:.1f} KiB + {tensors} fd"
+        return f"{len(ForkingPickler.dumps((_run_probe, self.file))) / 1024:.1f} KiB (the file's name)"
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        if self.file is not None:
+            self.file.remove()
+
+
+class DaskCluster:
+    """A ``LocalCluster`` of single-thread worker processes with a :class:`DaskExecutor` on it, its probes
+    submitted as the characterization submits them (each worker thread evaluates its own copy)."""
+
+    def __init__(self, workers: int) -> None:
         import distributed
 
-        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-        if not trim:
-            environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                    dashboard_address=":0", silence_logs=40)
+        self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                dashboard_address=":0", silence_logs=40)
         self.client = distributed.Client(self.cluster, set_as_default=False)
         self.client.wait_for_workers(workers)
         self.executor = DaskExecutor(self.client)
+
+    def submit(self, work: NetworkWorkload, spec: ErrorSpec, seed: int) -> Future:
+        return self.executor.submit(_run_shared, _run_probe, work, spec, seed)
+
+    def sent(self, work: NetworkWorkload) -> str:
+        return f"a key ({self.executor.scattered} scatter)"
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -151,31 +183,19 @@ def dask_available() -> bool:
     return True
 
 
-def executors(workers: int, with_dask: bool) -> Iterator[tuple[str, Callable[[], Any]]]:
-    """``(label, factory)`` for the local pool and (if installed) Dask with ``workers`` workers (``dask*``: see
-    :class:`DaskCluster`'s ``trim``)."""
-    yield "local", lambda: local_pool(workers)
+def executors(workers: int, with_dask: bool, per_task: bool = False) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """``(label, factory)`` for the local pool (and with ``per_task`` the pool that pickles the workload into
+    every task) and, if installed, Dask with ``workers`` workers."""
+    yield "local", lambda: Pool(workers)
+    if per_task:
+        yield "local-pkl", lambda: Pool(workers, per_task=True)
     if with_dask:
         yield "dask", lambda: DaskCluster(workers)
-        yield "dask*", lambda: DaskCluster(workers, trim=False)
 
 
-def executor_of(handle: Any) -> Executor:
-    """The :class:`~concurrent.futures.Executor` of a factory's result."""
-    return handle.executor if isinstance(handle, DaskCluster) else handle
-
-
-def close(handle: Any) -> None:
-    """Shut down what a factory made."""
-    if isinstance(handle, DaskCluster):
-        handle.close()
-    else:
-        handle.shutdown()
-
-
-def run_all(executor: Executor, work: NetworkWorkload, spec: ErrorSpec, seeds: Sequence[int]) -> list[tuple[float, int]]:
+def run_all(handle: Any, work: NetworkWorkload, spec: ErrorSpec, seeds: Sequence[int]) -> list[tuple[float, int]]:
     """Every probe of ``seeds`` submitted at once; results in seed order."""
-    futures = [executor.submit(_run_probe, work, spec, s) for s in seeds]
+    futures = [handle.submit(work, spec, s) for s in seeds]
     return [f.result() for f in futures]
 
 
@@ -211,21 +231,19 @@ def section_probes(args: argparse.Namespace, work: NetworkWorkload, with_dask: b
             t0 = time.perf_counter()
             handle = factory()
             try:
-                ex = executor_of(handle)
-                run_all(ex, work, spec, warm[:n])  # processes up, torch imported, the workload sent
+                run_all(handle, work, spec, warm[:n])  # processes up, torch imported, the workload sent
                 startup_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                got = run_all(ex, work, spec, seeds)
+                got = run_all(handle, work, spec, seeds)
                 elapsed_s = time.perf_counter() - t0
             finally:
-                close(handle)
+                handle.close()
             check_equal(f"{label} x{n}", got, want)
             rate = args.tasks / elapsed_s
             base = one_worker.setdefault(label, rate)
             vs_one = f"{rate / base:>12.2f}"
             print(f"{label:<10}{n:>8}{startup_s:>12.2f}{rate:>10.2f}{vs_one}{rate / serial_rate:>10.2f}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(DASK_STAR)
     print(f"results identical to the serial run, seed by seed; {cores} cores usable here "
           f"('x 1 worker' is against the first --workers count)")
 
@@ -246,37 +264,27 @@ def section_overhead(args: argparse.Namespace, work: NetworkWorkload, with_dask:
     run_serial(work, spec, seeds[:1])
     serial_ms = 1e3 * _timed(lambda: run_serial(work, spec, seeds), 1) / len(seeds)
     workload_bytes = _pickled_size_bytes(work)
-    # what a local pool's task carries: torch registers reducers with multiprocessing that move every
-    # tensor's storage to shared memory once and then pass one file descriptor per tensor per task
-    pool_bytes = len(ForkingPickler.dumps(work))
-    tensors = sum(1 for _ in work.net.parameters()) + sum(1 for _ in work.net.buffers()) + 2
-    print(f"probe in this process: {serial_ms:.2f} ms; the workload pickles to {workload_bytes / 1024:.1f} KiB "
-          f"({tensors} tensors)")
+    print(f"probe in this process: {serial_ms:.2f} ms; the workload pickles to {workload_bytes / 1024:.1f} KiB")
     print(f"{'executor':<10}{'latency ms':>12}{'+ ms':>8}{'throughput ms':>15}{'+ ms':>8}{'empty task ms':>15}"
           f"  {'sent per probe'}")
-    for label, factory in executors(1, with_dask):
+    for label, factory in executors(1, with_dask, per_task=True):
         handle = factory()
         try:
-            ex = executor_of(handle)
-            run_all(ex, work, spec, seeds[:1])
-            ex.submit(abs, -1).result()
+            run_all(handle, work, spec, seeds[:1])
+            handle.executor.submit(abs, -1).result()
             it = iter(seeds)
-            latency_ms = 1e3 * _timed(lambda ex=ex, it=it: ex.submit(_run_probe, work, spec, next(it)).result(),
-                                      len(seeds))
-            throughput_ms = 1e3 * _timed(lambda ex=ex: run_all(ex, work, spec, seeds), 1) / len(seeds)
-            empty_ms = 1e3 * _timed(lambda ex=ex: ex.submit(abs, -1).result(), max(20, len(seeds)))
-            if isinstance(ex, DaskExecutor):
-                sent = f"a key ({ex.scattered} scatter)"
-            else:
-                sent = f"{pool_bytes / 1024:.1f} KiB+{tensors} fd"
+            latency_ms = 1e3 * _timed(lambda h=handle, it=it: h.submit(work, spec, next(it)).result(), len(seeds))
+            throughput_ms = 1e3 * _timed(lambda h=handle: run_all(h, work, spec, seeds), 1) / len(seeds)
+            empty_ms = 1e3 * _timed(lambda h=handle: h.executor.submit(abs, -1).result(), max(20, len(seeds)))
+            sent = handle.sent(work)
         finally:
-            close(handle)
+            handle.close()
         print(f"{label:<10}{latency_ms:>12.2f}{latency_ms - serial_ms:>8.2f}{throughput_ms:>15.2f}"
               f"{throughput_ms - serial_ms:>8.2f}{empty_ms:>15.2f}  {sent}")
-    print(DASK_STAR)
     print("latency: submit one probe and wait; throughput: submit all, then wait; + ms: over the probe in this "
-          "process;\nlocal sends the tensors through shared memory (a file descriptor each, every task), dask "
-          "scatters the workload once")
+          "process;\nlocal: the workload in a file written once, loaded once per worker (what the characterization "
+          "does);\nlocal-pkl: pickled into every task, its tensors as shared-memory file descriptors; dask: "
+          "scattered once")
 
 
 def campaign_arrays(out_dir: Path) -> dict[str, Any]:
@@ -300,21 +308,21 @@ def section_campaign(args: argparse.Namespace, out_root: Path, with_dask: bool) 
     benches = expand_benches([f"emu://C?seed=1..{args.dimms}"])
     print(f"== 3. campaign: {len(benches)} emulated vendor-C DIMMs, VDD 1.35 and 1.1 V, bank 0, 4 sampled rows")
     print(f"{'executor':<10}{'workers':>8}{'wall s':>10}{'x serial':>10}{'s per DIMM':>12}")
-    runs: list[tuple[str, Optional[Callable[[], Any]]]] = [("serial", None), ("local", lambda: local_pool(2))]
+    runs: list[tuple[str, Optional[Callable[[], Any]]]] = [("serial", None), ("local", lambda: Pool(2))]
     if with_dask:
-        runs += [("dask", lambda: DaskCluster(2)), ("dask*", lambda: DaskCluster(2, trim=False))]
+        runs.append(("dask", lambda: DaskCluster(2)))
     reference: Optional[tuple[str, str, dict[str, Any]]] = None
     serial_s = 0.0
     for label, factory in runs:
-        out_dir = out_root / f"campaign-{label.replace('*', '-notrim')}"
+        out_dir = out_root / f"campaign-{label}"
         shutil.rmtree(out_dir, ignore_errors=True)
         t0 = time.perf_counter()
         handle = factory() if factory else None
         try:
-            results = run_campaign(plan, benches, out_dir, executor=executor_of(handle) if handle else None)
+            results = run_campaign(plan, benches, out_dir, executor=handle.executor if handle else None)
         finally:
             if handle is not None:
-                close(handle)
+                handle.close()
         wall_s = time.perf_counter() - t0
         failed = [r for r in results if r.status != "complete"]
         if failed:
@@ -328,7 +336,6 @@ def section_campaign(args: argparse.Namespace, out_root: Path, with_dask: bool) 
             reference = outcome
         elif outcome != reference:
             raise RuntimeError(f"{label}: the campaign's summary or maps differ from the serial run")
-    print(DASK_STAR)
     print("wall time includes the pool's or cluster's start-up; summaries and maps identical to the serial run")
 
 

@@ -97,7 +97,12 @@ picklable top-level call submitted to a :class:`concurrent.futures.Executor`: th
 probe (and all sensitivity probes) run in parallel, the searches themselves are sequential.
 The default is a local ``ProcessPoolExecutor(max_workers=2)`` with the ``spawn`` start method
 (forking a process whose torch thread pools are running can deadlock; created and shut down by
-the call; the workload is pickled into each task, so it must be importable by the workers); :class:`SerialExecutor` runs tasks in the
+the call). A workload with ``fingerprint()`` goes to a process pool's workers through a private
+temporary file written once (``_WorkloadFile``, removed when the search ends; again after the
+workload changed): each task names the file, each worker process unpickles it once, instead of
+every task carrying it (torch would pass each tensor as a shared-memory file descriptor, a
+round trip per tensor per task); any other workload is pickled into each task. Either way it
+must be importable by the workers. :class:`SerialExecutor` runs tasks in the
 calling process, deterministically (tests, small nets, debugging); a ``ThreadPoolExecutor``
 also works. An evaluation attaches the injector to the network while it runs, so where
 concurrent tasks may share one workload object (a Dask worker's threads, a thread pool: every
@@ -121,7 +126,10 @@ import logging
 import math
 import multiprocessing
 import numbers
+import os
+import pickle
 import sys
+import tempfile
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -339,6 +347,49 @@ def _run_shared(fn: Callable[..., tuple[float, int]], workload: Workload, *args:
     return fn(_own_copy(workload), *args)
 
 
+@dataclass(frozen=True)
+class _WorkloadFile:
+    """A workload pickled once to a private temporary file, named by a local pool's tasks instead of carried.
+
+    Every worker process unpickles it once per :attr:`fingerprint` (:func:`_run_from_file`) and
+    keeps it for its later tasks; the caller removes the file when its search ends.
+    """
+
+    fingerprint: str
+    path: str
+
+    @classmethod
+    def write(cls, workload: Workload, fingerprint: str) -> "_WorkloadFile":
+        fd, path = tempfile.mkstemp(prefix="eden-workload-", suffix=".pkl")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(workload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            os.unlink(path)
+            raise
+        return cls(fingerprint, path)
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+_LOADED: dict[str, Any] = {}  # in a local pool's worker process: fingerprint -> the workload of that file
+
+
+def _run_from_file(fn: Callable[..., tuple[float, int]], ref: _WorkloadFile, *args: Any) -> tuple[float, int]:
+    """One task of a local pool: ``fn`` on the workload of ``ref``, loaded once per worker process."""
+    workload = _LOADED.get(ref.fingerprint)
+    if workload is None:
+        with open(ref.path, "rb") as fh:
+            workload = pickle.load(fh)
+        _LOADED.clear()  # one workload at a time: a changed one replaces the last
+        _LOADED[ref.fingerprint] = workload
+    return fn(workload, *args)
+
+
 def _shares_arguments(executor: Executor) -> bool:
     """Whether concurrent tasks of ``executor`` may see the same argument object.
 
@@ -542,6 +593,11 @@ class _Runner:
         self.executor = (ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
                          if executor is None else executor)
         self.shared = _shares_arguments(self.executor)
+        # a local process pool would pickle the workload into every task (its tensors as shared-memory
+        # file descriptors, one each): its tasks name a file written once instead
+        self.by_file = (isinstance(self.executor, ProcessPoolExecutor)
+                        and callable(getattr(workload, "fingerprint", None)))
+        self._file: Optional[_WorkloadFile] = None
         self.seeds = seeds
         self.holdout_seeds = holdout_seeds
         self.statistic = statistic
@@ -568,6 +624,7 @@ class _Runner:
     def close(self) -> None:
         if self.own:
             self.executor.shutdown(wait=True)
+        self._drop_file()
 
     def _record(self, probe: Probe) -> Probe:
         self.probes.append(probe)
@@ -583,14 +640,40 @@ class _Runner:
             return tuple(seeds)
         return tuple(_seed_of(spec.seed, self.tag, index, s) for s in seeds)
 
+    def _workload_file(self) -> Optional[_WorkloadFile]:
+        """The file the local pool's tasks load the workload from (written again when it changed), or None."""
+        fingerprint = self.workload.fingerprint()  # type: ignore[attr-defined]
+        if self._file is not None and self._file.fingerprint == fingerprint:
+            return self._file
+        self._drop_file()  # a changed workload: the previous probe's tasks have all finished
+        try:
+            self._file = _WorkloadFile.write(self.workload, fingerprint)
+        except (OSError, pickle.PicklingError) as exc:
+            log.debug("workload not written to a file (%s): it travels with every task", exc)
+            self.by_file = False
+        return self._file
+
+    def _drop_file(self) -> None:
+        if self._file is not None:
+            self._file.remove()
+            self._file = None
+
+    def _submit(self, fn: Callable[..., tuple[float, int]], spec: Optional[ErrorSpec], seed: Optional[int]) -> Future:
+        """Submit one task, the workload passed the way the executor takes it best."""
+        rest: tuple[Any, ...] = (spec,) if seed is None else (spec, seed)
+        if self.by_file:
+            ref = self._workload_file()
+            if ref is not None:
+                return self.executor.submit(_run_from_file, fn, ref, *rest)
+        if self.shared:
+            return self.executor.submit(_run_shared, fn, self.workload, *rest)
+        return self.executor.submit(fn, self.workload, *rest)
+
     def _task(self, kind: str, fn: Callable[..., tuple[float, int]], spec: Optional[ErrorSpec],
               seed: Optional[int], spec_json: Optional[str] = None) -> Future:
         """One task's future: answered from the journal if it holds it, else submitted (and journaled when done)."""
-        args: tuple[Any, ...] = (self.workload, spec) if seed is None else (self.workload, spec, seed)
-        if self.shared:
-            fn, args = _run_shared, (fn, *args)
         if self.journal is None:
-            return self.executor.submit(fn, *args)
+            return self._submit(fn, spec, seed)
         if spec_json is None:
             spec_json = spec_identity(spec)
         key = task_key(self.workload.fingerprint(), kind, spec_json, 0 if seed is None else seed)
@@ -599,7 +682,7 @@ class _Runner:
             future: Future = Future()
             future.set_result(hit)
             return future
-        future = self.executor.submit(fn, *args)
+        future = self._submit(fn, spec, seed)
         self.journal.record_when_done(key, future)
         return future
 

@@ -386,3 +386,57 @@ def test_a_dask_worker_with_several_threads_gives_the_serial_results(workload) -
             assert coarse_characterize(workload, SPEC, executor=ex, **COARSE_KW) == serial
         finally:
             ex.shutdown()
+
+
+# ------------------------------------------------------------------ the workload file of a local pool
+def test_a_local_pool_loads_the_workload_from_one_file(workload, monkeypatch) -> None:
+    """A process pool's tasks name a file written once per workload version, removed when the search ends."""
+    import multiprocessing
+
+    import torch
+
+    written: list[str] = []
+    write = characterization._WorkloadFile.write.__func__
+
+    def spy(cls, work, fingerprint):
+        ref = write(cls, work, fingerprint)
+        written.append(ref.path)
+        return ref
+
+    monkeypatch.setattr(characterization._WorkloadFile, "write", classmethod(spy))
+    serial = coarse_characterize(workload, SPEC, executor=SerialExecutor(), **COARSE_KW)
+    assert written == []  # the serial executor passes the object itself
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert coarse_characterize(workload, SPEC, executor=pool, **COARSE_KW) == serial
+        assert len(written) == 1 and not os.path.exists(written[0])  # one file, removed at the end
+
+        # retraining between probes changes the workload in place: a new file for each version
+        from conftest import lenet_from
+
+        work = NetworkWorkload(lenet_from(workload.net.state_dict()), workload.x, workload.y, batch_size=60)
+        versions = []
+
+        def retrain(spec: ErrorSpec) -> None:
+            with torch.no_grad():
+                next(work.net.parameters()).mul_(0.999)
+            versions.append(spec)
+
+        written.clear()
+        done = coarse_characterize(work, SPEC, executor=pool, retrain=retrain, **COARSE_KW)
+        assert len(written) == len(versions) + 1 == len(done.probes)  # the reference, then one per retraining
+        assert not any(os.path.exists(p) for p in written)
+
+
+def test_a_worker_loads_a_workload_file_once(workload, tmp_path) -> None:
+    ref = characterization._WorkloadFile.write(workload, workload.fingerprint())
+    try:
+        first = characterization._run_from_file(characterization._run_probe, ref, None, 0)
+    finally:
+        ref.remove()
+    assert not os.path.exists(ref.path)
+    # the loaded workload is kept for the later tasks (the file is not read again) ...
+    assert characterization._run_from_file(characterization._run_probe, ref, None, 0) == first == workload.clean()
+    # ... and another version is read from its own file
+    other = characterization._WorkloadFile(ref.fingerprint + "0", str(tmp_path / "missing.pkl"))
+    with pytest.raises(FileNotFoundError):
+        characterization._run_from_file(characterization._run_probe, other, None, 0)
