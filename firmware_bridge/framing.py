@@ -97,11 +97,17 @@ def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:
         raise FrameError(f"frame type {msg_type} out of range 0..255")
     if not 0 <= seq <= 0xFFFF:
         raise FrameError(f"sequence number {seq} out of range 0..65535")
-    if isinstance(payload, (bytes, bytearray)):
-        view = payload
-    else:
-        view = memoryview(payload)
-        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    if isinstance(payload, bytes):
+        return _encode(msg_type, seq, payload)
+    # a view of the caller's object, released before returning (see FrameDecoder.next_frame)
+    with memoryview(payload) as outer:
+        if not outer.c_contiguous:
+            return _encode(msg_type, seq, outer.tobytes())
+        with outer.cast("B") as view:
+            return _encode(msg_type, seq, view)
+
+
+def _encode(msg_type: int, seq: int, view: bytes | memoryview) -> bytes:
     if len(view) > MAX_PAYLOAD:
         raise FrameError(f"payload of {len(view)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
     head = _HEADER.pack(SYNC, VERSION, msg_type, seq, len(view))
@@ -190,8 +196,11 @@ class FrameDecoder:
             if len(buf) < total:
                 return None
             (crc,) = struct.unpack_from("<I", buf, total - TRAILER_SIZE)
-            with memoryview(buf) as view:
-                good = crc == crc32(view[: total - TRAILER_SIZE])
+            # Every view of the buffer is released explicitly before the buffer is resized: a
+            # sampling profiler (Dask's, in a worker thread) may hold the frame of crc32 and, with
+            # it, a view passed to it, after the call returned; bytearray then refuses ``del``.
+            with memoryview(buf) as view, view[: total - TRAILER_SIZE] as body:
+                good = crc == crc32(body)
             if not good:
                 self.corrupt += 1
                 self.last_corrupt = Frame(msg_type, seq, b"")
@@ -199,7 +208,7 @@ class FrameDecoder:
                 self.skipped_bytes += 1
                 del buf[:1]
                 continue
-            with memoryview(buf) as view:
-                payload = bytes(view[HEADER_SIZE : total - TRAILER_SIZE])  # one copy, not two
+            with memoryview(buf) as view, view[HEADER_SIZE : total - TRAILER_SIZE] as body:
+                payload = bytes(body)  # one copy, not two
             del buf[:total]
             return Frame(msg_type, seq, payload)

@@ -49,6 +49,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 import urllib.parse
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import asdict, dataclass, fields, replace
@@ -441,7 +442,11 @@ def run_bench(task: BenchTask, stop_requested: Callable[[], bool] | None = None)
     except (SweepError, PlanError) as exc:
         result.message = str(exc)
     except Exception as exc:  # noqa: BLE001 - one bench's unexpected failure must not stop the campaign
-        result.message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        # where it was raised, since the traceback stays on the worker that ran the bench
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+        result.message = f"{type(exc).__name__}: {' '.join(str(exc).split())}{where}"
+        logger.warning("bench %s failed", task.name, exc_info=True)
     finally:
         result.elapsed_s = time.monotonic() - started
     return result

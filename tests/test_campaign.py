@@ -303,3 +303,20 @@ def test_a_stopped_campaign_keeps_its_points_and_resumes(tmp_path: Path) -> None
     assert (result.status, result.stored_before, result.measured) == ("complete", 2, PLAN_POINTS - 2)
     times = point_times(tmp_path / "C-seed01.h5")
     assert len(times) == PLAN_POINTS and all(times[k] == v for k, v in kept.items())
+
+
+def test_an_unexpected_failure_says_where_it_was_raised(tmp_path: Path, monkeypatch, caplog) -> None:
+    """The traceback stays on the worker that ran the bench: the message names the file, line and function."""
+    import profiler.campaign as campaign
+
+    def broken(*args, **kwargs):
+        raise BufferError("Existing exports of data: object cannot be re-sized")
+
+    monkeypatch.setattr(campaign, "sweep_to_map", broken)
+    (task,) = campaign.plan_campaign(CONFIG, ["emu://C?seed=1"], tmp_path)
+    with caplog.at_level("WARNING", logger="profiler.campaign"):
+        result = campaign.run_bench(task)
+    assert result.status == "failed"
+    assert result.message == ("BufferError: Existing exports of data: object cannot be re-sized "
+                              "(at test_campaign.py:" + str(broken.__code__.co_firstlineno + 1) + " in broken)")
+    assert f"bench {task.name} failed" in caplog.text and "Traceback" in caplog.text  # the whole of it, in its log

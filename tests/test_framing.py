@@ -155,3 +155,26 @@ def test_needed_reports_missing_bytes() -> None:
     assert decoder.needed() == 50 + 4
     decoder.feed(frame[HEADER_SIZE:])
     assert decoder.next_frame() == Frame(0x82, 1, bytes(50))
+
+
+def test_a_view_kept_past_the_crc_call_does_not_block_the_buffer(monkeypatch) -> None:
+    """A sampling profiler (Dask's worker profiler) may keep crc32's frame, and the view passed to it, alive
+    after the call: the decoder must still be able to drop the decoded frame from its buffer."""
+    import firmware_bridge.framing as framing
+
+    held = []
+    real = framing.crc32
+
+    def keeping(data, value=0):
+        held.append(data)  # what a frame kept alive by a profiler holds
+        return real(data, value)
+
+    monkeypatch.setattr(framing, "crc32", keeping)
+    dec = framing.FrameDecoder()
+    dec.feed(framing.encode_frame(1, 7, b"x" * 100) + framing.encode_frame(2, 8, bytearray(b"y" * 50)))
+    first, second = dec.next_frame(), dec.next_frame()
+    assert (first.seq, first.payload, second.seq, second.payload) == (7, b"x" * 100, 8, b"y" * 50)
+    assert len(dec) == 0 and held
+    payload = bytearray(b"z" * 10)
+    framing.encode_frame(3, 9, payload)
+    payload += b"more"  # the caller's buffer is free again too
