@@ -13,12 +13,14 @@ noisy machine moves them less than the absolute figures):
    ``--workers``.  Each task is submitted as the characterization submits it: on the pool it
    names the workload's file (written once, loaded once per worker), on Dask it refers to the
    scattered copy.  The start-up (processes, imports, the workload's first transfer) is timed
-   apart from the steady state.  Every executor's accuracies must equal the serial ones, seed
+   apart from the steady state.  Each row's ``x serial`` is against the same probes run in this
+   process just before it (``serial/s``), so a machine whose speed drifts between rows (a shared
+   VM) moves the ratio less than the rates.  Every executor's accuracies must equal the serial ones, seed
    by seed: a mismatch fails the run.  The network is left untrained (seed 0): a probe's cost
    does not depend on the weights' values.
 2. **Overhead per task** (``overhead``): with one worker, the mean time per probe in latency mode
-   (submit one, wait for it) and throughput mode (submit all, then wait) against the same probe
-   run in this process, the round trip of an empty task (``abs(-1)``) and what each task
+   (submit one, wait for it) and throughput mode (submit all, then wait) against the same probes
+   run in this process in the same round (``--rounds``, medians printed), the round trip of an empty task (``abs(-1)``) and what each task
    carries; ``local-pkl`` is the pool with the workload pickled into every task, as before the
    workload file (torch's multiprocessing reducers pass each tensor as a shared-memory file
    descriptor, one round trip per tensor per task).
@@ -33,7 +35,7 @@ workers only oversubscribe it (the table shows what that costs).  Results script
 ``--quick`` is a smoke run (well under a minute).
 
     python benchmarks/scaling.py [--quick] [--workers 1,2,4] [--tasks 48] [--images 360] [--dimms 20]
-                                 [--sections probes,overhead,campaign] [--out DIR] [--seed 0]
+                                 [--rounds 3] [--sections probes,overhead,campaign] [--out DIR] [--seed 0]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import functools
 import multiprocessing
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -211,23 +214,29 @@ def check_equal(label: str, got: list[tuple[float, int]], want: list[tuple[float
         raise RuntimeError(f"{label}: results differ from the serial run at task {bad[:5]}")
 
 
+def _serial_rate(work: NetworkWorkload, spec: ErrorSpec, seeds: Sequence[int]) -> tuple[float, list[tuple[float, int]]]:
+    """Probes per second of ``seeds`` in this process, and the results."""
+    t0 = time.perf_counter()
+    results = run_serial(work, spec, seeds)
+    return len(seeds) / (time.perf_counter() - t0), results
+
+
 def section_probes(args: argparse.Namespace, work: NetworkWorkload, with_dask: bool) -> None:
-    """Section 1: probes per second over worker counts."""
+    """Section 1: probes per second over worker counts, each row beside a serial run just before it."""
     print(f"== 1. probes per second: LeNet, {len(work.y)} images, int8, uniform BER {PROBE_BER:g}, "
           f"{args.tasks} probes")
     spec = probe_spec(args.seed)
     seeds = [args.seed * 100_000 + i for i in range(args.tasks)]
     warm = [10**9 + i for i in range(max(args.workers))]
     run_serial(work, spec, warm[:1])
-    t0 = time.perf_counter()
-    want = run_serial(work, spec, seeds)
-    serial_s = time.perf_counter() - t0
-    serial_rate = args.tasks / serial_s
-    print(f"{'executor':<10}{'workers':>8}{'start-up s':>12}{'probes/s':>10}{'x 1 worker':>12}{'x serial':>10}")
-    print(f"{'serial':<10}{1:>8}{0.0:>12.2f}{serial_rate:>10.2f}{1.0:>12.2f}{1.0:>10.2f}")
+    serial_rate, want = _serial_rate(work, spec, seeds)
+    print(f"{'executor':<10}{'workers':>8}{'start-up s':>12}{'probes/s':>10}{'serial/s':>10}{'x serial':>10}"
+          f"{'x 1 worker':>12}")
+    print(f"{'serial':<10}{1:>8}{0.0:>12.2f}{serial_rate:>10.2f}{serial_rate:>10.2f}{1.0:>10.2f}{1.0:>12.2f}")
     one_worker: dict[str, float] = {}
     for n in args.workers:
         for label, factory in executors(n, with_dask):
+            serial_rate, _ = _serial_rate(work, spec, seeds)  # the machine's speed just now
             t0 = time.perf_counter()
             handle = factory()
             try:
@@ -240,12 +249,13 @@ def section_probes(args: argparse.Namespace, work: NetworkWorkload, with_dask: b
                 handle.close()
             check_equal(f"{label} x{n}", got, want)
             rate = args.tasks / elapsed_s
-            base = one_worker.setdefault(label, rate)
-            vs_one = f"{rate / base:>12.2f}"
-            print(f"{label:<10}{n:>8}{startup_s:>12.2f}{rate:>10.2f}{vs_one}{rate / serial_rate:>10.2f}")
+            speedup = rate / serial_rate
+            base = one_worker.setdefault(label, speedup)
+            print(f"{label:<10}{n:>8}{startup_s:>12.2f}{rate:>10.2f}{serial_rate:>10.2f}{speedup:>10.2f}"
+                  f"{speedup / base:>12.2f}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"results identical to the serial run, seed by seed; {cores} cores usable here "
-          f"('x 1 worker' is against the first --workers count)")
+    print(f"serial/s: the same probes in this process just before each row; x 1 worker: x serial against the first "
+          f"--workers count's\nresults identical to the serial run, seed by seed; {cores} cores usable here")
 
 
 def _timed(fn: Callable[[], Any], repeat: int) -> float:
@@ -257,34 +267,46 @@ def _timed(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def section_overhead(args: argparse.Namespace, work: NetworkWorkload, with_dask: bool) -> None:
-    """Section 2: what an executor adds to each task, with one worker."""
-    print(f"== 2. overhead per task, one worker ({args.tasks} probes each way)")
+    """Section 2: what an executor adds to each task, with one worker; rounds interleave every executor with a
+    serial run, and the medians over the rounds are printed."""
+    print(f"== 2. overhead per task, one worker ({args.tasks} probes each way, median of {args.rounds} rounds)")
     spec = probe_spec(args.seed)
     seeds = [args.seed * 100_000 + i for i in range(args.tasks)]
-    run_serial(work, spec, seeds[:1])
-    serial_ms = 1e3 * _timed(lambda: run_serial(work, spec, seeds), 1) / len(seeds)
     workload_bytes = _pickled_size_bytes(work)
-    print(f"probe in this process: {serial_ms:.2f} ms; the workload pickles to {workload_bytes / 1024:.1f} KiB")
-    print(f"{'executor':<10}{'latency ms':>12}{'+ ms':>8}{'throughput ms':>15}{'+ ms':>8}{'empty task ms':>15}"
-          f"  {'sent per probe'}")
-    for label, factory in executors(1, with_dask, per_task=True):
-        handle = factory()
-        try:
+    handles = {}
+    try:
+        for label, factory in executors(1, with_dask, per_task=True):
+            handles[label] = handle = factory()
             run_all(handle, work, spec, seeds[:1])
             handle.executor.submit(abs, -1).result()
-            it = iter(seeds)
-            latency_ms = 1e3 * _timed(lambda h=handle, it=it: h.submit(work, spec, next(it)).result(), len(seeds))
-            throughput_ms = 1e3 * _timed(lambda h=handle: run_all(h, work, spec, seeds), 1) / len(seeds)
-            empty_ms = 1e3 * _timed(lambda h=handle: h.executor.submit(abs, -1).result(), max(20, len(seeds)))
-            sent = handle.sent(work)
-        finally:
+        run_serial(work, spec, seeds[:1])
+        rows: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label in handles}
+        serial: list[float] = []
+        for _ in range(args.rounds):
+            serial_ms = 1e3 * _timed(lambda: run_serial(work, spec, seeds), 1) / len(seeds)
+            serial.append(serial_ms)
+            for label, handle in handles.items():
+                it = iter(seeds)
+                latency_ms = 1e3 * _timed(lambda h=handle, it=it: h.submit(work, spec, next(it)).result(), len(seeds))
+                throughput_ms = 1e3 * _timed(lambda h=handle: run_all(h, work, spec, seeds), 1) / len(seeds)
+                empty_ms = 1e3 * _timed(lambda h=handle: h.executor.submit(abs, -1).result(), max(20, len(seeds)))
+                rows[label].append((latency_ms, latency_ms - serial_ms, throughput_ms, throughput_ms - serial_ms,
+                                    empty_ms))
+        sent = {label: handle.sent(work) for label, handle in handles.items()}
+    finally:
+        for handle in handles.values():
             handle.close()
-        print(f"{label:<10}{latency_ms:>12.2f}{latency_ms - serial_ms:>8.2f}{throughput_ms:>15.2f}"
-              f"{throughput_ms - serial_ms:>8.2f}{empty_ms:>15.2f}  {sent}")
+    print(f"probe in this process: {statistics.median(serial):.2f} ms (rounds {min(serial):.1f}-{max(serial):.1f}); "
+          f"the workload pickles to {workload_bytes / 1024:.1f} KiB")
+    print(f"{'executor':<10}{'latency ms':>12}{'+ ms':>8}{'throughput ms':>15}{'+ ms':>8}{'empty task ms':>15}"
+          f"  {'sent per probe'}")
+    for label, values in rows.items():
+        med = [statistics.median(column) for column in zip(*values)]
+        print(f"{label:<10}{med[0]:>12.2f}{med[1]:>8.2f}{med[2]:>15.2f}{med[3]:>8.2f}{med[4]:>15.2f}  {sent[label]}")
     print("latency: submit one probe and wait; throughput: submit all, then wait; + ms: over the probe in this "
-          "process;\nlocal: the workload in a file written once, loaded once per worker (what the characterization "
-          "does);\nlocal-pkl: pickled into every task, its tensors as shared-memory file descriptors; dask: "
-          "scattered once")
+          "process in the same round;\nlocal: the workload in a file written once, loaded once per worker (what the "
+          "characterization does);\nlocal-pkl: pickled into every task, its tensors as shared-memory file "
+          "descriptors; dask: scattered once")
 
 
 def campaign_arrays(out_dir: Path) -> dict[str, Any]:
@@ -347,6 +369,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tasks", type=int, default=None, help="probes per measurement (default 48; quick 8)")
     parser.add_argument("--images", type=int, default=None, help="test images per probe (default 360; quick 100)")
     parser.add_argument("--dimms", type=int, default=None, help="DIMMs of the campaign (default 20; quick 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of the overhead section (default 3; quick 1)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"which of {', '.join(SECTIONS)}")
     parser.add_argument("--out", default=None, help="directory for the campaign's maps (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0, help="root of the probes' error seeds")
@@ -357,7 +380,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.tasks = args.tasks if args.tasks is not None else (8 if args.quick else 48)
         args.images = args.images if args.images is not None else (100 if args.quick else 360)
         args.dimms = args.dimms if args.dimms is not None else (3 if args.quick else 20)
-        for name in ("tasks", "images", "dimms"):
+        args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+        for name in ("tasks", "images", "dimms", "rounds"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
         if args.seed < 0:
