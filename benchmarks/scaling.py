@@ -28,7 +28,11 @@ noisy machine moves them less than the absolute figures):
    (:func:`profiler.campaign.run_campaign`) on ``--dimms`` emulated vendor-C DIMMs
    (``emu://C?seed=1..N``; two VDD points, bank 0, 4 sampled rows), serially, on the local pool
    and on a Dask LocalCluster, each with 2 workers; the summaries and every map's counts and
-   error positions must be identical between the three.
+   error positions must be identical between them all.
+
+Every Dask row is measured twice: ``dask`` with Dask's defaults, ``dask*`` with worker processes
+started without the ``MALLOC_TRIM_THRESHOLD_=65536`` Dask's nanny puts in their environment (with
+it, glibc maps and unmaps every large buffer, and a torch probe runs about 1.5x slower).
 
 The machine's core count bounds every speed-up: on the two-core CI machine, more than two
 workers only oversubscribe it (the table shows what that costs).  Results script, not a test;
@@ -73,6 +77,7 @@ from profiler.executors import DaskExecutor, _pickled_size_bytes  # noqa: E402
 
 SECTIONS = ("probes", "overhead", "campaign")
 PROBE_BER = 1e-3
+DASK_STAR = "dask*: workers without Dask's default MALLOC_TRIM_THRESHOLD_=65536 (docs/scaling.md)"
 
 
 class UsageError(ValueError):
@@ -152,15 +157,38 @@ class Pool:
             self.file.remove()
 
 
+NANNY_ENV = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 class DaskCluster:
     """A ``LocalCluster`` of single-thread worker processes with a :class:`DaskExecutor` on it, its probes
-    submitted as the characterization submits them (each worker thread evaluates its own copy)."""
+    submitted as the characterization submits them (each worker thread evaluates its own copy).
 
-    def __init__(self, workers: int) -> None:
+    ``trim=False`` starts the workers without the ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nanny
+    puts in their environment by default (``distributed.nanny.pre-spawn-environ``; the setting
+    ``docs/scaling.md`` recommends for worker machines).  The nanny also leaves its variables in
+    this process's environment, where the local pools started later would inherit them: they are
+    put back as they were.
+    """
+
+    def __init__(self, workers: int, trim: bool = True) -> None:
+        import dask
         import distributed
 
-        self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                dashboard_address=":0", silence_logs=40)
+        saved = {k: os.environ.get(k) for k in NANNY_ENV}
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+        if not trim:
+            environ["MALLOC_TRIM_THRESHOLD_"] = None
+        try:
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+                self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                        dashboard_address=":0", silence_logs=40)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         self.client = distributed.Client(self.cluster, set_as_default=False)
         self.client.wait_for_workers(workers)
         self.executor = DaskExecutor(self.client)
@@ -188,12 +216,14 @@ def dask_available() -> bool:
 
 def executors(workers: int, with_dask: bool, per_task: bool = False) -> Iterator[tuple[str, Callable[[], Any]]]:
     """``(label, factory)`` for the local pool (and with ``per_task`` the pool that pickles the workload into
-    every task) and, if installed, Dask with ``workers`` workers."""
+    every task) and, if installed, Dask with ``workers`` workers (``dask*``: without Dask's
+    ``MALLOC_TRIM_THRESHOLD_``, see :class:`DaskCluster`)."""
     yield "local", lambda: Pool(workers)
     if per_task:
         yield "local-pkl", lambda: Pool(workers, per_task=True)
     if with_dask:
         yield "dask", lambda: DaskCluster(workers)
+        yield "dask*", lambda: DaskCluster(workers, trim=False)
 
 
 def run_all(handle: Any, work: NetworkWorkload, spec: ErrorSpec, seeds: Sequence[int]) -> list[tuple[float, int]]:
@@ -255,7 +285,8 @@ def section_probes(args: argparse.Namespace, work: NetworkWorkload, with_dask: b
                   f"{speedup / base:>12.2f}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"serial/s: the same probes in this process just before each row; x 1 worker: x serial against the first "
-          f"--workers count's\nresults identical to the serial run, seed by seed; {cores} cores usable here")
+          f"--workers count's\n{DASK_STAR}\nresults identical to the serial run, seed by seed; {cores} cores usable "
+          f"here")
 
 
 def _timed(fn: Callable[[], Any], repeat: int) -> float:
@@ -306,7 +337,7 @@ def section_overhead(args: argparse.Namespace, work: NetworkWorkload, with_dask:
     print("latency: submit one probe and wait; throughput: submit all, then wait; + ms: over the probe in this "
           "process in the same round;\nlocal: the workload in a file written once, loaded once per worker (what the "
           "characterization does);\nlocal-pkl: pickled into every task, its tensors as shared-memory file "
-          "descriptors; dask: scattered once")
+          "descriptors; dask: scattered once\n" + DASK_STAR)
 
 
 def campaign_arrays(out_dir: Path) -> dict[str, Any]:
@@ -332,11 +363,11 @@ def section_campaign(args: argparse.Namespace, out_root: Path, with_dask: bool) 
     print(f"{'executor':<10}{'workers':>8}{'wall s':>10}{'x serial':>10}{'s per DIMM':>12}")
     runs: list[tuple[str, Optional[Callable[[], Any]]]] = [("serial", None), ("local", lambda: Pool(2))]
     if with_dask:
-        runs.append(("dask", lambda: DaskCluster(2)))
+        runs += [("dask", lambda: DaskCluster(2)), ("dask*", lambda: DaskCluster(2, trim=False))]
     reference: Optional[tuple[str, str, dict[str, Any]]] = None
     serial_s = 0.0
     for label, factory in runs:
-        out_dir = out_root / f"campaign-{label}"
+        out_dir = out_root / f"campaign-{label.replace('*', '-notrim')}"
         shutil.rmtree(out_dir, ignore_errors=True)
         t0 = time.perf_counter()
         handle = factory() if factory else None
@@ -358,6 +389,7 @@ def section_campaign(args: argparse.Namespace, out_root: Path, with_dask: bool) 
             reference = outcome
         elif outcome != reference:
             raise RuntimeError(f"{label}: the campaign's summary or maps differ from the serial run")
+    print(DASK_STAR)
     print("wall time includes the pool's or cluster's start-up; summaries and maps identical to the serial run")
 
 
@@ -392,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     with_dask = dask_available()
     if not with_dask:
-        print("distributed is not installed: the Dask rows are left out (pip install 'eden-toolkit[dask]')")
+        print("distributed is not installed: the Dask rows are left out (pip install -c constraints.txt -e '.[cluster]')")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # like every worker: the serial rows are one core's work too
     start = time.perf_counter()

@@ -22,6 +22,10 @@ and data) is scattered to every worker once (``client.scatter(..., broadcast=Tru
 passed to tasks as that remote value; the executor remembers it by object identity, so a shared
 argument must not change while it is in use, or :meth:`DaskExecutor.forget` must be called after
 changing it (the characterization's retraining hook does). Small arguments travel with each task.
+A scattered value is one object in each worker process, seen by every task of that worker (and
+by all its threads at once with ``--nthreads`` > 1): a task must not change it. The
+characterization's tasks evaluate a private copy of the network for that reason
+(``boosting.characterization._run_shared``).
 
 A worker that dies (its process killed, its machine lost) has the tasks it was running or holding
 rescheduled by the Dask scheduler on the remaining workers; the scattered values have replicas on
