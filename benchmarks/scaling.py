@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import multiprocessing
 import os
 import shutil
@@ -182,7 +183,7 @@ class DaskCluster:
         try:
             with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
                 self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                        dashboard_address=":0", silence_logs=40)
+                                                        dashboard_address=":0", silence_logs=False)
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -423,6 +424,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with_dask = dask_available()
+    if with_dask:  # the clusters' INFO lines (start, close) would break up the tables
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if not with_dask:
         print("distributed is not installed: the Dask rows are left out (pip install -c constraints.txt -e '.[cluster]')")
     threads = torch.get_num_threads()
