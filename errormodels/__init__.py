@@ -7,6 +7,8 @@ Modules
   2 :class:`Bitline`, 3 :class:`BitValue`). Each model owns its sampling (``flip_plan``, what the
   injector draws) and its fit (``fit``, a maximum-likelihood :class:`~errormodels.observations.Candidate`),
   so a registered model is injected, fitted and named in files like the built-in four.
+- :mod:`errormodels.envm`: model 4 :class:`MLC` (``mlc``), multi-level-cell eNVM whose cells fault
+  as a whole (a :class:`CellPlan` instead of a flip plan), and its level confusion matrices.
 - :mod:`errormodels.observations`: what a BER map says about a partition, likelihood helpers.
 - :mod:`errormodels.fit`: :func:`fit_map` (selection by BIC/AIC, EDEN's rule, partitions) and
   ``python -m errormodels.fit MAP.h5 -o model.json``.
@@ -37,6 +39,9 @@ _EXPORTS = {
     "Bitline": "errormodels.models",
     "BitValue": "errormodels.models",
     "FlipPlan": "errormodels.models",
+    "MLC": "errormodels.envm",
+    "CellPlan": "errormodels.envm",
+    "level_confusion": "errormodels.envm",
     "MODELS": "errormodels.models",
     "register_model": "errormodels.models",
     "unregister_model": "errormodels.models",

@@ -522,7 +522,7 @@ def _model_class(name: Any) -> type[ErrorModel]:
 
 def get_model(name: str | int, **params: Any) -> ErrorModel:
     """Build a registered model by name (``uniform``, ``wordline``, ``bitline``, ``bit-value``, or a
-    name given to :func:`register_model`) or number (0-3 for the built-in four).
+    name given to :func:`register_model`, ``mlc``) or number (0-3 for the DRAM four, 4 ``mlc``).
 
     Parameters
     ----------
@@ -587,3 +587,6 @@ def weak_mask(seed: int, kind: int, location: np.ndarray, weak_fraction: float) 
     salt = np.uint64((seed * GAMMA + kind * SALT_KIND) & MASK64)
     u = _mix(location.astype(np.uint64) ^ salt) >> np.uint64(11)
     return u.astype(np.float64) < weak_fraction * float(1 << 53)
+
+
+from errormodels import envm as _envm  # noqa: E402,F401 - registers model 4, mlc (multi-level eNVM cells)

@@ -121,7 +121,7 @@ def test_a_registered_model_is_named_and_rebuilt(registered) -> None:
     assert isinstance(model, OnesOnly) and get_model(40) == get_model("40") == OnesOnly()
     assert model_from_dict(model.to_dict()) == model and model.to_dict()["number"] == 40
     assert MODELS["ones-only"] is OnesOnly and errormodels.get_model is get_model
-    with pytest.raises(ModelError, match="known: 0 uniform, 1 wordline, 2 bitline, 3 bit-value, 40 ones-only"):
+    with pytest.raises(ModelError, match="known: 0 uniform, 1 wordline, 2 bitline, 3 bit-value, 4 mlc, 40 ones-only"):
         get_model("gauss")
     with pytest.raises(ModelError, match="unknown parameter 'ratio'"):
         get_model("ones-only", ratio=2.0)
@@ -150,7 +150,7 @@ def test_registry_refuses_bad_or_taken_models(registered) -> None:
 
 def test_unregistered_models_are_gone() -> None:
     with pytest.raises(ModelError, match="unknown error model 'ones-only'; known: 0 uniform, 1 wordline, 2 bitline, "
-                                         "3 bit-value$"):
+                                         "3 bit-value, 4 mlc$"):
         get_model("ones-only")
 
     @dataclass(frozen=True)

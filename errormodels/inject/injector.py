@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
+from errormodels.envm import CellPlan
 from errormodels.inject import sampler
+from errormodels.inject.cells import inject_cells
 from errormodels.inject.flip import _Flipper
 from errormodels.inject.mitigation import _mitigate
 from errormodels.inject.mix import mix64_torch, s64, shr
@@ -60,10 +62,12 @@ def _fitted(amap: AddressMap, n_bytes: int) -> AddressMap:
     return amap
 
 
-def _plan_of(model: ErrorModel, n_bits: int, device: torch.device, layout: Optional[AddressMap]) -> FlipPlan:
+def _plan_of(model: ErrorModel, n_bits: int, device: torch.device,
+             layout: Optional[AddressMap]) -> Union[FlipPlan, CellPlan]:
     plan = model.flip_plan(_Context(n_bits, device, layout))
-    if not isinstance(plan, FlipPlan):
-        raise InjectionError(f"error model {model.name}: flip_plan must return a FlipPlan, got {type(plan).__name__}")
+    if not isinstance(plan, (FlipPlan, CellPlan)):
+        raise InjectionError(f"error model {model.name}: flip_plan must return a FlipPlan or a CellPlan, "
+                             f"got {type(plan).__name__}")
     return plan
 
 
@@ -168,7 +172,13 @@ def _run(out: torch.Tensor, model: ErrorModel, generator: Optional[torch.Generat
     plan = _plan_of(model, n_bits, out.device, layout)
     key = _key(out, generator, seed)
     stats = None
-    if out.device.type == "cpu" and sampler._flipkernel is not None:
+    if isinstance(plan, CellPlan):  # multi-level cells: faults per cell (errormodels.inject.cells)
+        with torch.no_grad():
+            data = out.view(-1).view(torch.uint8)
+            if src is not None:
+                data.copy_(src.reshape(-1).view(torch.uint8))
+            stats = inject_cells(data, _ELEM_SHIFT[width], width, plan, key)
+    elif out.device.type == "cpu" and sampler._flipkernel is not None:
         stats = _inject_kernel(out, src, width, plan, n_bits, key)
     with torch.no_grad():
         if stats is None:
