@@ -23,7 +23,7 @@ def test_confusion_is_the_gaussian_mass_in_each_read_bin() -> None:
         s = sigma * rel[lvl]
         for k in range(4):
             lo, hi = max(edges[k], means[lvl] - 12 * s), min(edges[k + 1], means[lvl] + 12 * s)
-            mass = integrate.quad(lambda v: norm.pdf(v, means[lvl], s), lo, hi, epsabs=1e-14)[0] if lo < hi else 0.0
+            mass = integrate.quad(norm.pdf, lo, hi, args=(means[lvl], s), epsabs=1e-14)[0] if lo < hi else 0.0
             assert conf[lvl, k] == pytest.approx(mass, rel=1e-6, abs=1e-14)
     assert np.allclose(conf.sum(axis=1), 1.0)
     # tiny tails keep their precision: the far bin of SLC at a small sigma
@@ -139,3 +139,27 @@ def test_a_network_on_mlc_cells(lenet_digits_state) -> None:
     assert hit < clean - 0.1
     slc, mlc3 = MLC.from_sigma(0.08, 1), MLC.from_sigma(0.08, 3)
     assert mlc3.ber > 100 * slc.ber  # denser cells, same device: far more errors
+
+
+def test_the_characterize_command_searches_mlc_cells(lenet_digits_state, tmp_path, capsys) -> None:
+    import json
+
+    from boosting.characterize import main
+    from boosting.checkpoint import save_network
+    from conftest import lenet_from
+
+    state, _, _ = lenet_digits_state
+    net = save_network(tmp_path / "lenet.pt", lenet_from(state), network="lenet", meta={"kind": "clean"}, seed=0,
+                       build={"num_classes": 10, "in_channels": 1, "image_size": 28},
+                       dataset={"name": "digits", "root": None, "image_size": 28, "normalize": False,
+                                "split_seed": 0})
+    out = tmp_path / "tol.json"
+    argv = ["--network-file", str(net), "--error-model", "mlc", "--model-param", "bits_per_cell=3",
+            "--model-param", "code=binary", "--fmt", "int8", "--search", "coarse", "--seeds", "0,1",
+            "--holdout-seeds", "0", "--curve-seeds", "0", "--samples", "60", "--tol", "1", "--ber-min", "1e-5",
+            "--max-drop", "0.05", "--workers", "0", "--no-plot", "-q", "-o", str(out)]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["coarse"]["found"] and 1e-5 <= doc["coarse"]["ber"] <= 0.25
+    assert main([*argv[:5], "bits_per_cell=7", *argv[6:]]) == 2
+    assert "bits_per_cell must be an integer in 1..4" in capsys.readouterr().err
