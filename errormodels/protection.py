@@ -16,7 +16,8 @@ overall parity tells one flip from two:
 So one flip in a 72-bit codeword is always corrected, two are always detected; three or more may
 be miscorrected, as in any SECDED memory. Capacity: 72 stored bits per 64 data bits (1.125x).
 
-**Injection through it** (:func:`inject_protected`): the tensor's storage is cut into 64-bit
+**Injection through it** (:func:`inject_protected`; ``protection="msb"`` protects only the high
+bits of each element, the cheaper protection MaxNVM weighs): the tensor's storage is cut into 64-bit
 words (the last one padded with zeros), the eight check bits of each are stored after the data,
 and the error model faults the whole stored image — data and check bits alike, as in a memory
 where the checks sit in the same cells — before it is decoded. Energy and latency costs of the
@@ -94,8 +95,20 @@ class ProtectionStats:
     raw_bits_flipped: int = 0
 
 
+def _words_of(bits: np.ndarray) -> np.ndarray:
+    """A flat 0/1 array packed LSB-first into uint64 words (zero-padded)."""
+    n_words = -(-bits.size // 64)
+    padded = np.zeros(n_words * 64, dtype=np.uint8)
+    padded[:bits.size] = bits
+    return np.packbits(padded, bitorder="little").view(np.uint64)
+
+
+def _bits_of(words: np.ndarray, n: int) -> np.ndarray:
+    return np.unpackbits(words.view(np.uint8), bitorder="little")[:n]
+
+
 def inject_protected(tensor: torch.Tensor, model: object, *, seed: int, protection: Optional[str] = "secded",
-                     layout: object = None) -> tuple[torch.Tensor, ProtectionStats]:
+                     msb_bits: int = 2, layout: object = None) -> tuple[torch.Tensor, ProtectionStats]:
     """A copy of ``tensor`` after its SECDED-protected storage was faulted by ``model`` and decoded.
 
     Parameters
@@ -106,17 +119,43 @@ def inject_protected(tensor: torch.Tensor, model: object, *, seed: int, protecti
         Any registered model (DRAM bits or eNVM cells): it faults data and check bits together.
     seed : int
         The injection seed.
-    protection : {"secded", None}
-        None stores the data unprotected (the same faults as :func:`errormodels.inject.inject`).
+    protection : {"secded", "msb", None}
+        ``secded``: every 64 bits of storage carry 8 check bits (1.125x). ``msb``: only the top
+        ``msb_bits`` bits of each element are protected, gathered into 64-bit words with their
+        own check bits (``1 + msb_bits / (8 * element bits)`` stored bits per data bit); the
+        other bits stay unprotected. None stores the data unprotected (the same faults as
+        :func:`errormodels.inject.inject`).
+    msb_bits : int
+        Protected high bits per element, for ``msb`` (1 .. element bits).
     layout : AddressMap, optional
         Passed to the injector.
     """
     from errormodels.inject import inject
 
-    if protection not in ("secded", None):
-        raise ValueError(f"protection must be 'secded' or None, got {protection!r}")
+    if protection not in ("secded", "msb", None):
+        raise ValueError(f"protection must be 'secded', 'msb' or None, got {protection!r}")
     src = tensor.detach().contiguous().cpu()
     raw = src.reshape(-1).view(torch.uint8).numpy()
+    if protection == "msb":
+        width = src.element_size() * 8
+        if not (isinstance(msb_bits, int) and 1 <= msb_bits <= width):
+            raise ValueError(f"msb_bits must be an integer in 1..{width}, got {msb_bits!r}")
+        bits = np.unpackbits(raw, bitorder="little").reshape(-1, width)
+        msb = bits[:, width - msb_bits:].reshape(-1)
+        words = _words_of(msb)
+        stored = np.concatenate([raw, secded_encode(words)])
+        faulted, st = inject(torch.from_numpy(stored), model, seed=seed, layout=layout)
+        read = faulted.numpy()
+        read_bits = np.unpackbits(read[:raw.size], bitorder="little").reshape(-1, width)
+        read_words = _words_of(read_bits[:, width - msb_bits:].reshape(-1))
+        fixed, status = secded_decode(read_words, read[raw.size:])
+        read_bits[:, width - msb_bits:] = _bits_of(fixed, msb.size).reshape(-1, msb_bits)
+        out_bytes = np.packbits(read_bits.reshape(-1), bitorder="little")
+        wrong = int(np.bitwise_count(out_bytes ^ raw).sum())
+        out = torch.from_numpy(out_bytes).view(src.dtype).reshape(src.shape)
+        return out, ProtectionStats(words=words.size, corrected=int((status == 1).sum()),
+                                    detected=int((status == 2).sum()), data_bits_wrong=wrong,
+                                    stored_bits=stored.size * 8, raw_bits_flipped=st.bits_flipped)
     if protection is None:
         out, st = inject(src, model, seed=seed, layout=layout)
         return out, ProtectionStats(stored_bits=st.bits_total, raw_bits_flipped=st.bits_flipped,

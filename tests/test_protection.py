@@ -67,5 +67,22 @@ def test_protected_storage_under_a_model() -> None:
     cells = get_model("mlc", ber=1e-3, bits_per_cell=3, code="binary")
     _, cell_stats = inject_protected(x, cells, seed=2)
     assert cell_stats.detected > 0
-    with pytest.raises(ValueError, match="protection must be 'secded' or None"):
+    with pytest.raises(ValueError, match="protection must be .secded., .msb. or None"):
         inject_protected(x, model, seed=1, protection="chipkill")
+
+
+def test_msb_only_protection_keeps_the_high_bits() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-128, 128, (40_000,), dtype=torch.int8, generator=g)
+    model = get_model("uniform", ber=1e-3)
+    plain, _ = inject_protected(x, model, seed=5, protection=None)
+    msb, stats = inject_protected(x, model, seed=5, protection="msb", msb_bits=2)
+    assert stats.stored_bits == x.numel() * 8 + -(-x.numel() * 2 // 64) * 8  # 2 of 8 bits: 1 + 2/64 per bit
+    high = lambda t: (t.view(torch.uint8) >> 6).numpy()  # noqa: E731
+    wrong_high_plain = int((high(plain) != high(x)).sum())
+    wrong_high = int((high(msb) != high(x)).sum())
+    assert wrong_high_plain > 40 and wrong_high <= 2 * stats.detected
+    low = lambda t: (t.view(torch.uint8) & 0x3F).numpy()  # noqa: E731
+    assert int((low(msb) != low(x)).sum()) > 50  # the low bits are not protected
+    with pytest.raises(ValueError, match="msb_bits must be an integer in 1..8"):
+        inject_protected(x, model, seed=1, protection="msb", msb_bits=9)
