@@ -370,10 +370,13 @@ class _WorkloadFile:
         return cls(fingerprint, path)
 
     def remove(self) -> None:
+        """Delete the file (already gone is fine; another failure is logged, the search goes on)."""
         try:
             os.unlink(self.path)
-        except OSError:
-            pass
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("could not remove the workload file %s: %s", self.path, exc.strerror or exc)
 
 
 _LOADED: dict[str, Any] = {}  # in a local pool's worker process: fingerprint -> the workload of that file

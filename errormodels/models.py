@@ -637,7 +637,7 @@ class MLC(ErrorModel):
     """Model 4 ``mlc``: multi-level eNVM cells of ``bits_per_cell`` bits whose levels are confused as a whole.
 
     ``ber`` is the bit error rate the faults cause with equally likely levels; the cell variation
-    ``sigma`` it needs is solved from it (module docstring). ``code`` is ``gray`` or ``binary``;
+    ``sigma`` it needs is solved from it (:mod:`errormodels.envm`). ``code`` is ``gray`` or ``binary``;
     ``level_sigma`` the relative variation of each level (empty: all equal).
     """
 

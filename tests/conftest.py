@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -63,3 +66,12 @@ def _restore_logging():
         if getattr(handler, "_eden_cli", False):
             root.removeHandler(handler)
     root.setLevel(level)
+
+
+def load_script(relative: str, name: str) -> ModuleType:
+    """A script of the repository (``benchmarks/scaling.py``, ...) loaded as module ``name``."""
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

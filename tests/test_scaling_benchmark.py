@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("scaling_benchmark", os.path.join(ROOT, "benchmarks", "scaling.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench_module():
-    return _load()
+    return load_script("benchmarks/scaling.py", "scaling_benchmark")
 
 
 def _row(out: str, label: str, section: str) -> list[float]:
