@@ -6,6 +6,8 @@
   ``docs/tolerance-format.md``): coarse probes coloured pass/fail with the goal line, and the
   fine per-(layer, kind) BERs as bars when present.
 - :func:`plot_history`: loss and accuracy per epoch of ``python -m boosting.train``.
+- :func:`plot_design`: accuracy against storage cells per weight of ``python -m boosting.design``
+  (one marker per encoding, one colour per bits per cell, the chosen per-layer design starred).
 
 Every function writes a PNG and returns its path; figures are closed after saving.
 """
@@ -23,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from softmc_host.files import atomic_write  # noqa: E402
 
-__all__ = ["Series", "plot_accuracy_vs_ber", "plot_tolerance", "plot_history"]
+__all__ = ["Series", "plot_accuracy_vs_ber", "plot_tolerance", "plot_history", "plot_design"]
 
 PathLike = Union[str, Path]
 Series = tuple[str, Sequence[float], Sequence[float], Sequence[float], Sequence[float]]
@@ -192,4 +194,51 @@ def plot_history(history: Sequence[dict[str, Any]], out_png: PathLike, title: st
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(handles, labels, fontsize=8, loc="center right")
+    return _save(fig, out_png)
+
+
+_ENC_MARKERS = {"dense": "o", "bitmask": "v", "bitmask+idxsync": "^", "csr": "s"}
+
+
+def plot_design(rows: Sequence[dict[str, Any]], out_png: PathLike, goal: Optional[float] = None,
+                chosen: Optional[tuple[float, float]] = None, title: str = "Accuracy vs. storage cells") -> Path:
+    """Accuracy against cells per weight of uniform storage plans (``python -m boosting.design``).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows with ``encoding``, ``idxsync``, ``bits_per_cell``, ``protection``,
+        ``cells_per_weight``, ``accuracy``, ``ci_low``, ``ci_high``.
+    out_png : str or Path
+        Destination PNG.
+    goal : float, optional
+        Accuracy goal (dashed line).
+    chosen : (cells_per_weight, accuracy), optional
+        The per-layer design, drawn as a star.
+    title : str
+        Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    colours = {1: "tab:blue", 2: "tab:orange", 3: "tab:red", 4: "tab:purple"}
+    seen: set[str] = set()
+    for r in rows:
+        enc = r["encoding"] + ("+idxsync" if r.get("idxsync") else "")
+        b = int(r["bits_per_cell"])
+        label = f"{'SLC' if b == 1 else f'MLC{b}'} {enc}"
+        x, y = float(r["cells_per_weight"]), float(r["accuracy"])
+        filled = r["protection"] != "none"
+        ax.errorbar([x], [y], yerr=[[max(0.0, y - r["ci_low"])], [max(0.0, r["ci_high"] - y)]],
+                    fmt=_ENC_MARKERS.get(enc, "o"), ms=6, color=colours.get(b, "k"), elinewidth=0.8,
+                    mfc=colours.get(b, "k") if filled else "none", label=label if label not in seen else None)
+        seen.add(label)
+    if chosen is not None:
+        ax.plot([chosen[0]], [chosen[1]], marker="*", ms=14, color="k", ls="none", label="per-layer design")
+    if goal is not None:
+        ax.axhline(goal, color="k", ls="--", lw=1, label=f"goal {goal:.3f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("storage cells per weight (filled: protected)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     return _save(fig, out_png)

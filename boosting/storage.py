@@ -1,0 +1,433 @@
+"""A network's weights stored in a faulty memory through an encoding and a protection; the design-space search.
+
+MaxNVM's question for a network and a memory technology: per layer, which encoding (dense,
+bitmask, bitmask with IdxSync, CSR), which protection (none, SECDED, metadata-only, MSB) and how
+many bits per cell keep the accuracy goal with the fewest cells (or the least read energy)?
+
+- :class:`StoragePlan` is one such choice; :func:`plan_cost` its cells, energy and latency for a
+  layer (:mod:`errormodels.encodings`).
+- :class:`StoredWeights` quantizes a network's weights (int8, per tensor, as
+  :mod:`boosting.quant` does), encodes them per plan and, per error seed, writes the weights a
+  decoder reads back from the faulted streams into the network (IFMs are not faulted: MaxNVM
+  keeps activations in SRAM). :func:`evaluate_stored` measures the accuracy over seeds.
+- ``memory(bits_per_cell)`` is the error model of a cell of ``b`` bits: for eNVM,
+  :func:`envm_memory` (:meth:`errormodels.models.MLC.from_sigma` of one device variation); any
+  registered model for DRAM (one bit per cell).
+- :func:`prune_` zeroes the smallest weights of each layer (magnitude pruning) and
+  :func:`finetune_pruned_` retrains the survivors, so sparse encodings have zeros to drop.
+- :func:`uniform_tradeoff` measures every candidate applied to all layers (the density/accuracy
+  table); :func:`search_design` picks per layer (:func:`search_design` docstring for the method).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from boosting.inference import DEFAULT_LAYER_TYPES, confidence_interval, evaluate, injectable_layers
+from boosting.quant import compute_scale, get_format
+from errormodels.encodings import (
+    ENCODINGS,
+    PROTECTIONS,
+    CostModel,
+    Encoded,
+    EncodingError,
+    StorageCost,
+    decode,
+    encode,
+    fault,
+    storage_cost,
+)
+from errormodels.models import MLC, ErrorModel
+
+__all__ = [
+    "DesignResult", "StoragePlan", "StoredWeights", "envm_memory", "evaluate_stored", "candidate_plans",
+    "finetune_pruned_", "plan_cost", "prune_", "search_design", "uniform_tradeoff",
+]
+
+log = logging.getLogger(__name__)
+
+Memory = Callable[[int], ErrorModel]
+"""``bits_per_cell -> ErrorModel``: the faults of a cell of that many bits."""
+
+_FMT = get_format("int8")
+
+
+@dataclass(frozen=True)
+class StoragePlan:
+    """How one layer's weights are stored.
+
+    Attributes
+    ----------
+    encoding : {"dense", "bitmask", "csr"}
+    protection : {"none", "secded", "meta", "msb"}
+    bits_per_cell : int
+        1 (SLC) .. 4.
+    idxsync : bool
+        Bitmask with Index Synchronization, one sync block per ``sync_block`` weights (0: one
+        per output channel, the weight tensor's first dimension).
+    sync_block : int
+    msb_bits : int
+        Protected high bits per value for ``msb``.
+    """
+
+    encoding: str = "dense"
+    protection: str = "none"
+    bits_per_cell: int = 1
+    idxsync: bool = False
+    sync_block: int = 0
+    msb_bits: int = 2
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise EncodingError(f"unknown encoding {self.encoding!r}; known: {', '.join(ENCODINGS)}")
+        if self.protection not in PROTECTIONS:
+            raise EncodingError(f"unknown protection {self.protection!r}; known: {', '.join(PROTECTIONS)}")
+        if not (isinstance(self.bits_per_cell, int) and 1 <= self.bits_per_cell <= 4):
+            raise EncodingError(f"bits_per_cell must be an integer in 1..4, got {self.bits_per_cell!r}")
+        if self.idxsync and self.encoding != "bitmask":
+            raise EncodingError(f"IdxSync applies to the bitmask encoding, not {self.encoding!r}")
+
+    @property
+    def label(self) -> str:
+        """E.g. ``MLC2 bitmask+idxsync/secded``."""
+        cell = "SLC" if self.bits_per_cell == 1 else f"MLC{self.bits_per_cell}"
+        enc = self.encoding + ("+idxsync" if self.idxsync else "")
+        return f"{cell} {enc}/{self.protection}"
+
+    def block_for(self, shape: Sequence[int]) -> int:
+        """The IdxSync block of a weight of ``shape`` (0 without IdxSync)."""
+        if not self.idxsync:
+            return 0
+        if self.sync_block:
+            return self.sync_block
+        return int(np.prod(shape[1:])) if len(shape) > 1 else int(np.prod(shape))
+
+    def encode(self, codes: np.ndarray) -> Encoded:
+        return encode(codes, self.encoding, width=8, sync_block=self.block_for(codes.shape))
+
+
+ENCODING_CHOICES = ("dense", "bitmask", "bitmask+idxsync", "csr")
+"""Encoding names the command and :func:`candidate_plans` take."""
+
+
+def candidate_plans(bits_per_cell: Iterable[int] = (1, 2, 3), encodings: Iterable[str] = ENCODING_CHOICES,
+                    protections: Iterable[str] = PROTECTIONS) -> list[StoragePlan]:
+    """Every combination, less the duplicates (dense has no metadata: ``meta`` is ``none`` there)."""
+    out: list[StoragePlan] = []
+    for b, e, p in itertools.product(bits_per_cell, encodings, protections):
+        if e not in ENCODING_CHOICES:
+            raise EncodingError(f"unknown encoding {e!r}; known: {', '.join(ENCODING_CHOICES)}")
+        if e == "dense" and p == "meta":
+            continue
+        enc, sync = ("bitmask", True) if e == "bitmask+idxsync" else (e, False)
+        out.append(StoragePlan(enc, p, int(b), sync))
+    return out
+
+
+def envm_memory(sigma: float, code: str = "gray", level_sigma: Sequence[float] = ()) -> Memory:
+    """The cells of one eNVM device of variation ``sigma`` (programming-window units), at each bits per cell."""
+    cache: dict[int, ErrorModel] = {}
+
+    def memory(bits_per_cell: int) -> ErrorModel:
+        if bits_per_cell not in cache:
+            cache[bits_per_cell] = MLC.from_sigma(sigma, bits_per_cell, code, tuple(level_sigma))
+        return cache[bits_per_cell]
+
+    return memory
+
+
+def _layers(net: nn.Module, layer_types: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    return injectable_layers(net, layer_types)
+
+
+def prune_(net: nn.Module, fraction: float, layer_types: Sequence[str] = DEFAULT_LAYER_TYPES) -> dict[str, torch.Tensor]:
+    """Zero the ``fraction`` smallest-magnitude weights of each layer in place; return the keep masks."""
+    if not 0.0 <= fraction < 1.0:
+        raise EncodingError(f"prune fraction must be in [0, 1), got {fraction!r}")
+    masks = {}
+    with torch.no_grad():
+        for name, m in _layers(net, layer_types):
+            w = m.weight
+            k = int(round(fraction * w.numel()))
+            keep = torch.ones_like(w, dtype=torch.bool)
+            if k > 0:
+                order = torch.argsort(w.detach().abs().reshape(-1), stable=True)
+                keep.view(-1)[order[:k]] = False
+            w.mul_(keep)
+            masks[name] = keep
+    return masks
+
+
+def finetune_pruned_(net: nn.Module, masks: Mapping[str, torch.Tensor], train_set: Any, *, epochs: int = 3,
+                     lr: float = 1e-3, batch_size: int = 32, seed: int = 0) -> None:
+    """Retrain a pruned network for ``epochs`` (Adam), the pruned weights held at zero."""
+    from boosting.data import iter_batches
+
+    gen = torch.Generator().manual_seed(seed)
+    modules = dict(net.named_modules())
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    was = net.training
+    net.train()
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(len(train_set), generator=gen)
+            for x, y in iter_batches(train_set, batch_size, order):
+                opt.zero_grad()
+                loss_fn(net(x), y).backward()
+                opt.step()
+                with torch.no_grad():
+                    for name, keep in masks.items():
+                        modules[name].weight.mul_(keep)
+    finally:
+        net.train(was)
+
+
+def sparsity(net: nn.Module, layer_types: Sequence[str] = DEFAULT_LAYER_TYPES) -> dict[str, float]:
+    """Share of zero int8 weight codes per layer."""
+    out = {}
+    for name, m in _layers(net, layer_types):
+        codes, _ = _quantize(m.weight.detach())
+        out[name] = float((codes == 0).mean())
+    return out
+
+
+def _quantize(w: torch.Tensor) -> tuple[np.ndarray, float]:
+    scale = compute_scale(w, _FMT)
+    codes = torch.clamp(torch.round(w.float() / scale), -_FMT.qmax, _FMT.qmax).to(torch.int64)
+    return codes.cpu().numpy(), float(scale)
+
+
+class StoredWeights:
+    """A network whose weights (of ``layer_types``) are stored per plan and read back under faults.
+
+    Use as a context: on entry the weights are replaced by their clean int8 values (the
+    reference everything is compared with), :meth:`load` writes one seed's read-back weights,
+    and on exit the original float weights return.
+    """
+
+    def __init__(self, net: nn.Module, plans: Mapping[str, StoragePlan], memory: Memory,
+                 layer_types: Sequence[str] = DEFAULT_LAYER_TYPES) -> None:
+        self.net = net
+        self.layers = _layers(net, layer_types)
+        names = [n for n, _ in self.layers]
+        unknown = sorted(set(plans) - set(names))
+        if unknown:
+            raise EncodingError(f"no layer {unknown[0]!r} in the network; layers: {', '.join(names)}")
+        self.plans = dict(plans)
+        self.memory = memory
+        self._saved: dict[str, torch.Tensor] = {}
+        self._enc: dict[str, tuple[Encoded, float]] = {}
+        self._codes: dict[str, np.ndarray] = {}
+        for name, m in self.layers:
+            codes, scale = _quantize(m.weight.detach())
+            self._codes[name] = codes
+            if name in self.plans:
+                self._enc[name] = (self.plans[name].encode(codes), scale)
+        self.scales = {n: _quantize(m.weight.detach())[1] for n, m in self.layers}
+
+    def __enter__(self) -> "StoredWeights":
+        with torch.no_grad():
+            for name, m in self.layers:
+                self._saved[name] = m.weight.detach().clone()
+                self._write(m, self._codes[name], self.scales[name])
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with torch.no_grad():
+            for name, m in self.layers:
+                if name in self._saved:
+                    m.weight.copy_(self._saved[name])
+        self._saved.clear()
+
+    @staticmethod
+    def _write(m: nn.Module, codes: np.ndarray, scale: float) -> None:
+        w = torch.from_numpy(codes).to(m.weight.dtype) * scale
+        m.weight.copy_(w.to(m.weight.device))
+
+    def load(self, seed: int) -> dict[str, int]:
+        """Write seed ``seed``'s read-back weights; return the weights that differ from clean, per layer."""
+        changed = {}
+        with torch.no_grad():
+            for i, (name, m) in enumerate(self.layers):
+                if name not in self._enc:
+                    continue
+                enc, scale = self._enc[name]
+                plan = self.plans[name]
+                read, _ = fault(enc, self.memory(plan.bits_per_cell), seed=_layer_seed(seed, i),
+                                protection=plan.protection, msb_bits=plan.msb_bits)
+                codes = np.clip(decode(read), -128, 127)
+                changed[name] = int((codes != self._codes[name]).sum())
+                self._write(m, codes, scale)
+        return changed
+
+
+def _layer_seed(seed: int, i: int) -> int:
+    return int(np.random.SeedSequence([int(seed), 0x57A6, i]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def plan_cost(net: nn.Module, plans: Mapping[str, StoragePlan], cost: CostModel = CostModel(),
+              layer_types: Sequence[str] = DEFAULT_LAYER_TYPES) -> dict[str, StorageCost]:
+    """Cells, read energy and latency of each planned layer."""
+    out = {}
+    for name, m in _layers(net, layer_types):
+        if name in plans:
+            codes, _ = _quantize(m.weight.detach())
+            p = plans[name]
+            out[name] = storage_cost(p.encode(codes), p.protection, p.bits_per_cell, cost, msb_bits=p.msb_bits)
+    return out
+
+
+@dataclass(frozen=True)
+class StoredAccuracy:
+    """Accuracy over error seeds of one storage assignment."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    per_seed: tuple[float, ...]
+    n_samples: int
+    weights_changed: float  # mean over seeds of weights read back wrong
+
+
+def evaluate_stored(net: nn.Module, loader: Any, plans: Mapping[str, StoragePlan], memory: Memory, *,
+                    seeds: Sequence[int] = (0, 1, 2), layer_types: Sequence[str] = DEFAULT_LAYER_TYPES
+                    ) -> StoredAccuracy:
+    """Top-1 accuracy of ``net`` with its weights stored per ``plans`` (clean int8 elsewhere), over ``seeds``."""
+    if not seeds:
+        raise EncodingError("give at least one error seed")
+    accs, changed, n = [], [], 0
+    with StoredWeights(net, plans, memory, layer_types) as sw:
+        for s in seeds:
+            ch = sw.load(int(s))
+            changed.append(sum(ch.values()))
+            r = evaluate(net, loader)
+            accs.append(r.mean)
+            n = r.n_samples
+    mean, lo, hi = confidence_interval(accs, n)
+    return StoredAccuracy(mean, lo, hi, tuple(accs), n, float(np.mean(changed)))
+
+
+def clean_int8_accuracy(net: nn.Module, loader: Any, layer_types: Sequence[str] = DEFAULT_LAYER_TYPES) -> float:
+    """Accuracy with int8 weights read back without faults."""
+    with StoredWeights(net, {}, lambda b: MLC(ber=0.0), layer_types):
+        return evaluate(net, loader).mean
+
+
+def uniform_tradeoff(net: nn.Module, loader: Any, candidates: Sequence[StoragePlan], memory: Memory, *,
+                     seeds: Sequence[int] = (0, 1, 2), cost: CostModel = CostModel(),
+                     layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
+                     progress: Optional[Callable[[dict[str, Any]], None]] = None) -> list[dict[str, Any]]:
+    """Each candidate applied to every layer: accuracy, cells per weight, energy, latency (one row each)."""
+    names = [n for n, _ in _layers(net, layer_types)]
+    n_weights = sum(m.weight.numel() for _, m in _layers(net, layer_types))
+    rows = []
+    for c in candidates:
+        plans = {n: c for n in names}
+        costs = plan_cost(net, plans, cost, layer_types)
+        acc = evaluate_stored(net, loader, plans, memory, seeds=seeds, layer_types=layer_types)
+        row = {"plan": c.label, **asdict(c), "ber": memory(c.bits_per_cell).ber,
+               "cells": sum(v.cells for v in costs.values()),
+               "cells_per_weight": sum(v.cells for v in costs.values()) / n_weights,
+               "energy": sum(v.energy for v in costs.values()), "latency": sum(v.latency for v in costs.values()),
+               "accuracy": acc.mean, "ci_low": acc.ci_low, "ci_high": acc.ci_high,
+               "weights_changed": acc.weights_changed}
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    return rows
+
+
+@dataclass
+class DesignResult:
+    """The per-layer design a search chose, with what it measured."""
+
+    goal: float
+    clean: float
+    plans: dict[str, StoragePlan]
+    costs: dict[str, StorageCost]
+    accuracy: StoredAccuracy
+    passed: bool
+    per_layer: dict[str, list[dict[str, Any]]]
+    repairs: int
+
+    def totals(self) -> dict[str, float]:
+        return {"cells": float(sum(c.cells for c in self.costs.values())),
+                "energy": float(sum(c.energy for c in self.costs.values())),
+                "latency": float(sum(c.latency for c in self.costs.values()))}
+
+
+OBJECTIVES = ("cells", "energy")
+
+
+def search_design(net: nn.Module, loader: Any, candidates: Sequence[StoragePlan], memory: Memory, *, goal: float,
+                  clean: float, seeds: Sequence[int] = (0, 1, 2), objective: str = "cells",
+                  cost: CostModel = CostModel(), layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
+                  max_repairs: int = 50, progress: Optional[Callable[[str], None]] = None) -> DesignResult:
+    """Choose per layer the cheapest candidate that keeps the accuracy ``goal``.
+
+    Method: every layer is measured alone under every candidate (the others clean int8), its
+    drop from ``clean`` being its share; a layer takes the cheapest candidate (by ``objective``)
+    whose drop is within ``(clean - goal) / n_layers`` — the budget split evenly, drops assumed
+    to add. The whole assignment is then measured; while it misses the goal, the layer with the
+    largest measured drop moves to its next cheapest candidate with a smaller drop (at most
+    ``max_repairs`` moves). A layer that no candidate keeps within its share takes its
+    smallest-drop candidate.
+    """
+    if objective not in OBJECTIVES:
+        raise EncodingError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if not candidates:
+        raise EncodingError("give at least one candidate plan")
+    names = [n for n, _ in _layers(net, layer_types)]
+    share = max(clean - goal, 0.0) / len(names)
+    per_layer: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        rows = []
+        for c in candidates:
+            sc = plan_cost(net, {name: c}, cost, layer_types)[name]
+            acc = evaluate_stored(net, loader, {name: c}, memory, seeds=seeds, layer_types=layer_types)
+            rows.append({"plan": c, "cost": sc, "accuracy": acc.mean, "drop": clean - acc.mean})
+        rows.sort(key=lambda r: (getattr(r["cost"], objective), r["drop"]))
+        per_layer[name] = rows
+        if progress is not None:
+            best = next((r for r in rows if r["drop"] <= share), None)
+            progress(f"{name}: {len(rows)} candidates, cheapest within its share: "
+                     f"{best['plan'].label if best else 'none'}")
+    choice: dict[str, int] = {}
+    for name, rows in per_layer.items():
+        ok = [i for i, r in enumerate(rows) if r["drop"] <= share]
+        choice[name] = ok[0] if ok else min(range(len(rows)), key=lambda i: rows[i]["drop"])
+
+    def measure() -> StoredAccuracy:
+        plans = {n: per_layer[n][i]["plan"] for n, i in choice.items()}
+        return evaluate_stored(net, loader, plans, memory, seeds=seeds, layer_types=layer_types)
+
+    acc = measure()
+    repairs = 0
+    while acc.mean < goal and repairs < max_repairs:
+        movable = []
+        for n, i in choice.items():
+            rows = per_layer[n]
+            nxt = next((j for j in range(i + 1, len(rows)) if rows[j]["drop"] < rows[i]["drop"]), None)
+            if nxt is not None:
+                movable.append((rows[i]["drop"], n, nxt))
+        if not movable:
+            break
+        _, n, j = max(movable)
+        choice[n] = j
+        repairs += 1
+        acc = measure()
+        if progress is not None:
+            progress(f"repair {repairs}: {n} -> {per_layer[n][j]['plan'].label}, accuracy {acc.mean:.4f}")
+    plans = {n: per_layer[n][i]["plan"] for n, i in choice.items()}
+    costs = {n: per_layer[n][i]["cost"] for n, i in choice.items()}
+    table = {n: [{"plan": r["plan"].label, "cells": r["cost"].cells, "energy": r["cost"].energy,
+                  "accuracy": r["accuracy"], "drop": r["drop"]} for r in rows] for n, rows in per_layer.items()}
+    return DesignResult(goal, clean, plans, costs, acc, acc.mean >= goal, table, repairs)
