@@ -4,7 +4,7 @@ Command
 -------
 ``python -m boosting.design --network-file NET.pt --sigma S [--code gray|binary]
 [--level-sigma a,b,...] [--bits-per-cell 1,2,3] [--encodings dense,bitmask,bitmask+idxsync,csr]
-[--protections none,secded,meta,msb] [--prune F] [--finetune-epochs 3] [--max-drop 0.01]
+[--protections none,secded,meta,msb] [--prune F|auto] [--finetune-epochs 3] [--max-drop 0.01]
 [--seeds 0,1,2] [--holdout-seeds 10] [--objective cells|energy] [--cost-model FILE.json]
 [--no-uniform] [--data-dir DIR] [--no-plot] [-o design.json] [-q] [-v] [--config FILE.toml]``
 
@@ -12,7 +12,9 @@ The network's conv and linear weights are quantized to int8 (per tensor) and sto
 cells of one device whose level variation is ``--sigma`` (programming-window units;
 :meth:`errormodels.models.MLC.from_sigma` gives the bit error rate of each bits-per-cell).
 With ``--prune F`` the smallest ``F`` of each layer's weights are zeroed first and the
-survivors retrained for ``--finetune-epochs`` (so the sparse encodings have zeros to drop).
+survivors retrained for ``--finetune-epochs`` (so the sparse encodings have zeros to drop);
+``--prune auto`` takes the largest of 0.5 .. 0.9 whose fine-tuned network stays within half of
+``--max-drop`` of the reference on the search split (:func:`boosting.storage.auto_prune`).
 The goal is the unpruned network's clean int8 accuracy less ``--max-drop``, on the validation
 split (the test split when the file has none); the search is :func:`boosting.storage.search_design`,
 and the design it picks is then measured on the test split under ``--holdout-seeds N`` held-out
@@ -41,6 +43,7 @@ from boosting.cli_args import OneLineParser, add_network_file, fraction_arg, net
 from boosting.inference import injectable_layers
 from boosting.records import side_path
 from boosting.storage import (
+    auto_prune,
     ENCODING_CHOICES,
     OBJECTIVES,
     candidate_plans,
@@ -103,7 +106,9 @@ def _floats_arg(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _prune_arg(text: str) -> float:
+def _prune_arg(text: str) -> Any:
+    if text == "auto":
+        return "auto"
     v = fraction_arg(text)
     if v >= 1.0:
         raise argparse.ArgumentTypeError(f"--prune must be below 1, got {text}")
@@ -127,11 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"encodings to consider (default {','.join(ENCODING_CHOICES)})")
     p.add_argument("--protections", type=_list_arg(PROTECTIONS, "protection"), default=PROTECTIONS,
                    help=f"protections to consider (default {','.join(PROTECTIONS)})")
-    p.add_argument("--prune", type=_prune_arg, default=0.0, metavar="F",
-                   help="zero the smallest F of each layer's weights, then fine-tune (default 0)")
+    p.add_argument("--prune", type=_prune_arg, default=0.0, metavar="F|auto",
+                   help="zero the smallest F of each layer's weights, then fine-tune; auto: the largest of "
+                        "0.5..0.9 that keeps the search split within half of --max-drop (default 0)")
     p.add_argument("--finetune-epochs", type=nonneg_int, default=3, help="epochs of fine-tuning after --prune")
     p.add_argument("--max-drop", type=fraction_arg, default=0.01, help="tolerated accuracy drop (default 0.01)")
-    p.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="error seeds of the search (default 0,1,2)")
+    p.add_argument("--seeds", type=seeds_arg, default=tuple(range(10)),
+                   help="error seeds of the search (default 0..9: a small layer faults rarely, so few seeds miss it)")
     p.add_argument("--holdout-seeds", type=nonneg_int, default=10, metavar="N",
                    help="measure the design on N held-out error seeds on the test split (default 10)")
     p.add_argument("--objective", choices=OBJECTIVES, default="cells", help="what to minimise (default cells)")
@@ -183,12 +190,17 @@ def run_design(args: argparse.Namespace) -> dict[str, Any]:
     reference_test = clean_int8_accuracy(net, test)
     goal = reference - args.max_drop
     pruned = {}
-    if args.prune > 0:
+    fraction = args.prune
+    if fraction == "auto":
+        fraction, net, _ = auto_prune(net, nf.load_split("train", args.data_dir), search,
+                                      reference - args.max_drop / 2, epochs=args.finetune_epochs, seed=nf.seed)
+    elif fraction > 0:
         net = copy.deepcopy(net)
-        masks = prune_(net, args.prune)
+        masks = prune_(net, fraction)
         if args.finetune_epochs:
             finetune_pruned_(net, masks, nf.load_split("train", args.data_dir), epochs=args.finetune_epochs,
                              seed=nf.seed)
+    if fraction > 0:
         pruned = sparsity(net)
     clean = clean_int8_accuracy(net, search)
     log.info("reference %.4f (%s), goal %.4f, after pruning %.4f", reference, search_split, goal, clean)
@@ -209,7 +221,7 @@ def run_design(args: argparse.Namespace) -> dict[str, Any]:
         "memory": {"technology": "mlc-envm", "sigma": args.sigma, "code": args.code,
                    "level_sigma": list(args.level_sigma),
                    "ber": {str(b): memory(b).ber for b in args.bits_per_cell}},
-        "prune": args.prune, "finetune_epochs": args.finetune_epochs if args.prune else 0, "sparsity": pruned,
+        "prune": fraction, "finetune_epochs": args.finetune_epochs if fraction else 0, "sparsity": pruned,
         "search_split": search_split, "reference": reference, "reference_test": reference_test,
         "max_drop": args.max_drop, "goal": goal, "clean_after_prune": clean,
         "objective": args.objective, "seeds": list(args.seeds), "cost_model": asdict(cost),

@@ -21,6 +21,7 @@ many bits per cell keep the accuracy goal with the fewest cells (or the least re
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 from dataclasses import asdict, dataclass
@@ -47,7 +48,7 @@ from errormodels.encodings import (
 from errormodels.models import MLC, ErrorModel
 
 __all__ = [
-    "DesignResult", "StoragePlan", "StoredWeights", "envm_memory", "evaluate_stored", "candidate_plans",
+    "DesignResult", "StoragePlan", "StoredWeights", "auto_prune", "envm_memory", "evaluate_stored", "candidate_plans",
     "finetune_pruned_", "plan_cost", "prune_", "search_design", "uniform_tradeoff",
 ]
 
@@ -188,6 +189,34 @@ def finetune_pruned_(net: nn.Module, masks: Mapping[str, torch.Tensor], train_se
                         modules[name].weight.mul_(keep)
     finally:
         net.train(was)
+
+
+PRUNE_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
+"""Fractions :func:`auto_prune` tries."""
+
+
+def auto_prune(net: nn.Module, train_set: Any, loader: Any, floor: float, *, fractions: Sequence[float] = PRUNE_GRID,
+               epochs: int = 3, seed: int = 0, layer_types: Sequence[str] = DEFAULT_LAYER_TYPES
+               ) -> tuple[float, nn.Module, float]:
+    """The largest pruning fraction whose fine-tuned network keeps a clean int8 accuracy >= ``floor`` on ``loader``.
+
+    Each fraction of ``fractions`` (ascending) prunes a fresh copy of ``net`` and fine-tunes it
+    ``epochs``; the search stops at the first fraction that falls below ``floor``. Returns
+    ``(fraction, pruned network, its accuracy)``; ``(0.0, copy of net, its accuracy)`` when
+    none keeps it. ``loader`` should be a validation split, not the test split.
+    """
+    best = (0.0, copy.deepcopy(net), clean_int8_accuracy(net, loader, layer_types))
+    for f in sorted(fractions):
+        cand = copy.deepcopy(net)
+        masks = prune_(cand, f, layer_types)
+        if epochs:
+            finetune_pruned_(cand, masks, train_set, epochs=epochs, seed=seed)
+        acc = clean_int8_accuracy(cand, loader, layer_types)
+        log.info("pruned %.0f %%: clean int8 %.4f (floor %.4f)", 100 * f, acc, floor)
+        if acc < floor:
+            break
+        best = (f, cand, acc)
+    return best
 
 
 def sparsity(net: nn.Module, layer_types: Sequence[str] = DEFAULT_LAYER_TYPES) -> dict[str, float]:
