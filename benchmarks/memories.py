@@ -20,8 +20,8 @@ cell variation (``--sigmas``, programming-window units, :meth:`errormodels.model
    vulnerable (unprotected bitmask / CSR vs dense at the same cells), IdxSync bounds the
    bitmask's damage, protection recovers density (fewest cells per weight meeting the goal,
    with vs without protection), and the per-layer design (:func:`boosting.storage.search_design`,
-   searched on the validation split, checked on the test split over held-out seeds 1000..) vs
-   SLC dense.
+   searched on the validation split over ``--design-seeds`` seeds, re-measured and repaired on as
+   many further seeds 2000.., checked on the test split over held-out seeds 1000..) vs SLC dense.
 
 Outputs under ``--out`` (default ``out/benchmarks/``): ``memories-<network>.json`` (everything),
 ``memories-<network>.csv`` (one row per plan, sigma and split seed) and the printed tables
@@ -148,7 +148,8 @@ def main() -> None:  # noqa: C901 - a results script: one linear story
                 rows = dense_base + pruned_rows
                 clean_val = clean_int8_accuracy(pruned, val)
                 design = search_design(pruned, val, candidates, memory, goal=clean_val - args.max_drop,
-                                       clean=clean_val, seeds=tuple(range(args.design_seeds)))
+                                       clean=clean_val, seeds=tuple(range(args.design_seeds)),
+                                       holdout_seeds=tuple(range(2000, 2000 + args.design_seeds)))
                 checked = evaluate_stored(pruned, test, design.plans, memory, seeds=holdout)
                 cells = design.totals()["cells"]
                 findings = {

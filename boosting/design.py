@@ -5,7 +5,7 @@ Command
 ``python -m boosting.design --network-file NET.pt --sigma S [--code gray|binary]
 [--level-sigma a,b,...] [--bits-per-cell 1,2,3] [--encodings dense,bitmask,bitmask+idxsync,csr]
 [--protections none,secded,meta,msb] [--prune F|auto] [--finetune-epochs 3] [--max-drop 0.01]
-[--seeds 0,1,2] [--holdout-seeds 10] [--objective cells|energy] [--cost-model FILE.json]
+[--seeds 0,...,9] [--backoff-seeds 10] [--holdout-seeds 10] [--objective cells|energy] [--cost-model FILE.json]
 [--no-uniform] [--data-dir DIR] [--no-plot] [-o design.json] [-q] [-v] [--config FILE.toml]``
 
 The network's conv and linear weights are quantized to int8 (per tensor) and stored in eNVM
@@ -16,7 +16,8 @@ survivors retrained for ``--finetune-epochs`` (so the sparse encodings have zero
 ``--prune auto`` takes the largest of 0.5 .. 0.9 whose fine-tuned network stays within half of
 ``--max-drop`` of the reference on the search split (:func:`boosting.storage.auto_prune`).
 The goal is the unpruned network's clean int8 accuracy less ``--max-drop``, on the validation
-split (the test split when the file has none); the search is :func:`boosting.storage.search_design`,
+split (the test split when the file has none); the search is :func:`boosting.storage.search_design`
+(re-measured and repaired on ``--backoff-seeds N`` further seeds 2000 .. on the search split),
 and the design it picks is then measured on the test split under ``--holdout-seeds N`` held-out
 error seeds (1000 .. 1000 + N - 1). Unless ``--no-uniform``, every candidate is also applied to
 all layers at once and measured on the test split: the density/accuracy table (``<stem>.csv``)
@@ -67,6 +68,7 @@ __all__ = ["build_parser", "main", "run_design"]
 log = logging.getLogger(__name__)
 
 _HOLDOUT_BASE = 1000
+_BACKOFF_BASE = 2000
 
 
 def _list_arg(choices: Sequence[str], what: str):
@@ -139,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=fraction_arg, default=0.01, help="tolerated accuracy drop (default 0.01)")
     p.add_argument("--seeds", type=seeds_arg, default=tuple(range(10)),
                    help="error seeds of the search (default 0..9: a small layer faults rarely, so few seeds miss it)")
+    p.add_argument("--backoff-seeds", type=nonneg_int, default=10, metavar="N",
+                   help="re-measure the found design on N further seeds (2000..) on the search split and repair "
+                        "it until it passes there too; 0 disables (default 10)")
     p.add_argument("--holdout-seeds", type=nonneg_int, default=10, metavar="N",
                    help="measure the design on N held-out error seeds on the test split (default 10)")
     p.add_argument("--objective", choices=OBJECTIVES, default="cells", help="what to minimise (default cells)")
@@ -205,9 +210,11 @@ def run_design(args: argparse.Namespace) -> dict[str, Any]:
     clean = clean_int8_accuracy(net, search)
     log.info("reference %.4f (%s), goal %.4f, after pruning %.4f", reference, search_split, goal, clean)
     candidates = candidate_plans(args.bits_per_cell, args.encodings, args.protections)
-    res = search_design(net, search, candidates, memory, goal=goal, clean=clean, seeds=args.seeds,
-                        objective=args.objective, cost=cost, progress=lambda m: log.info("%s", m))
     holdout = tuple(range(_HOLDOUT_BASE, _HOLDOUT_BASE + args.holdout_seeds))
+    backoff = tuple(range(_BACKOFF_BASE, _BACKOFF_BASE + args.backoff_seeds))
+    res = search_design(net, search, candidates, memory, goal=goal, clean=clean, seeds=args.seeds,
+                        objective=args.objective, cost=cost, holdout_seeds=backoff,
+                        progress=lambda m: log.info("%s", m))
     test_acc = evaluate_stored(net, test, res.plans, memory, seeds=holdout) if holdout else None
     baseline_plans = {n: candidate_plans((1,), ("dense",), ("none",))[0] for n in res.plans}
     baseline = plan_cost(net, baseline_plans, cost)
@@ -224,7 +231,8 @@ def run_design(args: argparse.Namespace) -> dict[str, Any]:
         "prune": fraction, "finetune_epochs": args.finetune_epochs if fraction else 0, "sparsity": pruned,
         "search_split": search_split, "reference": reference, "reference_test": reference_test,
         "max_drop": args.max_drop, "goal": goal, "clean_after_prune": clean,
-        "objective": args.objective, "seeds": list(args.seeds), "cost_model": asdict(cost),
+        "objective": args.objective, "seeds": list(args.seeds), "backoff_seeds": list(backoff),
+        "cost_model": asdict(cost),
         "layers": {n: {"plan": res.plans[n].label, **asdict(res.plans[n]), **asdict(res.costs[n])}
                    for n in res.plans},
         "search_accuracy": asdict(res.accuracy), "passed": res.passed, "repairs": res.repairs,

@@ -228,7 +228,7 @@ def test_the_design_command(lenet_digits_state, tmp_path, capsys) -> None:
     out = tmp_path / "design.json"
     argv = ["--network-file", str(net), "--sigma", "0.045", "--bits-per-cell", "1,3",
             "--encodings", "dense,bitmask+idxsync", "--protections", "none,secded", "--prune", "0.6",
-            "--finetune-epochs", "1", "--seeds", "0", "--holdout-seeds", "2", "--max-drop", "0.03", "--no-plot",
+            "--finetune-epochs", "1", "--seeds", "0", "--backoff-seeds", "2", "--holdout-seeds", "2", "--max-drop", "0.03", "--no-plot",
             "-q", "-o", str(out)]
     assert main(argv) == 0
     doc = json.loads(out.read_text())
