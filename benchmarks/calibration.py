@@ -20,11 +20,15 @@ and ``data/voltron-faulty-cachelines.csv``):
 5. **Retention**: the profile's retention curve as BER and errors per 2 GiB DIMM beside the
    notes' figures, and one measured point through the bench (4096 ms at 70 C).
 6. **Data patterns**: bit errors of 0x00, 0xFF, 0xAA, 0x55 and random data, measured.
+7. **The eden table** (issue #19): the ``eden`` profile's BER (flipped / tested bits, random
+   data, banks 0 and 3, rows 0..63, through the emulated tester) at the EDEN slides' eight
+   one-knob points (VDD -0.10 .. -0.35 V, tRCD -1.0 .. -6.0 ns) over ``--eden-seeds`` DIMMs,
+   beside the table, with how many seeds fall within 1.5x; nominal settings; BER per pattern.
 
 Also writes a PNG of a bank x row error map of each vendor at a failing voltage (row
 stripes), unless ``--quick``.
 
-    python benchmarks/calibration.py [--dimms 20] [--rows 96] [--png out/calibration.png] [--quick]
+    python benchmarks/calibration.py [--dimms 20] [--rows 96] [--png out/calibration.png] [--quick] [--eden-only]
 """
 
 from __future__ import annotations
@@ -451,6 +455,52 @@ def pattern_section(rows: list[tuple[int, int]]) -> None:
         print(f"{vendor:>6} {PATTERN_V[vendor]:6.3f} {get_profile(vendor).coupling_per_aggressor:8.2f} | " + " ".join(cells))
 
 
+# The eden table (issue #19) ------------------------------------------------------------------
+
+
+def eden_point(seed: int, vdd_v: float, trcd_ns: float, data: np.ndarray, rows: list[tuple[int, int]]) -> float:
+    """BER (flipped / tested bits) of ``emu://eden?seed=N`` rows written with ``data`` and read at one setting."""
+    timing = AccessTiming(trcd_ns=trcd_ns, trp_ns=NOMINAL_TRCD_NS, tras_ns=35.0)
+    with Bench.open(f"emu://eden?seed={seed}") as bench:
+        bench.tester.write_rows(rows, list(data))
+        bench.set_vdd(vdd_v)
+        back = bench.tester.read_rows(rows, timing, per_burst_activate=trcd_ns < NOMINAL_TRCD_NS)  # as the sweep
+        bench.set_vdd(bench.nominal_vdd_v)
+    return float(np.unpackbits(back ^ data).sum()) / data.size / 8
+
+
+def eden_section(seeds: Sequence[int], n_rows: int) -> None:
+    """The eden profile's BER at the slides' eight one-knob points, beside the table."""
+    from emubench.calibration import EDEN_TABLE, table_setting, within
+
+    rows = [(b, r) for b in (0, 3) for r in range(n_rows)]
+    print(f"\n== 7. eden vs the EDEN slides' table (emu://eden, seeds {seeds[0]}..{seeds[-1]}, banks 0,3, rows "
+          f"0:{n_rows}, random data, BER = flipped / tested bits) ==")
+    print("source: EDEN slides' coarse table (dram-calibration.md), one knob at a time, the other at nominal "
+          "(1.35 V, 13.75 ns). pass: within 1.5x of the table's value or range.")
+    print(f"{'setting':>12} {'table':>10} {'mean':>8} {'min':>8} {'max':>8}  seeds within 1.5x")
+    rng = np.random.default_rng(11)
+    data = rng.integers(0, 256, (len(rows), 8192), dtype=np.uint8)
+    for knob, delta, lo, hi in EDEN_TABLE:
+        vdd, trcd = table_setting(knob, delta)
+        bers = [eden_point(s, vdd, trcd, data, rows) for s in seeds]
+        ok = sum(within(b, lo, hi) for b in bers)
+        table = f"{100 * lo:.1f} %" if lo == hi else f"{100 * lo:.1f}-{100 * hi:.1f} %"
+        label = f"VDD {delta:+.2f} V" if knob == "vdd" else f"tRCD {delta:+.1f} ns"
+        print(f"{label:>12} {table:>10} {100 * np.mean(bers):7.2f}% {100 * min(bers):7.2f}% {100 * max(bers):7.2f}%  "
+              f"{ok}/{len(bers)}{'' if within(float(np.mean(bers)), lo, hi) else '  (mean MISSES)'}")
+    nominal = [eden_point(s, 1.35, NOMINAL_TRCD_NS, data, rows) for s in seeds[:2]]
+    print(f"nominal (1.35 V, 13.75 ns): BER {max(nominal):.1e} on seeds {seeds[0]}, {seeds[1 % len(seeds)]}")
+    print("patterns at VDD -0.25 V and tRCD -4.5 ns (seed 0): BER per pattern")
+    for knob, delta in (("vdd", -0.25), ("trcd", -4.5)):
+        vdd, trcd = table_setting(knob, delta)
+        cells = []
+        for name in PATTERNS:
+            d = data if name == "random" else np.full_like(data, int(name, 16))
+            cells.append(f"{name} {100 * eden_point(seeds[0], vdd, trcd, d, rows):.2f}%")
+        print(f"  {knob} {delta:+g}: " + ", ".join(cells))
+
+
 # PNG --------------------------------------------------------------------------------------
 
 
@@ -508,6 +558,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="seeds also measured through the bench (default 3; 1 with --quick)")
     parser.add_argument("--png", default="out/calibration.png", help="error map PNG (default out/calibration.png)")
     parser.add_argument("--map-row-step", type=_positive, default=128, help="row spacing of the error map (default 128)")
+    parser.add_argument("--eden-seeds", type=_positive, default=10,
+                        help="emulated eden DIMMs (seeds) measured against the slides' table (default 10)")
+    parser.add_argument("--eden-only", action="store_true", help="run section 7 (the eden table) alone")
     parser.add_argument("--quick", action="store_true",
                         help="fewer seeds and rows, no retention measurement, no PNG (a smoke run)")
     return parser
@@ -532,12 +585,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: temperature_section(seeds),
         lambda: retention_section(measure=not args.quick),
         lambda: pattern_section(rows),
+        lambda: eden_section(list(range(2 if args.quick else args.eden_seeds)), 16 if args.quick else 64),
     )
+    if args.eden_only:
+        sections = sections[-1:]
     for section in sections:
         section_start = time.perf_counter()
         section()
         print(f"[{time.perf_counter() - section_start:.1f} s]")
-    if not args.quick:
+    if not args.quick and not args.eden_only:
         if write_png(args.png, args.map_row_step):
             print(f"\nerror maps written to {args.png}")
         else:  # pragma: no cover

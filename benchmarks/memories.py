@@ -84,6 +84,7 @@ def main() -> None:  # noqa: C901 - a results script: one linear story
     p.add_argument("--seeds", type=int, default=10, help="error seeds per plan")
     p.add_argument("--design-seeds", type=int, default=10, help="error seeds per probe of the per-layer search")
     p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--statistic", default="mean", choices=("mean", "ci_low"), help="what the design search judges by")
     p.add_argument("--prune", default="0.7", help="share of each layer's weights pruned (a fraction, fixed before "
                    "measuring), or auto: the largest of 0.5..0.9 keeping the validation accuracy within half of "
                    "--max-drop (boosting.storage.auto_prune; coarse on digits' 144 validation samples)")
@@ -149,7 +150,8 @@ def main() -> None:  # noqa: C901 - a results script: one linear story
                 clean_val = clean_int8_accuracy(pruned, val)
                 design = search_design(pruned, val, candidates, memory, goal=clean_val - args.max_drop,
                                        clean=clean_val, seeds=tuple(range(args.design_seeds)),
-                                       holdout_seeds=tuple(range(2000, 2000 + args.design_seeds)))
+                                       holdout_seeds=tuple(range(2000, 2000 + args.design_seeds)),
+                                       statistic=args.statistic)
                 checked = evaluate_stored(pruned, test, design.plans, memory, seeds=holdout)
                 cells = design.totals()["cells"]
                 findings = {

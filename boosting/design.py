@@ -5,7 +5,7 @@ Command
 ``python -m boosting.design --network-file NET.pt --sigma S [--code gray|binary]
 [--level-sigma a,b,...] [--bits-per-cell 1,2,3] [--encodings dense,bitmask,bitmask+idxsync,csr]
 [--protections none,secded,meta,msb] [--prune F|auto] [--finetune-epochs 3] [--max-drop 0.01]
-[--seeds 0,...,9] [--backoff-seeds 10] [--holdout-seeds 10] [--objective cells|energy] [--cost-model FILE.json]
+[--seeds 0,...,9] [--backoff-seeds 10] [--holdout-seeds 10] [--statistic mean|ci_low] [--max-misalign 0.01] [--objective cells|energy] [--cost-model FILE.json]
 [--no-uniform] [--data-dir DIR] [--no-plot] [-o design.json] [-q] [-v] [--config FILE.toml]``
 
 The network's conv and linear weights are quantized to int8 (per tensor) and stored in eNVM
@@ -47,6 +47,7 @@ from boosting.storage import (
     auto_prune,
     ENCODING_CHOICES,
     OBJECTIVES,
+    STATISTICS,
     candidate_plans,
     clean_int8_accuracy,
     envm_memory,
@@ -108,6 +109,16 @@ def _floats_arg(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
 def _prune_arg(text: str) -> Any:
     if text == "auto":
         return "auto"
@@ -146,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "it until it passes there too; 0 disables (default 10)")
     p.add_argument("--holdout-seeds", type=nonneg_int, default=10, metavar="N",
                    help="measure the design on N held-out error seeds on the test split (default 10)")
+    p.add_argument("--statistic", choices=STATISTICS, default="mean",
+                   help="judge a design by the mean accuracy over seeds or the low end of its 95 %% interval "
+                        "(default mean)")
+    p.add_argument("--max-misalign", type=_nonneg_float, default=0.01, metavar="F",
+                   help="leave out plans with more than F expected misaligning faults per load of a layer "
+                        "(a plain bitmask's mask faults; default 0.01; inf keeps all)")
     p.add_argument("--objective", choices=OBJECTIVES, default="cells", help="what to minimise (default cells)")
     p.add_argument("--cost-model", metavar="FILE.json", help="cost model parameters (docs/memories.md)")
     p.add_argument("--no-uniform", action="store_true", help="skip the table of uniform plans")
@@ -213,7 +230,8 @@ def run_design(args: argparse.Namespace) -> dict[str, Any]:
     holdout = tuple(range(_HOLDOUT_BASE, _HOLDOUT_BASE + args.holdout_seeds))
     backoff = tuple(range(_BACKOFF_BASE, _BACKOFF_BASE + args.backoff_seeds))
     res = search_design(net, search, candidates, memory, goal=goal, clean=clean, seeds=args.seeds,
-                        objective=args.objective, cost=cost, holdout_seeds=backoff,
+                        objective=args.objective, cost=cost, holdout_seeds=backoff, statistic=args.statistic,
+                        max_misalign=args.max_misalign,
                         progress=lambda m: log.info("%s", m))
     test_acc = evaluate_stored(net, test, res.plans, memory, seeds=holdout) if holdout else None
     baseline_plans = {n: candidate_plans((1,), ("dense",), ("none",))[0] for n in res.plans}
@@ -231,7 +249,7 @@ def run_design(args: argparse.Namespace) -> dict[str, Any]:
         "prune": fraction, "finetune_epochs": args.finetune_epochs if fraction else 0, "sparsity": pruned,
         "search_split": search_split, "reference": reference, "reference_test": reference_test,
         "max_drop": args.max_drop, "goal": goal, "clean_after_prune": clean,
-        "objective": args.objective, "seeds": list(args.seeds), "backoff_seeds": list(backoff),
+        "objective": args.objective, "statistic": args.statistic, "max_misalign": args.max_misalign, "seeds": list(args.seeds), "backoff_seeds": list(backoff),
         "cost_model": asdict(cost),
         "layers": {n: {"plan": res.plans[n].label, **asdict(res.plans[n]), **asdict(res.costs[n])}
                    for n in res.plans},

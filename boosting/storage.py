@@ -49,7 +49,7 @@ from errormodels.models import MLC, ErrorModel
 
 __all__ = [
     "DesignResult", "StoragePlan", "StoredWeights", "auto_prune", "envm_memory", "evaluate_stored", "candidate_plans",
-    "finetune_pruned_", "plan_cost", "prune_", "search_design", "uniform_tradeoff",
+    "finetune_pruned_", "misalignment_faults", "plan_cost", "prune_", "search_design", "uniform_tradeoff",
 ]
 
 log = logging.getLogger(__name__)
@@ -393,15 +393,43 @@ class DesignResult:
                 "latency": float(sum(c.latency for c in self.costs.values()))}
 
 
+def misalignment_faults(enc: Encoded, protection: str, ber: float) -> float:
+    """Expected faults per load of ``enc`` that misalign the rest of its layer, at bit error rate ``ber``.
+
+    Only a bitmask without IdxSync has them: a wrong mask bit shifts every later value (IdxSync
+    bounds a fault to its block, CSR to two rows, so those are frequent, bounded events the error
+    seeds sample). Unprotected: ``ber`` times the mask bits. Under SECDED a mask word is wrong when
+    two or more of its 72 stored bits flip (bits taken as independent; an MLC cell's faults
+    mostly flip one bit under Gray coding).
+    """
+    from errormodels.encodings import stored_bits
+
+    if enc.encoding != "bitmask" or enc.sync_block:
+        return 0.0
+    bits = stored_bits(enc, protection)["mask"]
+    if protection == "none":
+        return float(ber * bits)
+    q = 1.0 - (1.0 - ber) ** 72 - 72 * ber * (1.0 - ber) ** 71
+    return float(bits / 72 * max(q, 0.0))
+
+
 OBJECTIVES = ("cells", "energy")
+STATISTICS = ("mean", "ci_low")
+"""What a whole design's accuracy is judged by: the mean over seeds, or the low end of its 95 % interval."""
 
 
 def search_design(net: nn.Module, loader: Any, candidates: Sequence[StoragePlan], memory: Memory, *, goal: float,
                   clean: float, seeds: Sequence[int] = (0, 1, 2), objective: str = "cells",
                   cost: CostModel = CostModel(), layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
-                  holdout_seeds: Sequence[int] = (), max_repairs: int = 50,
+                  holdout_seeds: Sequence[int] = (), statistic: str = "mean", max_misalign: float = 0.01,
+                  max_repairs: int = 50,
                   progress: Optional[Callable[[str], None]] = None) -> DesignResult:
     """Choose per layer the cheapest candidate that keeps the accuracy ``goal``.
+
+    Candidates whose expected misaligning faults per load of the layer
+    (:func:`misalignment_faults`: a plain bitmask's wrong mask bits) exceed ``max_misalign`` are
+    left out first: such a fault shifts the rest of the layer's values, an event too rare for a
+    few error seeds to sample but catastrophic when it comes (``inf`` keeps every candidate).
 
     Method: every layer is measured alone under every candidate (the others clean int8), its
     drop from ``clean`` being its share; a layer takes the cheapest candidate (by ``objective``)
@@ -414,19 +442,32 @@ def search_design(net: nn.Module, loader: Any, candidates: Sequence[StoragePlan]
     meets the goal there too: a rare catastrophic fault (a bitmask misalignment in a small
     layer) that the search seeds missed shows up there.
     """
+    if statistic not in STATISTICS:
+        raise EncodingError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     if objective not in OBJECTIVES:
         raise EncodingError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if not candidates:
         raise EncodingError("give at least one candidate plan")
-    names = [n for n, _ in _layers(net, layer_types)]
+    if not (isinstance(max_misalign, (int, float)) and max_misalign >= 0):
+        raise EncodingError(f"max_misalign must be a number >= 0, got {max_misalign!r}")
+    layers = _layers(net, layer_types)
+    names = [n for n, _ in layers]
     share = max(clean - goal, 0.0) / len(names)
     per_layer: dict[str, list[dict[str, Any]]] = {}
+    modules = dict(layers)
     for name in names:
         rows = []
+        codes, _ = _quantize(modules[name].weight.detach())
         for c in candidates:
             sc = plan_cost(net, {name: c}, cost, layer_types)[name]
+            meta = misalignment_faults(c.encode(codes), c.protection, memory(c.bits_per_cell).ber)
+            if meta > max_misalign:
+                continue  # a rare, unbounded misalignment the seeds may not see
             acc = evaluate_stored(net, loader, {name: c}, memory, seeds=seeds, layer_types=layer_types)
-            rows.append({"plan": c, "cost": sc, "accuracy": acc.mean, "drop": clean - acc.mean})
+            rows.append({"plan": c, "cost": sc, "accuracy": acc.mean, "drop": clean - acc.mean, "misalign": meta})
+        if not rows:
+            raise EncodingError(f"layer {name}: every candidate exceeds max_misalign {max_misalign:g}; "
+                                "add a dense, IdxSync, CSR or protected candidate")
         rows.sort(key=lambda r: (getattr(r["cost"], objective), r["drop"]))
         per_layer[name] = rows
         if progress is not None:
@@ -460,7 +501,7 @@ def search_design(net: nn.Module, loader: Any, candidates: Sequence[StoragePlan]
     def repair(on: Sequence[int], what: str) -> StoredAccuracy:
         nonlocal repairs
         acc = measure(on)
-        while acc.mean < goal and repairs < max_repairs:
+        while getattr(acc, statistic) < goal and repairs < max_repairs:
             movable = []
             for n, i in choice.items():
                 rows = per_layer[n]
@@ -479,11 +520,11 @@ def search_design(net: nn.Module, loader: Any, candidates: Sequence[StoragePlan]
         return acc
 
     acc = repair(seeds, "search seeds")
-    if holdout_seeds and acc.mean >= goal:
+    if holdout_seeds and getattr(acc, statistic) >= goal:
         held = repair(holdout_seeds, "held-out seeds")
-        acc = measure(seeds) if held.mean >= goal else held
+        acc = measure(seeds) if getattr(held, statistic) >= goal else held
     plans = {n: per_layer[n][i]["plan"] for n, i in choice.items()}
     costs = {n: per_layer[n][i]["cost"] for n, i in choice.items()}
     table = {n: [{"plan": r["plan"].label, "cells": r["cost"].cells, "energy": r["cost"].energy,
                   "accuracy": r["accuracy"], "drop": r["drop"]} for r in rows] for n, rows in per_layer.items()}
-    return DesignResult(goal, clean, plans, costs, acc, acc.mean >= goal, table, repairs)
+    return DesignResult(goal, clean, plans, costs, acc, getattr(acc, statistic) >= goal, table, repairs)

@@ -60,6 +60,13 @@ fraction under the shift model (``F(V - sigma z_q)``, as ``F`` is monotone) and 
 held-out value lies in it (a zero is inside when the 5 % line predicts less than one line; a
 value at the ceiling when the 95 % line reaches the ceiling).
 
+The eden table (issue #19)
+--------------------------
+:data:`EDEN_TABLE` holds the EDEN slides' eight one-knob points; :func:`measure_ber` measures a
+profile's BER (flipped / tested bits) in process on the sweep's sample; :func:`fit_eden_table`
+scales the eden profile's curve points until the mean over seeds meets each point
+(``python -m emubench.calibration --eden``; ``docs/vendor-profiles.md`` section 2.4).
+
 Operating floor
 ---------------
 A DIMM's floor is taken from the data as its lowest row: it ran there and (the study
@@ -102,6 +109,11 @@ __all__ = [
     "format_fit",
     "profile_literal",
     "main",
+    "EDEN_TABLE",
+    "measure_ber",
+    "fit_eden_table",
+    "table_setting",
+    "within",
     "LINES_PER_DIMM",
     "RESOLUTION",
     "GRID_STEP_V",
@@ -613,6 +625,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the fits as JSON here")
     parser.add_argument("--smoothing", type=float, default=0.3,
                         help="weight of the knots' second-difference penalty, per decade (default 0.3)")
+    parser.add_argument("--eden", action="store_true",
+                        help="instead: refit the eden profile's curve points to the EDEN slides' table "
+                             "(fit_eden_table over seeds 0..15) and print them beside the table")
     parser.add_argument("--knot-step-v", type=float, default=GRID_STEP_V,
                         help=f"knot spacing of the typical-DIMM curve in volts (default {GRID_STEP_V})")
     add_verbosity(parser)
@@ -623,6 +638,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the calibration command; exit 0 on success, 2 on bad input."""
     args = _parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
+    if args.eden:
+        from emubench.profiles import get_profile
+
+        fit, table = fit_eden_table(get_profile("eden"), seeds=tuple(range(16)), iterations=3)
+        print("vdd_points_v", fit.vdd_points_v, "p", tuple(round(10**y, 5) for y in fit.vdd_log10_p))
+        print("margin x", fit.margin_curve.x, "p", tuple(round(10**y, 5) for y in fit.margin_curve.log10_p))
+        for r in table:
+            print(f"{r['knob']:>4} {r['delta']:+6.2f}  BER {100 * r['ber']:.3f} %  table {100 * r['low']:.1f}-"
+                  f"{100 * r['high']:.1f} %  {'ok' if within(r['ber'], r['low'], r['high']) else 'MISS'}")
+        return 0
     holdout = None if args.holdout is None else tuple(d.strip() for d in args.holdout.split(",") if d.strip())
     try:
         rows = load_voltron(args.csv)
@@ -641,3 +666,119 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- the eden table (issue #19)
+#: EDEN's coarse table, one knob at a time: (knob, delta from nominal, BER low, BER high).
+#: BER is flipped bits / tested bits under random data (what ``profiler.sweep`` reports).
+EDEN_TABLE: tuple[tuple[str, float, float, float], ...] = (
+    ("vdd", -0.10, 0.005, 0.005),
+    ("vdd", -0.25, 0.010, 0.015),
+    ("vdd", -0.30, 0.030, 0.040),
+    ("vdd", -0.35, 0.050, 0.050),
+    ("trcd", -1.0, 0.005, 0.010),
+    ("trcd", -2.0, 0.015, 0.015),
+    ("trcd", -4.5, 0.030, 0.030),
+    ("trcd", -6.0, 0.050, 0.050),
+)
+EDEN_NOMINAL_TRCD_NS = 13.75
+
+
+def table_setting(knob: str, delta: float, vdd_nominal_v: float = 1.35) -> tuple[float, float]:
+    """``(vdd_v, trcd_ns)`` of one table point (the other knob at nominal)."""
+    if knob == "vdd":
+        return round(vdd_nominal_v + delta, 4), EDEN_NOMINAL_TRCD_NS
+    return vdd_nominal_v, round(EDEN_NOMINAL_TRCD_NS + delta, 4)
+
+
+def within(ber: float, low: float, high: float, factor: float = 1.5) -> bool:
+    """``ber`` lies within ``factor`` of the range ``[low, high]``."""
+    return low / factor <= ber <= high * factor
+
+
+def measure_ber(profile: object, *, vdd_v: float, trcd_ns: float, seeds: Sequence[int] = (0,),
+                banks: Sequence[int] = (0, 3), rows: Sequence[int] = range(64), temp_c: float | None = None,
+                pattern: str = "random", data_seed: int = 0) -> tuple[int, int]:
+    """Flipped and tested bits of a DIMM population read at one setting, in process (no firmware).
+
+    Each row is written with ``pattern`` (``random``: bytes from a seeded generator per row;
+    or a byte value ``0xNN``), activated at nominal tRP and read in one activation with every
+    burst at ACT-to-RD ``trcd_ns`` (the sweep reads each burst in its own activation: the same
+    cells fail, only the read jitter differs). For fitting profiles quickly; the benchmark
+    measures through the sweep and the emulated tester instead.
+    """
+    from emubench.physics import PhysicsDimm
+    from emubench.profiles import VendorProfile
+
+    if not isinstance(profile, VendorProfile):
+        raise CalibrationError(f"profile must be a VendorProfile, got {type(profile).__name__}")
+    tck = profile.tck_ns
+    temp = profile.temp_ref_c if temp_c is None else float(temp_c)
+    trcd_c = max(1, int(round(trcd_ns / tck)))
+    trp_c = int(round(EDEN_NOMINAL_TRCD_NS / tck))
+    tras_c = int(round(35.0 / tck))
+    flipped = tested = 0
+    for seed in seeds:
+        dimm = PhysicsDimm(profile, seed=int(seed), environment=lambda: (vdd_v, temp), tck_ns=tck)
+        g = dimm.geometry
+        columns = np.arange(0, g.columns, 8)
+        nom = np.full(columns.size, trp_c, np.int64)
+        now = np.arange(columns.size, dtype=float)
+        rng = np.random.default_rng([int(data_seed), int(seed)])
+        for bank in banks:
+            for row in rows:
+                if pattern == "random":
+                    data = rng.integers(0, 256, (columns.size, 64), dtype=np.uint8)
+                else:
+                    data = np.full((columns.size, 64), int(pattern, 16), np.uint8)
+                access = dimm.activate(bank, row, trp_c)
+                dimm.write_bursts(access, columns, data, nom, now)
+                dimm.precharge(access, tras_c)
+                access = dimm.activate(bank, row, trp_c)
+                read = dimm.read_bursts(access, columns, np.full(columns.size, trcd_c, np.int64), now)
+                dimm.precharge(access, tras_c)
+                flipped += int(np.unpackbits(read ^ data.reshape(-1)).sum())
+                tested += data.size * 8
+    return flipped, tested
+
+
+def fit_eden_table(profile: object, *, seeds: Sequence[int] = (0, 1, 2, 3), banks: Sequence[int] = (0, 3),
+                   rows: Sequence[int] = range(64), iterations: int = 6) -> tuple[object, list[dict[str, float]]]:
+    """Move the eden profile's curve points until its measured BER meets each table point's centre.
+
+    The voltage curve's points at the four table voltages and the margin curve's points at the
+    four table tRCDs (margins from the profile's onset) are scaled by ``(target / measured)`` per
+    iteration, the target the range's geometric centre, BER measured by :func:`measure_ber` over
+    ``seeds`` (the table is the mean over DIMMs). Returns the fitted profile and its last table.
+    """
+    import dataclasses
+
+    from emubench.profiles import LogCurve
+
+    p = profile
+    table: list[dict[str, float]] = []
+    for it in range(iterations + 1):
+        table = []
+        for knob, delta, lo, hi in EDEN_TABLE:
+            vdd, trcd = table_setting(knob, delta, p.vdd_nominal_v)
+            f, n = measure_ber(p, vdd_v=vdd, trcd_ns=trcd, seeds=seeds, banks=banks, rows=rows)
+            table.append({"knob": knob, "delta": delta, "vdd_v": vdd, "trcd_ns": trcd, "ber": f / n,
+                          "low": lo, "high": hi, "target": math.sqrt(lo * hi)})
+        log.info("iteration %d: %s", it, ", ".join(f"{r['knob']}{r['delta']:+g} {r['ber']:.3g}" for r in table))
+        if it == iterations:
+            break
+        vx, vy = list(p.vdd_points_v), list(p.vdd_log10_p)
+        mx, my = list(p.margin_curve.x), list(p.margin_curve.log10_p)
+        for r in table:
+            step = math.log10(r["target"] / max(r["ber"], 1e-12))
+            step = max(-1.0, min(1.0, step))
+            if r["knob"] == "vdd":
+                k = min(range(len(vx)), key=lambda i: abs(vx[i] - r["vdd_v"]))
+                vy[k] += step
+            else:
+                margin = (r["trcd_ns"] - p.trcd_safe_ns) / p.margin_scale
+                k = min(range(len(mx)), key=lambda i: abs(mx[i] - margin))
+                my[k] = min(my[k] + step, math.log10(0.5))
+        p = dataclasses.replace(p, vdd_log10_p=tuple(vy),
+                                margin_curve=LogCurve(tuple(mx), tuple(my), p.margin_curve.zero_at, p.margin_curve.p_max))
+    return p, table

@@ -246,3 +246,17 @@ def test_the_design_command(lenet_digits_state, tmp_path, capsys) -> None:
         assert exc.value.code == 2 and message in capsys.readouterr().err
     assert main([*argv, "--cost-model", str(tmp_path / "missing.json")]) == 2
     assert "cannot read cost model" in capsys.readouterr().err
+
+
+def test_misalignment_faults_count_only_a_plain_bitmask() -> None:
+    from boosting.storage import StoragePlan, misalignment_faults
+
+    codes = _sparse_codes((32, 100), 0.3, seed=9)
+    ber = 1e-4
+    plain = StoragePlan("bitmask", "none", 2)
+    assert misalignment_faults(plain.encode(codes), "none", ber) == pytest.approx(ber * codes.size)
+    meta = misalignment_faults(plain.encode(codes), "meta", ber)
+    words = -(-codes.size // 64)
+    assert meta == pytest.approx(words * (1 - (1 - ber) ** 72 - 72 * ber * (1 - ber) ** 71)) and meta < 1e-2 * ber * codes.size
+    for other in (StoragePlan("bitmask", "none", 2, idxsync=True), StoragePlan("csr"), StoragePlan("dense")):
+        assert misalignment_faults(other.encode(codes), "none", ber) == 0.0
