@@ -437,7 +437,9 @@ def search_design(net: nn.Module, loader: Any, candidates: Sequence[StoragePlan]
     to add. The whole assignment is then measured; while it misses the goal, the layer whose
     choice drops most alone (on the seeds being checked) moves to the next candidate in its cost
     order that dropped no more in the search (at most ``max_repairs`` moves). A layer that no candidate keeps within its share takes its
-    smallest-drop candidate. With ``holdout_seeds`` the design that meets the goal is then
+    smallest-drop candidate. Last, the cheapest uniform plan (every layer alike) that meets the
+    goal on the search and back-off seeds replaces the design when it costs less (or when the
+    design misses). With ``holdout_seeds`` the design that meets the goal is then
     re-measured on those seeds (fresh faults, same data) and repaired the same way until it
     meets the goal there too: a rare catastrophic fault (a bitmask misalignment in a small
     layer) that the search seeds missed shows up there.
@@ -525,6 +527,31 @@ def search_design(net: nn.Module, loader: Any, candidates: Sequence[StoragePlan]
         acc = measure(seeds) if getattr(held, statistic) >= goal else held
     plans = {n: per_layer[n][i]["plan"] for n, i in choice.items()}
     costs = {n: per_layer[n][i]["cost"] for n, i in choice.items()}
+    passed = getattr(acc, statistic) >= goal
+    # A uniform plan (every layer alike) cheaper than the per-layer design, or one that passes where
+    # it does not, wins: the per-layer shares are a heuristic, and at a marginal BER its repairs can
+    # end above a plain uniform choice. Uniform plans are tried in cost order, each on the search
+    # and back-off seeds, until one passes.
+    total = sum(getattr(c, objective) for c in costs.values())
+    for c in sorted(candidates, key=lambda c: sum(getattr(v, objective) for v in
+                                                  plan_cost(net, {n: c for n in names}, cost, layer_types).values())):
+        uni_costs = plan_cost(net, {n: c for n in names}, cost, layer_types)
+        if passed and sum(getattr(v, objective) for v in uni_costs.values()) >= total:
+            break
+        if any(misalignment_faults(c.encode(_quantize(modules[n].weight.detach())[0]), c.protection,
+                                   memory(c.bits_per_cell).ber) > max_misalign for n in names):
+            continue
+        uni = {n: c for n in names}
+        u_acc = evaluate_stored(net, loader, uni, memory, seeds=seeds, layer_types=layer_types)
+        if getattr(u_acc, statistic) < goal:
+            continue
+        if holdout_seeds and getattr(evaluate_stored(net, loader, uni, memory, seeds=holdout_seeds,
+                                                     layer_types=layer_types), statistic) < goal:
+            continue
+        if progress is not None:
+            progress(f"uniform {c.label} meets the goal for less: it replaces the per-layer design")
+        plans, costs, acc, passed = uni, uni_costs, u_acc, True
+        break
     table = {n: [{"plan": r["plan"].label, "cells": r["cost"].cells, "energy": r["cost"].energy,
                   "accuracy": r["accuracy"], "drop": r["drop"]} for r in rows] for n, rows in per_layer.items()}
-    return DesignResult(goal, clean, plans, costs, acc, getattr(acc, statistic) >= goal, table, repairs)
+    return DesignResult(goal, clean, plans, costs, acc, passed, table, repairs)
