@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from boosting.inference import DEFAULT_LAYER_TYPES, LAYER_TYPES, check_layer_types
 from boosting.quant import QUANT_FORMATS
@@ -122,6 +122,19 @@ def val_fraction_arg(text: str) -> float:
     if value >= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
     return value
+
+
+def int_list_arg(lo: int, hi: int, what: str) -> Callable[[str], tuple[int, ...]]:
+    """argparse type: a comma list of integers in ``lo .. hi`` (``what`` names them in the error)."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            items = tuple(int(t) for t in text.split(",") if t.strip())
+        except ValueError:
+            items = ()
+        if not items or any(not lo <= v <= hi for v in items):
+            raise argparse.ArgumentTypeError(f"{what} must be integers in {lo}..{hi}, got {text!r}")
+        return items
+    return parse
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

@@ -40,7 +40,15 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from boosting.cli_args import OneLineParser, add_network_file, fraction_arg, network_file_of, nonneg_int, seeds_arg
+from boosting.cli_args import (
+    OneLineParser,
+    add_network_file,
+    fraction_arg,
+    int_list_arg,
+    network_file_of,
+    nonneg_int,
+    seeds_arg,
+)
 from boosting.inference import injectable_layers
 from boosting.records import side_path
 from boosting.storage import (
@@ -80,16 +88,6 @@ def _list_arg(choices: Sequence[str], what: str):
             raise argparse.ArgumentTypeError(f"unknown {what} {bad[0] if bad else text!r}; known: {', '.join(choices)}")
         return items
     return parse
-
-
-def _bits_arg(text: str) -> tuple[int, ...]:
-    try:
-        items = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bits per cell must be integers in 1..4, got {text!r}") from None
-    if not items or any(not 1 <= b <= 4 for b in items):
-        raise argparse.ArgumentTypeError(f"bits per cell must be integers in 1..4, got {text!r}")
-    return items
 
 
 def _sigma_arg(text: str) -> float:
@@ -139,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code", choices=("gray", "binary"), default="gray", help="bits to levels (default gray)")
     p.add_argument("--level-sigma", type=_floats_arg, default=(), metavar="A,B,...",
                    help="relative variation of each level (2**b values; default all equal)")
-    p.add_argument("--bits-per-cell", type=_bits_arg, default=(1, 2, 3), metavar="1,2,3",
+    p.add_argument("--bits-per-cell", type=int_list_arg(1, 4, "bits per cell"), default=(1, 2, 3), metavar="1,2,3",
                    help="bits per cell to consider (default 1,2,3)")
     p.add_argument("--encodings", type=_list_arg(ENCODING_CHOICES, "encoding"), default=ENCODING_CHOICES,
                    help=f"encodings to consider (default {','.join(ENCODING_CHOICES)})")

@@ -23,7 +23,6 @@ bisection), the same question the DRAM characterization asks of the BER. Command
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -186,20 +185,10 @@ def tolerable_noise(net: nn.Module, loader: Any, ranges: dict[str, tuple[float, 
     return {"noise": 10 ** lo, "status": "found", "probes": probes}
 
 
-def _bits_list(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"ADC bits must be integers in 0..24, got {text!r}") from None
-    if not vals or any(not 0 <= v <= 24 for v in vals):
-        raise argparse.ArgumentTypeError(f"ADC bits must be integers in 0..24, got {text!r}")
-    return vals
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m boosting.pim``: the tolerable crossbar noise per ADC precision; 0 ok, 2 bad input."""
     from boosting.checkpoint import CheckpointError, load_network
-    from boosting.cli_args import OneLineParser, fraction_arg, layer_types_arg, positive_float, seeds_arg
+    from boosting.cli_args import OneLineParser, fraction_arg, int_list_arg, layer_types_arg, positive_float, seeds_arg
     from boosting.data import iter_batches
     from boosting.inference import InferenceError
     from softmc_host.cli import add_out, add_verbosity, configure_logging, fail
@@ -208,12 +197,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = OneLineParser(prog="python -m boosting.pim",
                       description="Tolerable analog-PIM output noise of a network per ADC precision.")
     p.add_argument("--network-file", metavar="NET.pt", required=True, help="network file (python -m boosting.train)")
-    p.add_argument("--adc-bits", type=_bits_list, default=(4, 6, 8), help="ADC precisions (0: no ADC; default 4,6,8)")
+    p.add_argument("--adc-bits", type=int_list_arg(0, 24, "ADC bits"), default=(4, 6, 8), help="ADC precisions (0: no ADC; default 4,6,8)")
     p.add_argument("--layers", type=layer_types_arg, default=DEFAULT_LAYER_TYPES, help="layer types on the crossbar")
     p.add_argument("--max-drop", type=fraction_arg, default=0.01, help="tolerated accuracy drop (default 0.01)")
     p.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2, 3, 4), help="noise seeds (default 0..4)")
-    p.add_argument("--noise-min", type=positive_float, default=1e-4, help="lowest noise probed (share of range)")
-    p.add_argument("--noise-max", type=positive_float, default=0.5, help="highest noise probed")
+    p.add_argument("--noise-min", type=positive_float, default=1e-4, help="lowest noise probed, as a share of the layer's output range (default 1e-4)")
+    p.add_argument("--noise-max", type=positive_float, default=0.5, help="highest noise probed, as a share of the layer's output range (default 0.5)")
     add_out(p, "pim.json", "result document")
     add_verbosity(p)
     args = p.parse_args(argv)

@@ -51,6 +51,16 @@ def lenet_from(state: dict) -> torch.nn.Module:
     return net.eval()
 
 
+def save_lenet_file(state: dict, path: Path) -> Path:
+    """A network file of a LeNet holding ``state`` (digits, 28x28, split seed 0)."""
+    from boosting.checkpoint import save_network
+
+    return save_network(path, lenet_from(state), network="lenet", meta={"kind": "clean"}, seed=0,
+                        build={"num_classes": 10, "in_channels": 1, "image_size": 28},
+                        dataset={"name": "digits", "root": None, "image_size": 28, "normalize": False,
+                                 "split_seed": 0})
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging():
     """Undo a command's :func:`softmc_host.cli.configure_logging` after each test.

@@ -208,23 +208,22 @@ def test_stored_weights_restore_and_zero_faults_are_clean(lenet_digits_state) ->
                             seeds=(0, 1))
     assert noisy.weights_changed > 100 and noisy.mean < clean
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    with StoredWeights(net, {}, envm_memory(0.01)):
-        pass
+    with StoredWeights(net, {}, envm_memory(0.01)) as sw:  # inside: the clean int8 weights
+        w = dict(net.named_modules())["classifier.1"].weight
+        assert not torch.equal(w, before["classifier.1.weight"])
+        assert torch.allclose(w, before["classifier.1.weight"], atol=sw.scales["classifier.1"] / 2 + 1e-7)
+    assert torch.equal(dict(net.named_modules())["classifier.1"].weight, before["classifier.1.weight"])
     masks = prune_(net, 0.75)
     w = dict(net.named_modules())["classifier.1"].weight
     assert abs(float((w == 0).float().mean()) - 0.75) < 0.01 and bool((masks["classifier.1"] == (w != 0)).all())
 
 
 def test_the_design_command(lenet_digits_state, tmp_path, capsys) -> None:
-    from boosting.checkpoint import save_network
     from boosting.design import main
-    from conftest import lenet_from
+    from conftest import save_lenet_file
 
     state, _, _ = lenet_digits_state
-    net = save_network(tmp_path / "lenet.pt", lenet_from(state), network="lenet", meta={"kind": "clean"}, seed=0,
-                       build={"num_classes": 10, "in_channels": 1, "image_size": 28},
-                       dataset={"name": "digits", "root": None, "image_size": 28, "normalize": False,
-                                "split_seed": 0})
+    net = save_lenet_file(state, tmp_path / "lenet.pt")
     out = tmp_path / "design.json"
     argv = ["--network-file", str(net), "--sigma", "0.045", "--bits-per-cell", "1,3",
             "--encodings", "dense,bitmask+idxsync", "--protections", "none,secded", "--prune", "0.6",

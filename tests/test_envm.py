@@ -145,14 +145,10 @@ def test_the_characterize_command_searches_mlc_cells(lenet_digits_state, tmp_pat
     import json
 
     from boosting.characterize import main
-    from boosting.checkpoint import save_network
-    from conftest import lenet_from
+    from conftest import save_lenet_file
 
     state, _, _ = lenet_digits_state
-    net = save_network(tmp_path / "lenet.pt", lenet_from(state), network="lenet", meta={"kind": "clean"}, seed=0,
-                       build={"num_classes": 10, "in_channels": 1, "image_size": 28},
-                       dataset={"name": "digits", "root": None, "image_size": 28, "normalize": False,
-                                "split_seed": 0})
+    net = save_lenet_file(state, tmp_path / "lenet.pt")
     out = tmp_path / "tol.json"
     argv = ["--network-file", str(net), "--error-model", "mlc", "--model-param", "bits_per_cell=3",
             "--model-param", "code=binary", "--fmt", "int8", "--search", "coarse", "--seeds", "0,1",

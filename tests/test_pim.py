@@ -63,14 +63,10 @@ def test_a_network_degrades_with_noise_and_coarse_adcs(lenet_digits_state) -> No
 
 
 def test_the_pim_command(lenet_digits_state, tmp_path, capsys) -> None:
-    from boosting.checkpoint import save_network
-    from conftest import lenet_from
+    from conftest import save_lenet_file
 
     state, _, _ = lenet_digits_state
-    net = save_network(tmp_path / "lenet.pt", lenet_from(state), network="lenet", meta={"kind": "clean"}, seed=0,
-                       build={"num_classes": 10, "in_channels": 1, "image_size": 28},
-                       dataset={"name": "digits", "root": None, "image_size": 28, "normalize": False,
-                                "split_seed": 0})
+    net = save_lenet_file(state, tmp_path / "lenet.pt")
     out = tmp_path / "pim.json"
     assert main(["--network-file", str(net), "--adc-bits", "0,2", "--seeds", "0", "--max-drop", "0.03",
                  "--noise-max", "0.3", "-q", "-o", str(out)]) == 0
