@@ -10,7 +10,13 @@ separate process, as ``emu://`` starts it), measured in one run:
   DIMM returns bit errors), MB/s of the reads and the bit error rate seen;
 * **raw socket**: the same number of bytes as the nominal write + read pushed through a
   loopback TCP socket to an echo process, and the ratio of the link's time to it: what
-  the protocol, the host driver and the emulator cost over the wire itself.
+  the protocol, the host driver and the emulator cost over the wire itself;
+* **fake RIFFA** (the stock SoftMC transport, ``riffa://``): the host-side cost per row of
+  writing and reading rows through :class:`firmware_bridge.riffa.RiffaLink` and ctypes to a
+  *sink* board of the fake libriffa (no DIMM behind it: every READ answers zeros at once), so
+  the time is the host driver's, the transport's and the ctypes calls' (with the fake's Python
+  callbacks, timed alone and taken off); beside it, the time the same programs keep the DRAM
+  command bus busy on the board (their cycles at the tester clock), the floor of a real board.
 
 Each figure is the best of ``--repeat`` repeats.  ``--tree DIR`` measures the code in
 another checkout (for example a worktree of the code before a change) with this same
@@ -77,6 +83,9 @@ def main() -> None:
     parser.add_argument("--fail-vdd", type=float, default=1.025,
                         help="VDD in V of the failing-setting reads (default %(default)s)")
     parser.add_argument("--tree", default=None, help="measure the code of this checkout instead of this one")
+    parser.add_argument("--riffa-url", default=None,
+                        help="also time row writes and reads on this real stock SoftMC board (e.g. riffa://0/0; "
+                             "it overwrites rows of banks 0..7 from row 0)")
     args = parser.parse_args()
     root = os.path.abspath(args.tree) if args.tree else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.isdir(os.path.join(root, "softmc_host")):
@@ -126,6 +135,109 @@ def main() -> None:
           f"(BER {errors_bits / (8 * row_bytes):.2e}, {errors_bits} bits)")
     print(f"raw socket : {mb / raw_s:8.2f} MB/s  ({raw_s:.3f} s, echo of the same bytes)")
     print(f"ratio link/raw time: {link_s / raw_s:.1f}x")
+    try:
+        import firmware_bridge.riffa  # noqa: F401 - absent in a checkout from before the transport
+    except ImportError:
+        print("fake RIFFA : not in this checkout")
+        return
+    riffa_host_cost(len(rows), args.repeat)
+    if args.riffa_url:
+        riffa_board(args.riffa_url, len(rows), args.repeat)
+
+
+def riffa_board(url: str, n_rows: int, repeat: int) -> None:
+    """Print MB/s of row writes and reads on a real board: the host, libriffa and the board together."""
+    from softmc_host.session import TesterSession
+
+    with TesterSession.open(url) as tester:
+        rows = [(r % tester.banks, r // tester.banks) for r in range(n_rows)]
+        best_w = best_r = float("inf")
+        for _ in range(repeat):
+            start = time.perf_counter()
+            tester.write_rows(rows, 0xAA)
+            mid = time.perf_counter()
+            back = tester.read_rows(rows)
+            best_w, best_r = min(best_w, mid - start), min(best_r, time.perf_counter() - mid)
+        errors = int(np.unpackbits(back ^ np.uint8(0xAA)).sum())
+    per_row = 1e6 / n_rows
+    print(f"board      : {url}: write {best_w * per_row:.1f} us/row, read {best_r * per_row:.1f} us/row "
+          f"({8192 * n_rows / best_r / 1e6:.2f} MB/s), {errors} bit errors at nominal")
+
+
+def _cycles(program) -> int:
+    """DRAM clock cycles a program keeps the tester busy: each WAIT its count, END and WBUF none, the rest one."""
+    from softmc_host import isa
+
+    decoded = isa.decode_words(program.word_array())
+    wait = decoded.kind == isa.Kind.WAIT
+    free = (decoded.kind == isa.Kind.END) | (decoded.kind == isa.Kind.WBUF)
+    return int(decoded.field[wait].sum()) + int(np.count_nonzero(~wait & ~free))
+
+
+def riffa_host_cost(n_rows: int, repeat: int) -> None:
+    """Print the host-side cost per row of the RIFFA transport, against a sink board of the fake libriffa."""
+    import ctypes
+
+    import emubench.plugin  # noqa: F401 - registers lib=emu in this process
+    from emubench import fake_riffa
+    from softmc_host.program import build_row_reads, build_row_writes
+    from softmc_host.session import TesterSession
+
+    board, url = fake_riffa.attach_sink()
+    fake = fake_riffa.library()
+    try:
+        with TesterSession.open(url) as tester:
+            rows = [(r % 8, r // 8) for r in range(n_rows)]
+            bursts = np.random.default_rng(1).integers(0, 256, (n_rows, tester.bursts_per_row), dtype=np.uint8)
+            data = np.repeat(bursts, 64, axis=1)  # one byte per burst: what a stock WR writes
+            write_s, read_s = [], []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                tester.write_rows(rows, data)
+                mid = time.perf_counter()
+                tester.read_rows(rows)
+                write_s.append(mid - start)
+                read_s.append(time.perf_counter() - mid)
+            cycles = tester.timing_cycles
+            write_cycles = sum(_cycles(p) for p in build_row_writes(rows, data, cycles, tester.params))
+            read_cycles = sum(_cycles(p) for p in build_row_reads(rows, cycles, tester.params,
+                                                                   range(tester.bursts_per_row), False))
+            tck_ns = tester.tck_ns
+            # The fake's own share: its receive calls, through ctypes as the host makes them, alone.
+            handle = fake.fpga_open(board)
+            sink = fake.boards[board]
+            buffer = (ctypes.c_uint32 * 16)()
+            address = ctypes.addressof(buffer)
+            n_bursts = n_rows * tester.bursts_per_row
+            fake_s, c_call_s = [], []
+            memset = ctypes.CDLL(None).memset  # a C function called the same way, for a real library's share
+            memset.argtypes, memset.restype = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t), ctypes.c_void_p
+            for _ in range(repeat):
+                sink.pending.extend([bytes(64)] * n_bursts)
+                start = time.perf_counter()
+                for _ in range(n_bursts):
+                    fake.fpga_recv(handle, 0, address, 16, 10)
+                fake_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                for _ in range(n_bursts):
+                    memset(address, 0, 64)
+                c_call_s.append(time.perf_counter() - start)
+            fake.fpga_close(handle)
+    finally:
+        fake_riffa.detach(board)
+    per_row = 1e6 / n_rows
+    w, r, f, c = (min(v) * per_row for v in (write_s, read_s, fake_s, c_call_s))
+    host = r - f + c
+    w_dram, r_dram = write_cycles * tck_ns / 1e3 / n_rows, read_cycles * tck_ns / 1e3 / n_rows
+    print(f"fake RIFFA : {n_rows} rows to a sink board, one byte per burst; a row read is "
+          f"{tester.bursts_per_row} receive transactions of 16 words")
+    print(f"  write    : {w:8.1f} us/row host side  ({8192 / w:7.1f} MB/s); the board's command bus "
+          f"{w_dram:.2f} us/row at tCK {tck_ns:g} ns")
+    print(f"  read     : {r:8.1f} us/row through the fake; its receive calls alone {f:.1f} us/row; "
+          f"the same number of ctypes calls to a C function {c:.1f} us/row")
+    print(f"  host read: {host:8.1f} us/row ({8192 / host:7.1f} MB/s) = driver and transport {r - f:.1f} + "
+          f"ctypes {c:.1f}, before libriffa's own time per transaction; the board's command bus "
+          f"{r_dram:.2f} us/row")
 
 
 if __name__ == "__main__":

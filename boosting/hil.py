@@ -67,7 +67,9 @@ from errormodels.inject import InjectionStats, mitigate_
 from errormodels.layout import AddressMap
 from errormodels.models import Uniform
 
-__all__ = ["RowMemory", "HilError", "HilInjector", "hil_evaluate", "placements_from_config", "roundtrip"]
+__all__ = [
+    "RowMemory", "HilError", "HilInjector", "hil_evaluate", "placements_from_config", "roundtrip", "require_arbitrary_data",
+]
 
 Key = tuple[str, str]
 
@@ -105,6 +107,24 @@ def _row_index(amap: AddressMap, n_bytes: int) -> tuple[np.ndarray, np.ndarray, 
     return rows, inverse.astype(np.int64), col.astype(np.int64)
 
 
+def require_arbitrary_data(memory: RowMemory) -> None:
+    """Refuse a memory that cannot hold arbitrary bytes (a stock SoftMC tester: a burst repeats one byte).
+
+    Raises
+    ------
+    HilError
+        One line naming the memory and what it lacks.
+    """
+    if getattr(memory, "writes_arbitrary_data", True) is False:
+        where = getattr(getattr(memory, "link", None), "name", type(memory).__name__)
+        kind = getattr(memory, "kind", "this")
+        raise HilError(
+            f"hardware-in-the-loop inference stores arbitrary weights and activations, but the {kind} tester "
+            f"at {where} lacks the write-data extension (a burst repeats one byte); use the bridge firmware "
+            "with the extension, or the emulated bench over its serial link"
+        )
+
+
 def roundtrip(memory: RowMemory, data: np.ndarray, amap: AddressMap,
               read_options: Optional[Mapping[int, Mapping[str, Any]]] = None) -> np.ndarray:
     """Write the bytes ``data`` at ``amap`` into ``memory``, read them back, and return what came back.
@@ -126,6 +146,7 @@ def roundtrip(memory: RowMemory, data: np.ndarray, amap: AddressMap,
     numpy.ndarray
         uint8, the same length as ``data``.
     """
+    require_arbitrary_data(memory)
     data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     if amap.row_bytes != memory.row_bytes:
         raise HilError(f"placement rows are {amap.row_bytes} B but the tester's rows are {memory.row_bytes} B")
@@ -185,6 +206,7 @@ class HilInjector(ErrorInjector):
                  shift_rows: int = 0, layer_types: Optional[tuple[str, ...]] = None) -> None:
         if not hasattr(memory, "write_rows") or not hasattr(memory, "read_rows"):
             raise HilError(f"memory must have write_rows and read_rows, got {type(memory).__name__}")
+        require_arbitrary_data(memory)
         if not isinstance(shift_rows, int) or shift_rows < 0:
             raise HilError(f"shift_rows must be a non-negative integer, got {shift_rows!r}")
         self.memory = memory

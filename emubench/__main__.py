@@ -164,6 +164,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m emubench") ->
         where = _parse_listen(args.listen)
         if args.bench is not None:
             spec = parse_emu_url(args.bench)
+            if spec.link != "serial":
+                raise BenchSpecError(
+                    f"--bench {args.bench}: link={spec.link} is reached with TesterSession.open or Bench.open "
+                    "(the fake libriffa lives in the host process); this command serves the serial link"
+                )
         else:
             if args.seed < 0:
                 raise BenchSpecError(f"--seed must be non-negative, got {args.seed}")

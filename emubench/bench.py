@@ -7,12 +7,14 @@ last program's commands, as if it ran in a loop, through the IDD model of
 
 Address of an emulated bench (what ``emu://`` URLs and the emulator CLI take)::
 
-    emu://<profile>?seed=N&temp_c=T&tck_ns=X
+    emu://<profile>?seed=N&temp_c=T&tck_ns=X&link=serial|riffa
 
 ``profile`` is a name from :data:`emubench.profiles.PROFILES`
 (default ``B``); ``seed`` the DIMM's identity (default 0); ``temp_c`` the
 starting temperature (default: the profile's reference, 20 C); ``tck_ns`` the
-tester clock (default: the profile's, 2.5 ns for SoftMC on the ML605).  Values are
+tester clock (default: the profile's, 2.5 ns for SoftMC on the ML605); ``link`` how the host
+reaches the tester: ``serial`` (default, the framed link over ``socket://``) or ``riffa`` (as a
+stock SoftMC board, ``riffa://`` through the fake libriffa of :mod:`emubench.fake_riffa`).  Values are
 ASCII decimal numbers (``seed`` an integer in 0..2**64-1); anything else, and a
 malformed address (``emu://[B``), is a :class:`BenchSpecError` with a one-line message.
 """
@@ -63,6 +65,7 @@ class BenchSpec:
     temp_c: float | None = None
     tck_ns: float | None = None
     replay: str | None = None  # path of a recorded BER map: a replayed DIMM instead of a profile
+    link: str = "serial"  # how the host reaches the tester: "serial" (framed, socket://) or "riffa" (fake libriffa)
 
     def resolved_profile(self) -> VendorProfile:
         """The vendor profile named by :attr:`profile` (the fault-free one for a replay)."""
@@ -90,11 +93,15 @@ class BenchSpec:
             query["temp_c"] = self.temp_c
         if self.tck_ns is not None:
             query["tck_ns"] = self.tck_ns
+        if self.link != "serial":
+            query["link"] = self.link
         if self.replay is not None:
             return f"replay://{self.replay}?{urllib.parse.urlencode(query)}"
         return f"emu://{self.profile}?{urllib.parse.urlencode(query)}"
 
 
+#: How a host can reach an emulated tester: the framed serial link, or RIFFA through the fake libriffa.
+LINKS = ("serial", "riffa")
 #: Largest DIMM seed of an emulated bench (64 bits).
 MAX_SEED = (1 << 64) - 1
 
@@ -176,8 +183,12 @@ def parse_emu_url(url: str) -> BenchSpec:
             spec["temp_c"] = _number(key, value, 0.0, 110.0)
         elif key == "tck_ns":
             spec["tck_ns"] = _number(key, value, 0.25, 100.0)
+        elif key == "link":
+            if value not in LINKS:
+                raise BenchSpecError(f"emu:// option link={_short(value)} is not one of {', '.join(LINKS)}")
+            spec["link"] = value
         else:
-            raise BenchSpecError(f"unknown emu:// option {_short(key)} (seed, temp_c, tck_ns)")
+            raise BenchSpecError(f"unknown emu:// option {_short(key)} (seed, temp_c, tck_ns, link)")
     return BenchSpec(**spec)  # type: ignore[arg-type]
 
 

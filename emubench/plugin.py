@@ -19,11 +19,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import Any
+
+from emubench import fake_riffa
 from emubench.bench import BenchSpec, BenchSpecError, nominal_vdd_v, parse_emu_url
 from emubench.process import EmulatorProcess, spawn
+from firmware_bridge.riffa import register_library
 from softmc_host.instruments import SupplyLimits, ThermalLimits
 
-__all__ = ["open_tester", "open_bench", "EmulatedBenchPlan", "SUPPLY_MARGIN_V", "THERMAL_LIMITS"]
+__all__ = ["open_tester", "open_bench", "EmulatedBenchPlan", "RiffaBench", "SUPPLY_MARGIN_V", "THERMAL_LIMITS"]
+
+# ``lib=emu`` in this process even where the package's entry points are not installed.
+register_library(fake_riffa.PROVIDER_NAME, fake_riffa.library)
 
 #: Default supply limits of an emulated bench around its nominal voltage, in V: (below, above).
 SUPPLY_MARGIN_V = (0.40, 0.05)
@@ -41,7 +48,44 @@ def _spec(address: str) -> BenchSpec:
         raise BenchSpecError(f"malformed emulated-bench address {address!r}: {exc}") from None
 
 
-def open_tester(url: str) -> EmulatorProcess:
+class RiffaBench:
+    """An emulated bench reached as a stock SoftMC board: ``riffa://`` through the fake libriffa.
+
+    Its :attr:`url` is the ``riffa://ID/0?lib=emu&...`` of a fake board forwarding to the
+    bench process's firmware; the supply and thermal controller are the process's.
+    """
+
+    def __init__(self, process: EmulatorProcess) -> None:
+        self.process = process
+        self.spec = process.spec
+        self.supply_resource = process.supply_resource
+        self.thermal_resource = process.thermal_resource
+        self.fpga_id, self.url = fake_riffa.attach(process.url)
+
+    def describe(self) -> dict[str, Any]:
+        """The process's description, with ``link: riffa``."""
+        return {**self.process.describe(), "link": "riffa"}
+
+    def close(self) -> None:
+        """Detach the fake board and stop the bench process."""
+        try:
+            fake_riffa.detach(self.fpga_id)
+        finally:
+            self.process.close()
+
+
+def _start(spec: BenchSpec) -> EmulatorProcess | RiffaBench:
+    process = spawn(spec)
+    if spec.link != "riffa":
+        return process
+    try:
+        return RiffaBench(process)
+    except BaseException:
+        process.close()
+        raise
+
+
+def open_tester(url: str) -> EmulatorProcess | RiffaBench:
     """Tester-scheme opener: start the emulated bench of ``url`` and return its process.
 
     The process's :attr:`~emubench.process.EmulatorProcess.url` is the tester's link URL;
@@ -54,7 +98,7 @@ def open_tester(url: str) -> EmulatorProcess:
     EmulatorError
         If the process does not start.
     """
-    return spawn(_spec(url))
+    return _start(_spec(url))
 
 
 @dataclass(frozen=True)
@@ -76,9 +120,9 @@ class EmulatedBenchPlan:
     supply_limits: SupplyLimits
     thermal_limits: ThermalLimits
 
-    def start(self) -> EmulatorProcess:
-        """Start the bench process (:func:`~emubench.process.spawn`)."""
-        return spawn(self.spec)
+    def start(self) -> EmulatorProcess | RiffaBench:
+        """Start the bench process (:func:`~emubench.process.spawn`); with ``link=riffa``, behind a fake board."""
+        return _start(self.spec)
 
 
 def open_bench(address: str) -> EmulatedBenchPlan:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -154,7 +155,7 @@ def spawn(
         "--listen",
         "socket://127.0.0.1:0",
         "--bench",
-        spec.url(),
+        dataclasses.replace(spec, link="serial").url(),  # the process serves the framed link; a fake board fronts it
         "--exit-on-stdin-eof",
         *store_args,
         *extra_args,

@@ -38,6 +38,8 @@ __all__ = [
     "Link",
     "open_transport",
     "describe_frame",
+    "check_timeout_s",
+    "spy_writer",
 ]
 
 
@@ -159,6 +161,23 @@ def describe_frame(frame: Frame) -> str:
     return f"{name} seq={frame.seq} len={len(frame.payload)}{extra}"
 
 
+def check_timeout_s(timeout_s: object) -> float:
+    """``timeout_s`` as a float, or ValueError unless it is a positive, finite number of seconds."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
+        timeout_s > 0 and math.isfinite(timeout_s)
+    ):
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    return float(timeout_s)
+
+
+def spy_writer(spy: Callable[[str], None] | TextIO | None) -> Callable[[str], None] | None:
+    """A spy as a callable taking one line: the callable itself, or a writer to the text file."""
+    if spy is None or callable(spy):
+        return spy
+    stream = spy
+    return lambda line: print(line, file=stream, flush=True)
+
+
 @dataclass
 class LinkStats:
     """Counters of one link's traffic."""
@@ -200,10 +219,7 @@ class Link:
         spy: Callable[[str], None] | TextIO | None = None,
         name: str = "tester",
     ) -> None:
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
-            timeout_s > 0 and math.isfinite(timeout_s)
-        ):
-            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        check_timeout_s(timeout_s)
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 1000:
             raise ValueError(f"retries must be an integer 0..1000, got {retries!r}")
         self._port = transport
@@ -214,11 +230,7 @@ class Link:
         self.retries = int(retries)
         self.name = name
         self.stats = LinkStats()
-        if spy is None or callable(spy):
-            self._spy = spy
-        else:
-            stream = spy
-            self._spy = lambda line: print(line, file=stream, flush=True)
+        self._spy = spy_writer(spy)
 
     @classmethod
     def open(

@@ -532,7 +532,7 @@ def stage_validate(ctx: StageContext) -> list[Path]:
     from torch.utils.data import DataLoader, TensorDataset
 
     from boosting.checkpoint import load_network
-    from boosting.hil import hil_evaluate, placements_from_config
+    from boosting.hil import HilError, hil_evaluate, placements_from_config, require_arbitrary_data
     from boosting.inference import ErrorSpec, calibrate, evaluate
     from firmware_bridge.link import LinkError
     from softmc_host.bench import Bench, BenchError
@@ -555,6 +555,7 @@ def stage_validate(ctx: StageContext) -> list[Path]:
     runs: dict[str, Any] = {}
     try:
         with Bench.open(opts.bench) as bench:
+            require_arbitrary_data(bench.tester)  # before the supply moves
             for name in ("nominal", "chosen"):
                 read_options: dict[int, dict[str, Any]] = {}
                 vdd = bench.nominal_vdd_v
@@ -584,6 +585,8 @@ def stage_validate(ctx: StageContext) -> list[Path]:
                 log.info("  bench %s: VDD %s V, accuracy %.4f [%.4f, %.4f], measured BER %.3g", name, vdd,
                          acc.mean, acc.ci_low, acc.ci_high, runs[name]["measured_ber"])
             sweep = _accuracy_sweep(ctx, config, bench, net, loader, calibration, placements)
+    except HilError as exc:
+        raise FlowError(f"bench validation: {exc} (--stop-after map ends the flow before it)") from None
     except (BenchError, InstrumentError, TesterError, LinkError) as exc:
         raise FlowError(f"bench validation: {exc}") from None
 

@@ -57,7 +57,7 @@ from softmc_host.bench import Bench
 from softmc_host.geometry import ML605_GEOMETRY
 from softmc_host.instruments import SupplyLimitError
 from softmc_host.patterns import Pattern
-from softmc_host.session import REFRESH_COMMANDS_PER_WINDOW
+from softmc_host.session import REFRESH_COMMANDS_PER_WINDOW, CapabilityError
 from softmc_host.timing import NOMINAL_TRCD_NS, NOMINAL_TRP_NS, AccessTiming
 
 __all__ = [
@@ -123,6 +123,37 @@ def check_plan(plan: Sequence[Point], bench: Bench) -> None:
                 raise PlanError(
                     f"point {point.key}: temperature {point.temp_c} C outside the limits {limits.min_c}..{limits.max_c} C"
                 )
+
+
+#: Rows of each pattern :func:`check_patterns` checks before a sweep (the rest when they are written).
+PATTERN_CHECK_ROWS = 256
+
+
+def check_patterns(patterns: Mapping[str, Pattern], rowset: RowSet, bench: Bench) -> None:
+    """Refuse a pattern the tester cannot write, before anything is set.
+
+    A tester without the write-data extension (stock SoftMC) writes only bursts that repeat one
+    byte: ``random`` and most ``file:`` patterns need the extension, ``random-bursts`` does not.
+    The first :data:`PATTERN_CHECK_ROWS` rows are checked here, the rest as they are written.
+
+    Raises
+    ------
+    PlanError
+        Naming the pattern, the tester and what to use instead.
+    """
+    tester = bench.tester
+    if getattr(tester, "writes_arbitrary_data", True):
+        return
+    rows = list(rowset.rows)[:PATTERN_CHECK_ROWS]
+    for name, pattern in patterns.items():
+        data = np.stack([pattern.data(b, r, i, tester.row_bytes) for i, (b, r) in enumerate(rows)]) if rows else None
+        if data is None:
+            continue
+        try:
+            tester.check_writable(data, rows, what=f"pattern {name!r}")
+        except CapabilityError as exc:
+            raise PlanError(f"{exc}; patterns a burst of one repeated byte can hold: all-0, all-1, 0xNN, "
+                            "checkerboard, rowstripe, random-bursts[:SEED]") from None
 
 
 def point_noise_seed(sweep_seed: int, key: str) -> int:
@@ -424,6 +455,7 @@ def run_sweep(
     """
     subscribers = list(subscribers)
     check_plan(plan.points, bench)
+    check_patterns(plan.patterns, plan.rowset, bench)
     done = set(skip)
     uid = uuid.uuid4().hex
     total = len(plan.points)

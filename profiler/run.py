@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
 from firmware_bridge.link import LinkError
-from profiler.engine import Subscriber, SweepPlan, check_plan, run_sweep, sweep_metadata
+from profiler.engine import Subscriber, SweepPlan, check_patterns, check_plan, run_sweep, sweep_metadata
 from profiler.plan import MAX_PLAN_POINTS, PlanError, SweepConfig, build_plan
 from profiler.storage import LockError, MapError, MapWriter
 from softmc_host.bench import Bench, BenchError
@@ -137,6 +137,7 @@ def sweep_to_map(
             plan = SweepPlan.from_config(config, banks=bench.tester.banks, rows=bench.tester.rows,
                                          max_points=max_points)
             check_plan(plan.points, bench)  # before anything is powered or written
+            check_patterns(plan.patterns, plan.rowset, bench)
             writer = MapWriter(config.out, sweep_metadata(plan, bench), plan.identity)
             done = writer.open()
             if writer.damaged is not None:

@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--banks", help="banks: all, 0,3,7 or 0:4 (default all)")
     p.add_argument("--rows", help="rows per bank: all, 0:1024, 0:32768:64, 1,5,9, or sample:N (seeded; default sample:64)")
-    p.add_argument("--patterns", help="comma list: all-0, all-1, 0xNN, checkerboard, rowstripe, random[:SEED], file:PATH")
+    p.add_argument("--patterns", help="comma list: all-0, all-1, 0xNN, checkerboard, rowstripe, random[:SEED], "
+                   "random-bursts[:SEED], file:PATH")
     p.add_argument("--reps", type=_int_arg, help="repetitions of every point (default 1)")
     p.add_argument("--seed", type=_int_arg, help="seed of row sampling, random patterns and emulated read noise (default 0)")
     p.add_argument("--max-errors", type=_int_arg, help="error positions stored per point (default 1000000)")

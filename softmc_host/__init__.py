@@ -6,7 +6,9 @@ The driver:
   disassembler (``python -m softmc_host.asm``).
 - :mod:`softmc_host.timing`: DDR3 timings in ns and tester cycles, the nominal tRCD/tRP/tRAS.
 - :mod:`softmc_host.program`: programs and row read/write builders.
-- :mod:`softmc_host.session`: :class:`TesterSession`, a tester opened by URL.
+- :mod:`softmc_host.session`: :class:`TesterSession`, a tester opened by URL (the bridge firmware over
+  a pySerial transport, or a stock SoftMC board over RIFFA, ``riffa://``, with what it lacks said
+  by :class:`CapabilityError`).
 - :mod:`softmc_host.bench`: :class:`Bench`, tester + supply + thermal controller from a bench file
   or address, restoring nominal VDD and timing on every exit path.
 - :mod:`softmc_host.instruments`: the SCPI drivers (declared with :class:`~softmc_host.instruments.Control`),
@@ -32,6 +34,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "TesterSession": "softmc_host.session",
     "TesterError": "softmc_host.session",
+    "CapabilityError": "softmc_host.session",
     "Bench": "softmc_host.bench",
     "BenchError": "softmc_host.bench",
     "AccessTiming": "softmc_host.timing",

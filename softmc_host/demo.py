@@ -4,7 +4,8 @@
 bench plug-in starts it in its own process, reached by URL through
 :mod:`softmc_host.schemes`) and talks to it through the real link (pySerial over
 ``socket://``); ``--tester URL`` runs the same job against any tester (a serial port, a
-socket, a spy URL, another ``emu://`` address).  The patterns are those of
+socket, a spy URL, another ``emu://`` address, a stock SoftMC board at ``riffa://0/0``, or
+the emulated one at ``emu://B?link=riffa``).  The patterns are those of
 :mod:`softmc_host.patterns` (``checkerboard``: 0x55 in even rows, 0xAA in odd rows).
 """
 
@@ -30,14 +31,20 @@ log = logging.getLogger(__name__)
 DEFAULT_TESTER = "emu://B?seed={seed}"
 
 
-def _patterns(seed: int) -> dict[str, Pattern]:
-    """The demo's patterns by the label it prints (definitions from :mod:`softmc_host.patterns`)."""
+def _patterns(seed: int, arbitrary_data: bool = True) -> dict[str, Pattern]:
+    """The demo's patterns by the label it prints (definitions from :mod:`softmc_host.patterns`).
+
+    Without arbitrary write data (a stock SoftMC tester) the random pattern is ``random-bursts``:
+    one random byte per burst, which a stock WR can write.
+    """
+    random = (f"random (seed {seed})", f"random:{seed}") if arbitrary_data else (
+        f"random bursts ({seed})", f"random-bursts:{seed}")
     return {
         "all-0 (0x00)": parse_pattern("all-0"),
         "all-1 (0xFF)": parse_pattern("all-1"),
         "0xAA": parse_pattern("0xAA"),
         "checkerboard": parse_pattern("checkerboard"),
-        f"random (seed {seed})": parse_pattern(f"random:{seed}"),
+        random[0]: parse_pattern(random[1]),
     }
 
 
@@ -48,9 +55,11 @@ def _parse_list(text: str, what: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{what} must be a comma list of integers, got {text!r}") from None
 
 
-def run_demo(tester: TesterSession, banks: Sequence[int], rows: Sequence[int], seed: int, out=sys.stdout) -> int:
-    """Write every pattern to every (bank, row), read back, print a table; return the bit-error count."""
-    patterns = _patterns(seed)
+def run_demo(tester: TesterSession, banks: Sequence[int], rows: Sequence[int], seed: int, out=None) -> int:
+    """Write every pattern to every (bank, row), read back, print a table (on ``out``, default standard
+    output); return the bit-error count."""
+    out = sys.stdout if out is None else out
+    patterns = _patterns(seed, tester.writes_arbitrary_data)
     targets = [(b, r) for b in banks for r in rows]
     cyc = tester.timing_cycles
     print(
@@ -58,6 +67,9 @@ def run_demo(tester: TesterSession, banks: Sequence[int], rows: Sequence[int], s
         f"{tester.banks} banks x {tester.rows} rows x {tester.row_bytes} B, tCK {tester.tck_ns:g} ns",
         file=out,
     )
+    if not tester.writes_arbitrary_data:
+        print(f"{tester.kind} tester: no write-data extension, each burst repeats one byte "
+              "(random data written as one random byte per burst)", file=out)
     print(
         f"timing: tRCD {cyc.trcd} cyc ({cyc.trcd_ns:g} ns), tRP {cyc.trp} cyc ({cyc.trp_ns:g} ns), "
         f"tRAS {cyc.tras} cyc ({cyc.tras_ns:g} ns)",
@@ -80,9 +92,11 @@ def run_demo(tester: TesterSession, banks: Sequence[int], rows: Sequence[int], s
         print(f"{name:<22}{len(targets):>6}{nbytes:>10}{errors:>12}{2 * nbytes / dt / 1e6:>8.2f}", file=out)
     elapsed = time.perf_counter() - start
     stats = tester.link.stats
+    link = (f"link: {stats.requests} requests, {stats.retransmissions} retransmissions" if not tester.stock else
+            f"RIFFA: {stats.requests} requests, {stats.extra.get('resets', 0)} resets, "
+            f"{stats.extra.get('drained_bursts', 0)} stale bursts drained")
     print(
-        f"total: {total_bytes} bytes written and read back in {elapsed:.2f} s, {total_errors} bit errors; "
-        f"link: {stats.requests} requests, {stats.retransmissions} retransmissions",
+        f"total: {total_bytes} bytes written and read back in {elapsed:.2f} s, {total_errors} bit errors; {link}",
         file=out,
     )
     return total_errors

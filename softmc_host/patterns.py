@@ -10,6 +10,9 @@ name               row content
 ``rowstripe``      0xFF in even rows, 0x00 in odd rows
 ``random``         seeded random bytes, different in every (bank, row);
                    ``random:SEED`` names the seed (default: the sweep's)
+``random-bursts``  seeded random bytes, one per 64-byte burst (repeated across
+                   it): what a stock SoftMC tester, whose WR repeats one byte,
+                   can write; ``random-bursts:SEED`` as for ``random``
 ``file:PATH``      the bytes of a file (e.g. a network's weights), tiled over
                    consecutive rows: row ``k`` of the sweep's row list takes
                    bytes ``[k * row_bytes, (k + 1) * row_bytes)`` modulo the size
@@ -35,7 +38,11 @@ __all__ = ["Pattern", "PatternError", "parse_pattern", "PATTERN_NAMES"]
 #: Largest seed of a ``random:SEED`` pattern (the generator is keyed with 64 bits).
 MAX_RANDOM_SEED = (1 << 64) - 1
 
-PATTERN_NAMES = ("all-0", "all-1", "0xNN", "checkerboard", "rowstripe", "random[:SEED]", "file:PATH")
+PATTERN_NAMES = (
+    "all-0", "all-1", "0xNN", "checkerboard", "rowstripe", "random[:SEED]", "random-bursts[:SEED]", "file:PATH"
+)
+#: Bytes of one burst (a ``random-bursts`` pattern repeats one byte across each).
+_BURST_BYTES = 64
 
 
 class PatternError(ValueError):
@@ -76,6 +83,15 @@ def _random(seed: int) -> Callable[[int, int, int, int], np.ndarray]:
     def fill(bank: int, row: int, index: int, n: int) -> np.ndarray:
         key = np.array([seed & 0xFFFFFFFFFFFFFFFF, (bank << 32) | row], dtype=np.uint64)
         return np.random.Generator(np.random.Philox(key=key)).integers(0, 256, n, dtype=np.uint8)
+
+    return fill
+
+
+def _random_bursts(seed: int) -> Callable[[int, int, int, int], np.ndarray]:
+    def fill(bank: int, row: int, index: int, n: int) -> np.ndarray:
+        key = np.array([seed & 0xFFFFFFFFFFFFFFFF, (1 << 63) | (bank << 32) | row], dtype=np.uint64)
+        values = np.random.Generator(np.random.Philox(key=key)).integers(0, 256, -(-n // _BURST_BYTES), dtype=np.uint8)
+        return np.repeat(values, _BURST_BYTES)[:n]
 
     return fill
 
@@ -124,7 +140,8 @@ def parse_pattern(text: str, default_seed: int = 0) -> Pattern:
         return Pattern("checkerboard", "checkerboard", _alternating(0x55, 0xAA))
     if lower == "rowstripe":
         return Pattern("rowstripe", "rowstripe", _alternating(0xFF, 0x00))
-    if lower == "random" or lower.startswith("random:"):
+    if lower in ("random", "random-bursts") or lower.startswith(("random:", "random-bursts:")):
+        kind, _, seed_text = lower.partition(":")
         seed_text = name.partition(":")[2]
         # ASCII digits only (str.isdigit() also takes "²"), at most 64 bits
         if seed_text and (not re.fullmatch(r"[0-9]{1,20}", seed_text) or int(seed_text) > MAX_RANDOM_SEED):
@@ -132,7 +149,8 @@ def parse_pattern(text: str, default_seed: int = 0) -> Pattern:
         seed = int(seed_text) if seed_text else default_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_RANDOM_SEED:
             raise PatternError(f"pattern {_show(name)}: the default seed must be an integer in 0..2**64-1, got {seed!r}")
-        return Pattern(f"random:{seed}", f"random:{seed}", _random(seed))
+        fill = _random(seed) if kind == "random" else _random_bursts(seed)
+        return Pattern(f"{kind}:{seed}", f"{kind}:{seed}", fill)
     if lower.startswith("file:"):
         path = Path(name[5:])
         fill, digest = _file(path)

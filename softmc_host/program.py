@@ -28,6 +28,7 @@ from softmc_host.timing import Ddr3Params, TimingCycles
 __all__ = [
     "ProgramError",
     "Program",
+    "idle_state_program",
     "wait_words",
     "row_bursts",
     "row_data",
@@ -709,3 +710,26 @@ def refresh_interval_program(trefi_ns: float | None, max_length: int = MAX_PROGR
     program = Program(max_length)
     program.add(isa.SetTrefi(ticks))
     return program.end(), ticks
+
+
+def idle_state_program(trp_cycles: int, max_length: int = MAX_PROGRAM_SLOTS) -> Program:
+    """A program leaving the tester as a firmware RESET does: rows closed, auto-refresh off, bus READ.
+
+    What the host runs on a stock SoftMC tester, whose firmware has no RESET request: PRECHARGE
+    all banks, wait ``trp_cycles``, SET_TREFI 0, SET_BUS_DIR READ and the usual 5-cycle settle
+    (the bus state is unknown, so the switch is always issued).
+
+    Raises
+    ------
+    ProgramError
+        For a ``trp_cycles`` that is not a positive whole number.
+    """
+    if isinstance(trp_cycles, bool) or not isinstance(trp_cycles, (int, np.integer)) or int(trp_cycles) < 1:
+        raise ProgramError(f"tRP is a positive whole number of cycles, got {trp_cycles!r}")
+    program = Program(max_length)
+    program.add(isa.PreAll())
+    program.wait(int(trp_cycles))
+    program.add(isa.SetTrefi(0))
+    program.add(isa.SetBusDir(isa.BusDirection.READ))
+    program.wait(5)
+    return program.end()

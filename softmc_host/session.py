@@ -6,6 +6,11 @@
         tester.write_row(bank=2, row=100, data=0xAA)
         data = tester.read_row(bank=2, row=100)          # 8192 bytes
 
+A stock SoftMC board with no bridge firmware opens as ``riffa://ID/CHANNEL``
+(:mod:`firmware_bridge.riffa`): the same API, without the write-data extension, STATUS and SEED
+(:attr:`TesterSession.capabilities`; a call that needs one raises :class:`CapabilityError`;
+``docs/stock-softmc.md`` has the matrix per tester kind).
+
 The session asks the firmware for its geometry and clock (HELLO) when it opens,
 and resets it on exit, whatever happened inside the ``with`` block, so the
 tester is left with all rows closed, the bus idle and auto-refresh off.
@@ -22,7 +27,8 @@ from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
-from firmware_bridge.link import Link, LinkError
+from firmware_bridge.connect import LINK_SCHEMES, AnyLink, open_link
+from firmware_bridge.link import LinkError
 from firmware_bridge.protocol import BURST_BYTES, MsgType, ProtocolError, decode_json, result_bursts
 from softmc_host.program import (
     TREFI_TICK_NS,
@@ -31,6 +37,7 @@ from softmc_host.program import (
     build_row_reads,
     build_row_writes,
     hold_programs,
+    idle_state_program,
     refresh_interval_program,
     row_data,
 )
@@ -44,7 +51,16 @@ from softmc_host.timing import (
     TimingCycles,
 )
 
-__all__ = ["TesterSession", "TesterError", "REFRESH_COMMANDS_PER_WINDOW", "NOMINAL_REFRESH_WINDOW_MS"]
+__all__ = [
+    "TesterSession",
+    "TesterError",
+    "CapabilityError",
+    "FEATURE_WRITE_DATA",
+    "FEATURE_NOISE_SEED",
+    "FEATURE_STATUS",
+    "REFRESH_COMMANDS_PER_WINDOW",
+    "NOMINAL_REFRESH_WINDOW_MS",
+]
 
 # REFRESH_COMMANDS_PER_WINDOW and NOMINAL_REFRESH_WINDOW_MS are defined in softmc_host.timing
 # and re-exported here.
@@ -52,6 +68,22 @@ __all__ = ["TesterSession", "TesterError", "REFRESH_COMMANDS_PER_WINDOW", "NOMIN
 
 class TesterError(RuntimeError):
     """The tester returned something inconsistent with the program it was sent."""
+
+
+class CapabilityError(TesterError):
+    """A feature this tester lacks was needed (e.g. arbitrary write data on a stock SoftMC board)."""
+
+
+#: Capability names (:attr:`TesterSession.capabilities`): arbitrary write data (the WBUF extension),
+#: restartable emulated read noise, and the STATUS request.
+FEATURE_WRITE_DATA = "wbuf"
+FEATURE_NOISE_SEED = "noise-seed"
+FEATURE_STATUS = "status"
+_FEATURE_PURPOSE = {
+    FEATURE_WRITE_DATA: "the write-data extension (a stock WR repeats one byte across its burst)",
+    FEATURE_NOISE_SEED: "a restartable read-noise stream (an emulated DIMM's)",
+    FEATURE_STATUS: "the STATUS request (bridge firmware and the emulated bench)",
+}
 
 
 _INFO_REQUIRED = ("tck_ps", "banks", "rows", "columns")
@@ -76,16 +108,21 @@ class TesterSession:
 
     Parameters
     ----------
-    link : Link
-        An open link to the firmware (see :meth:`open` to open one by URL).
+    link : Link or RiffaLink
+        An open link to the firmware (see :meth:`open` to open one by URL): the framed link of
+        the bridge firmware and the emulated bench, or a stock SoftMC board over RIFFA
+        (:class:`firmware_bridge.riffa.RiffaLink`), on which the session itself closes the rows
+        and turns auto-refresh off where the firmware would on RESET.
     timing : AccessTiming
         Default tRCD/tRP/tRAS for row reads and writes (datasheet nominal).
     """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, link: Link, timing: AccessTiming = NOMINAL_TIMING, params: Ddr3Params = Ddr3Params()) -> None:
+    def __init__(self, link: AnyLink, timing: AccessTiming = NOMINAL_TIMING, params: Ddr3Params = Ddr3Params()) -> None:
         self.link = link
+        #: True on a stock SoftMC tester (no bridge firmware): no RESET, STATUS or SEED requests.
+        self.stock = bool(getattr(link, "stock", False))
         self.params = params
         try:
             self.info: dict[str, Any] = decode_json(link.request(MsgType.HELLO).payload)
@@ -116,6 +153,55 @@ class TesterSession:
         self._emulator: Any = None  # what a tester-scheme plug-in started for this session, closed with it
         #: The auto-refresh interval this session last set, in ns (None: off, the tester's reset state).
         self.refresh_interval_ns: float | None = None
+        if self.stock:
+            self._idle_stock()  # an aborted program of an earlier host may have left rows open
+
+    @property
+    def kind(self) -> str:
+        """What this tester is: ``"stock-softmc"`` (RIFFA, no bridge firmware), ``"emulated"`` or ``"bridge"``."""
+        if self.stock:
+            return "stock-softmc"
+        return "emulated" if FEATURE_NOISE_SEED in self.features else "bridge"
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The features this tester has, of :data:`FEATURE_WRITE_DATA`, :data:`FEATURE_NOISE_SEED`, :data:`FEATURE_STATUS`."""
+        found = set(self.features) & {FEATURE_WRITE_DATA, FEATURE_NOISE_SEED}
+        if not self.stock:
+            found.add(FEATURE_STATUS)
+        return frozenset(found)
+
+    @property
+    def writes_arbitrary_data(self) -> bool:
+        """Whether any bytes can be written (the write-data extension), not only a repeated byte per burst."""
+        return FEATURE_WRITE_DATA in self.capabilities
+
+    def require(self, feature: str, purpose: str) -> None:
+        """Raise :class:`CapabilityError` (one line) unless this tester has ``feature``, needed for ``purpose``."""
+        if feature not in self.capabilities:
+            lacks = _FEATURE_PURPOSE.get(feature, repr(feature))
+            raise CapabilityError(f"{purpose} needs {lacks}, which the {self.kind} tester at {self.link.name} lacks")
+
+    def check_writable(self, data: np.ndarray, rows: Sequence[tuple[int, int]] | None = None, what: str = "data") -> None:
+        """Raise :class:`CapabilityError` unless this tester can write ``data`` (``(n, row_bytes)`` uint8).
+
+        A tester without the write-data extension writes only bursts that repeat one byte.
+        """
+        if self.writes_arbitrary_data:
+            return
+        array = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1, BURST_BYTES)
+        bad = np.flatnonzero((array != array[:, :1]).any(axis=1))
+        if bad.size:
+            index, burst = divmod(int(bad[0]), max(1, self.bursts_per_row))
+            where = f"bank {rows[index][0]} row {rows[index][1]}" if rows is not None and index < len(rows) else f"row {index}"
+            raise CapabilityError(
+                f"{what} for {where}, burst {burst}, is not one repeated byte: writing it needs "
+                f"{_FEATURE_PURPOSE[FEATURE_WRITE_DATA]}, which the {self.kind} tester at {self.link.name} lacks"
+            )
+
+    def _idle_stock(self) -> None:
+        """Close every row, turn auto-refresh off, bus READ (what RESET does on a bridge firmware)."""
+        self.run(idle_state_program(max(1, self._cycles.trp), self.max_program))
 
     @classmethod
     def open(
@@ -152,11 +238,11 @@ class TesterSession:
                 kind = "emulated bench" if scheme in ("emu", "replay") else f"{scheme}:// tester"
                 raise LinkError(f"cannot start {kind} {url!r}: {reason}") from None
             url = endpoint.url
-        elif scheme is not None and scheme not in pyserial_schemes():
-            known = ", ".join(sorted(set(tester_schemes()) | set(pyserial_schemes())))
+        elif scheme is not None and scheme not in pyserial_schemes() and scheme not in LINK_SCHEMES:
+            known = ", ".join(sorted(set(tester_schemes()) | set(pyserial_schemes()) | set(LINK_SCHEMES)))
             raise LinkError(f"cannot open tester link {url!r}: unknown tester URL scheme {scheme!r} (known: {known})")
         try:
-            link = Link.open(url, timeout_s=timeout_s, retries=retries, spy=spy)
+            link = open_link(url, timeout_s=timeout_s, retries=retries, spy=spy)
             try:
                 session = cls(link, timing=timing)
             except BaseException:
@@ -225,8 +311,11 @@ class TesterSession:
 
     def _run_result(self, program: Program) -> bytes:
         """Run a program; return its checked RESULT payload (a 4-byte count, then the bursts)."""
-        if program.uses_write_extension and "wbuf" not in self.features:
-            raise TesterError(f"tester at {self.link.name} lacks the write-data extension (WBUF)")
+        if program.uses_write_extension and FEATURE_WRITE_DATA not in self.features:
+            raise CapabilityError(
+                f"the program loads write data (WBUF), which needs {_FEATURE_PURPOSE[FEATURE_WRITE_DATA]}; "
+                f"the {self.kind} tester at {self.link.name} lacks it"
+            )
         payload = program.payload()
         reply = self.link.request(
             MsgType.PROGRAM, payload, timeout_s=self.link.timeout_s + 2e-5 * len(program)
@@ -289,6 +378,7 @@ class TesterSession:
         cycles = self._cycles_for(timing)
         if len(set(rows)) != len(rows):
             raise ValueError("a row is listed twice in one write")
+        self.check_writable(array, rows)
         for program in build_row_writes(rows, array, cycles, self.params, max_length=self.max_program):
             self.run(program)
 
@@ -392,7 +482,14 @@ class TesterSession:
     # Housekeeping ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """The firmware's STATUS object (clock, open rows, the last program's tightest timings)."""
+        """The firmware's STATUS object (clock, open rows, the last program's tightest timings).
+
+        Raises
+        ------
+        CapabilityError
+            On a stock SoftMC tester, which has no STATUS request.
+        """
+        self.require(FEATURE_STATUS, "reading the tester's STATUS")
         try:
             return decode_json(self.link.request(MsgType.STATUS).payload)
         except ProtocolError as exc:
@@ -406,8 +503,14 @@ class TesterSession:
         return True
 
     def reset(self) -> None:
-        """Drain stale data and reset the firmware (all rows closed, bus READ, auto-refresh off)."""
+        """Drain stale data and reset the firmware (all rows closed, bus READ, auto-refresh off).
+
+        On a stock SoftMC tester: ``fpga_reset``, a drain, and a program closing the rows,
+        turning auto-refresh off and the bus to READ.
+        """
         self.link.reset()
+        if self.stock:
+            self._idle_stock()
         self.refresh_interval_ns = None
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -85,3 +86,32 @@ def load_script(relative: str, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--tester-url URL``: run the opt-in hardware tests against a real tester (e.g. ``riffa://0/0``)."""
+    parser.addoption("--tester-url", default=None,
+                     help="tester URL of a real board for the opt-in hardware tests (e.g. riffa://0/0); "
+                          "without it they are skipped")
+
+
+@contextlib.contextmanager
+def receives_interrupted_after(link, calls: int):
+    """Within the block, the RIFFA ``link``'s ``fpga_recv`` raises KeyboardInterrupt after ``calls`` calls.
+
+    What Ctrl-C in the middle of a program's READ data does to the host.
+    """
+    real = link.library.fpga_recv
+    count = [0]
+
+    def interrupted(*args):
+        count[0] += 1
+        if count[0] > calls:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    link.library.fpga_recv = interrupted
+    try:
+        yield
+    finally:
+        link.library.fpga_recv = real
