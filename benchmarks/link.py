@@ -13,10 +13,10 @@ separate process, as ``emu://`` starts it), measured in one run:
   the protocol, the host driver and the emulator cost over the wire itself;
 * **fake RIFFA** (the stock SoftMC transport, ``riffa://``): the host-side cost per row of
   writing and reading rows through :class:`firmware_bridge.riffa.RiffaLink` and ctypes to a
-  *sink* board of the fake libriffa (no DIMM behind it: every READ answers zeros at once), so
-  the time is the host driver's, the transport's and the ctypes calls' (with the fake's Python
-  callbacks, timed alone and taken off); beside it, the time the same programs keep the DRAM
-  command bus busy on the board (their cycles at the tester clock), the floor of a real board.
+  *sink* board of the fake libriffa (no DIMM behind it: every READ answers zeros at once), the
+  time spent inside the fake's functions (timed during the same reads) taken off; beside it, the
+  time the same programs keep the DRAM command bus busy on the board (their cycles at the tester
+  clock). ``--riffa-url riffa://0/0`` also times rows on a real board.
 
 Each figure is the best of ``--repeat`` repeats.  ``--tree DIR`` measures the code in
 another checkout (for example a worktree of the code before a change) with this same
@@ -159,9 +159,10 @@ def riffa_board(url: str, n_rows: int, repeat: int) -> None:
             back = tester.read_rows(rows)
             best_w, best_r = min(best_w, mid - start), min(best_r, time.perf_counter() - mid)
         errors = int(np.unpackbits(back ^ np.uint8(0xAA)).sum())
+        row_bytes = tester.row_bytes
     per_row = 1e6 / n_rows
     print(f"board      : {url}: write {best_w * per_row:.1f} us/row, read {best_r * per_row:.1f} us/row "
-          f"({8192 * n_rows / best_r / 1e6:.2f} MB/s), {errors} bit errors at nominal")
+          f"({row_bytes * n_rows / best_r / 1e6:.2f} MB/s), {errors} bit errors at nominal")
 
 
 def _cycles(program) -> int:
@@ -176,8 +177,6 @@ def _cycles(program) -> int:
 
 def riffa_host_cost(n_rows: int, repeat: int) -> None:
     """Print the host-side cost per row of the RIFFA transport, against a sink board of the fake libriffa."""
-    import ctypes
-
     import emubench.plugin  # noqa: F401 - registers lib=emu in this process
     from emubench import fake_riffa
     from softmc_host.program import build_row_reads, build_row_writes
@@ -187,57 +186,39 @@ def riffa_host_cost(n_rows: int, repeat: int) -> None:
     fake = fake_riffa.library()
     try:
         with TesterSession.open(url) as tester:
-            rows = [(r % 8, r // 8) for r in range(n_rows)]
+            rows = [(r % tester.banks, r // tester.banks) for r in range(n_rows)]
+            row_bytes = tester.row_bytes
             bursts = np.random.default_rng(1).integers(0, 256, (n_rows, tester.bursts_per_row), dtype=np.uint8)
             data = np.repeat(bursts, 64, axis=1)  # one byte per burst: what a stock WR writes
-            write_s, read_s = [], []
+            runs = []  # (write s, read s, the fake's share of the read s) of each repeat
             for _ in range(repeat):
                 start = time.perf_counter()
                 tester.write_rows(rows, data)
                 mid = time.perf_counter()
+                busy = fake.busy_s
                 tester.read_rows(rows)
-                write_s.append(mid - start)
-                read_s.append(time.perf_counter() - mid)
+                runs.append((mid - start, time.perf_counter() - mid, fake.busy_s - busy))
             cycles = tester.timing_cycles
             write_cycles = sum(_cycles(p) for p in build_row_writes(rows, data, cycles, tester.params))
             read_cycles = sum(_cycles(p) for p in build_row_reads(rows, cycles, tester.params,
                                                                    range(tester.bursts_per_row), False))
-            tck_ns = tester.tck_ns
-            # The fake's own share: its receive calls, through ctypes as the host makes them, alone.
-            handle = fake.fpga_open(board)
-            sink = fake.boards[board]
-            buffer = (ctypes.c_uint32 * 16)()
-            address = ctypes.addressof(buffer)
-            n_bursts = n_rows * tester.bursts_per_row
-            fake_s, c_call_s = [], []
-            memset = ctypes.CDLL(None).memset  # a C function called the same way, for a real library's share
-            memset.argtypes, memset.restype = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t), ctypes.c_void_p
-            for _ in range(repeat):
-                sink.pending.extend([bytes(64)] * n_bursts)
-                start = time.perf_counter()
-                for _ in range(n_bursts):
-                    fake.fpga_recv(handle, 0, address, 16, 10)
-                fake_s.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                for _ in range(n_bursts):
-                    memset(address, 0, 64)
-                c_call_s.append(time.perf_counter() - start)
-            fake.fpga_close(handle)
+            tck_ns, per_row_bursts = tester.tck_ns, tester.bursts_per_row
     finally:
         fake_riffa.detach(board)
     per_row = 1e6 / n_rows
-    w, r, f, c = (min(v) * per_row for v in (write_s, read_s, fake_s, c_call_s))
-    host = r - f + c
+    w = min(r[0] for r in runs) * per_row
+    read, fake_share = min((r[1], r[2]) for r in runs)
+    r, f = read * per_row, fake_share * per_row
+    host = r - f
     w_dram, r_dram = write_cycles * tck_ns / 1e3 / n_rows, read_cycles * tck_ns / 1e3 / n_rows
     print(f"fake RIFFA : {n_rows} rows to a sink board, one byte per burst; a row read is "
-          f"{tester.bursts_per_row} receive transactions of 16 words")
-    print(f"  write    : {w:8.1f} us/row host side  ({8192 / w:7.1f} MB/s); the board's command bus "
+          f"{per_row_bursts} receive transactions of 16 words")
+    print(f"  write    : {w:8.1f} us/row host side  ({row_bytes / w:7.1f} MB/s); the board's command bus "
           f"{w_dram:.2f} us/row at tCK {tck_ns:g} ns")
-    print(f"  read     : {r:8.1f} us/row through the fake; its receive calls alone {f:.1f} us/row; "
-          f"the same number of ctypes calls to a C function {c:.1f} us/row")
-    print(f"  host read: {host:8.1f} us/row ({8192 / host:7.1f} MB/s) = driver and transport {r - f:.1f} + "
-          f"ctypes {c:.1f}, before libriffa's own time per transaction; the board's command bus "
-          f"{r_dram:.2f} us/row")
+    print(f"  read     : {r:8.1f} us/row through the fake, of which inside the fake's functions {f:.1f} us/row")
+    print(f"  host read: {host:8.1f} us/row ({row_bytes / max(host, 1e-9):7.1f} MB/s, "
+          f"{host / per_row_bursts:.2f} us per transaction), an upper bound: it includes the fake's C-to-Python "
+          f"transitions; the board's command bus {r_dram:.2f} us/row")
 
 
 if __name__ == "__main__":

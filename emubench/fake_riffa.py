@@ -16,6 +16,13 @@ release does on the wire:
 - ``fpga_reset`` drops the queued bursts and a half-sent program; the queue outlives
   ``fpga_close``, as data in the board's FIFO outlives the host program that left it there.
 
+For the transport's own tests a board can also hold bursts *in flight* (:attr:`FakeBoard.late`:
+they arrive after the next ``fpga_reset``, which a drain must take), send READs packed several to
+a transaction (:attr:`FakeBoard.bursts_per_transaction`, as another SoftMC build might), and it
+records the time-out of every call (:attr:`FakeLibriffa.timeouts_ms`). A Python error inside a
+function is logged and answered as libriffa answers a failure (-1, NULL), never raised through
+the C boundary.
+
 A program the emulated firmware refuses (stock SoftMC checks nothing) queues no data and is
 logged: the host then times out on its first READ, as it would on a board that hangs.
 
@@ -30,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +49,6 @@ from firmware_bridge.protocol import BURST_BYTES, MsgType, ProtocolError, decode
 from firmware_bridge.riffa import (
     RIFFA_MAX_FPGAS,
     SIGNATURES,
-    WORDS_PER_BURST,
     FpgaInfoList,
     count_reads,
 )
@@ -60,8 +67,10 @@ class FakeBoard:
 
     target: str | None  #: the emulated firmware's link URL (None: a sink answering READs with zeros)
     name: str = "SoftMC-emu"
-    pending: deque = field(default_factory=deque)  #: queued 64-byte bursts
+    pending: deque = field(default_factory=deque)  #: queued receive transactions (64 bytes a burst)
     partial: list = field(default_factory=list)  #: words of a program not yet ended (uint32 arrays)
+    late: list = field(default_factory=list)  #: bursts in flight: queued after the next fpga_reset
+    bursts_per_transaction: int = 1  #: READ bursts packed into one receive transaction
     link: Link | None = None
     programs_run: int = 0
     programs_refused: int = 0
@@ -72,7 +81,7 @@ class FakeBoard:
         """Run one program's instruction words (END last) and queue its READ bursts."""
         self.programs_run += 1
         if self.target is None:
-            self.pending.extend([bytes(BURST_BYTES)] * count_reads(words))
+            self.queue(bytes(BURST_BYTES * count_reads(words)))
             return
         payload = encode_program(words.astype(np.uint64))
         try:
@@ -89,8 +98,12 @@ class FakeBoard:
             self.last_error = str(exc)
             log.warning("fake RIFFA board %s: program of %d words not run: %s", self.name, len(words), exc)
             return
-        data = reply.payload
-        self.pending.extend(data[4 + BURST_BYTES * i: 4 + BURST_BYTES * (i + 1)] for i in range(count))
+        self.queue(reply.payload[4: 4 + BURST_BYTES * count])
+
+    def queue(self, bursts: bytes) -> None:
+        """Queue read bursts as the board sends them: :attr:`bursts_per_transaction` to a transaction."""
+        size = BURST_BYTES * max(1, self.bursts_per_transaction)
+        self.pending.extend(bursts[i: i + size] for i in range(0, len(bursts), size))
 
     def take(self, words: np.ndarray) -> None:
         """Buffer the words of one send; run every program an END closes."""
@@ -129,9 +142,30 @@ class FakeLibriffa:
         self._handles: dict[int, tuple[int, ctypes.c_int]] = {}  # handle address -> (board id, its storage)
         self._lock = threading.RLock()
         self.calls = {name: 0 for name in SIGNATURES}
+        #: The time-out (ms) of each recent ``fpga_send`` and ``fpga_recv`` call.
+        self.timeouts_ms: dict[str, deque] = {"fpga_send": deque(maxlen=4096), "fpga_recv": deque(maxlen=4096)}
+        #: Seconds spent inside the functions' Python bodies (what a benchmark takes off the host's time).
+        self.busy_s = 0.0
         for name, (restype, argtypes) in SIGNATURES.items():
             prototype = ctypes.CFUNCTYPE(restype, *argtypes)
-            setattr(self, name, prototype(getattr(self, "_" + name)))
+            setattr(self, name, prototype(self._guarded(name, getattr(self, "_" + name), restype)))
+
+    def _guarded(self, name: str, body: Any, restype: Any) -> Any:
+        """``body`` answering a Python error as libriffa answers a failure (-1, NULL or nothing), timed."""
+        failure = -1 if restype is ctypes.c_int else None
+        clock = time.perf_counter
+
+        def call(*args: Any) -> Any:
+            start = clock()
+            try:
+                return body(*args)
+            except Exception:  # noqa: BLE001 - nothing may cross the C boundary
+                log.exception("fake libriffa: %s failed", name)
+                return failure
+            finally:
+                self.busy_s += clock() - start
+
+        return call
 
     # Boards ---------------------------------------------------------------------------------------
 
@@ -191,6 +225,7 @@ class FakeLibriffa:
     def _fpga_send(self, handle: int | None, channel: int, data: int | None, length: int, destoff: int,
                    last: int, timeout_ms: int) -> int:
         self.calls["fpga_send"] += 1
+        self.timeouts_ms["fpga_send"].append(int(timeout_ms))
         with self._lock:
             board = self._board(handle)
             if board is None or channel != 0 or length <= 0 or not data:
@@ -201,15 +236,16 @@ class FakeLibriffa:
 
     def _fpga_recv(self, handle: int | None, channel: int, data: int | None, length: int, timeout_ms: int) -> int:
         self.calls["fpga_recv"] += 1
+        self.timeouts_ms["fpga_recv"].append(int(timeout_ms))
         with self._lock:
             board = self._board(handle)
             if board is None or channel != 0 or not data or not board.pending:
                 return 0
-            burst = board.pending.popleft()
-            words = min(int(length), WORDS_PER_BURST)
-            if words > 0:
-                ctypes.memmove(data, burst, 4 * words)
-            return max(words, 0)
+            transaction = board.pending.popleft()
+            words = max(0, min(int(length), len(transaction) // 4))  # libriffa drops what does not fit
+            if words:
+                ctypes.memmove(data, transaction, 4 * words)
+            return words
 
     def _fpga_reset(self, handle: int | None) -> None:
         self.calls["fpga_reset"] += 1
@@ -219,6 +255,8 @@ class FakeLibriffa:
                 board.pending.clear()
                 board.partial = []
                 board.resets += 1
+                board.queue(b"".join(board.late))  # what was in flight arrives after the reset
+                board.late = []
 
 
 _LIBRARY: FakeLibriffa | None = None

@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import re
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -86,6 +87,10 @@ RIFFA_MAX_CHANNELS = 12
 WORDS_PER_BURST = BURST_BYTES // 4
 #: Environment variable naming the library when the URL does not.
 LIBRARY_ENV = "EDEN_RIFFA_LIB"
+#: Environment variable naming the directory of the per-board lock files (default: the temporary directory).
+LOCK_DIR_ENV = "EDEN_RIFFA_LOCK_DIR"
+#: The device node RIFFA's Linux driver creates.
+DEVICE_NODE = "/dev/riffa"
 #: Entry-point group of library providers (``name = module:factory``; ``factory()`` returns the library).
 LIBRARY_GROUP = "eden_dram_toolkit.riffa_libraries"
 #: Where RIFFA 2.1's Linux installer puts the library.
@@ -200,8 +205,11 @@ class RiffaLibrary:
         Where it was loaded from (shown in error messages).
     """
 
-    def __init__(self, handle: Any, source: str) -> None:
+    def __init__(self, handle: Any, source: str, *, system: bool = True) -> None:
         self.source = source
+        #: A library that drives boards of this machine (locked per board across processes, and
+        #: diagnosed through the driver's device node); False for a provider's stand-in.
+        self.system = system
         missing = [name for name in SIGNATURES if not hasattr(handle, name)]
         if missing:
             raise RiffaError(f"{source} is not libriffa: it lacks {', '.join(missing)}")
@@ -226,14 +234,23 @@ class RiffaLibrary:
         info = FpgaInfoList()
         status = self.fpga_list(ctypes.byref(info))
         if status != 0:
-            raise RiffaError(
-                f"fpga_list of {self.source} failed ({status}): is the RIFFA driver loaded (lsmod | grep riffa)?"
-            )
+            raise RiffaError(f"fpga_list of {self.source} failed ({status}): {self.driver_hint()}")
         count = max(0, min(int(info.num_fpgas), RIFFA_MAX_FPGAS))
         return [
             (int(info.id[i]), int(info.num_chnls[i]), bytes(info.name[i]).split(b"\0")[0].decode("ascii", "replace"))
             for i in range(count)
         ]
+
+    def driver_hint(self) -> str:
+        """Why the driver may not answer: its device node missing or not accessible to this user."""
+        if not self.system:
+            return f"{self.source} answered with an error"
+        if not os.path.exists(DEVICE_NODE):
+            return f"no {DEVICE_NODE}: is the RIFFA driver loaded (lsmod | grep riffa)?"
+        if not os.access(DEVICE_NODE, os.R_OK | os.W_OK):
+            return (f"{DEVICE_NODE} is not readable and writable by this user "
+                    "(a udev rule or membership of its group gives access)")
+        return f"{DEVICE_NODE} is there and accessible: see the kernel log (dmesg | grep -i riffa)"
 
 
 def load_library(spec: str | None = None) -> RiffaLibrary:
@@ -254,7 +271,7 @@ def load_library(spec: str | None = None) -> RiffaLibrary:
                 raise
             except Exception as exc:  # noqa: BLE001 - one line, whatever the provider raises
                 raise RiffaError(f"RIFFA library provider {spec!r} failed: {exc}") from None
-            return RiffaLibrary(handle, f"RIFFA library {spec!r}")
+            return RiffaLibrary(handle, f"RIFFA library {spec!r}", system=False)
     if spec is None:
         candidates = [p for p in (ctypes.util.find_library("riffa"), *_INSTALLED_PATHS) if p]
     else:
@@ -359,6 +376,41 @@ def count_reads(words: np.ndarray) -> int:
     return int(np.count_nonzero((words & _RD_MASK) == _RD_BITS))
 
 
+# Board locks ------------------------------------------------------------------------------------------
+
+def _lock_board(fpga_id: int, name: str) -> int | None:
+    """Take the board's lock file (``eden-riffa-ID.lock``) for this process; return its descriptor.
+
+    libriffa lets any number of programs open a board, and one's ``fpga_reset`` breaks another's
+    program: a second host on the same board is refused here instead.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        return None
+    directory = os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir()
+    path = os.path.join(directory, f"eden-riffa-{fpga_id}.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RiffaError(f"cannot open the board lock {path} for {name}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise RiffaError(f"RIFFA board {fpga_id} is in use by another program (pid {holder} holds {path}); "
+                         "two hosts on one board reset each other's programs") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
 # The link ---------------------------------------------------------------------------------------------
 
 class RiffaLink:
@@ -410,9 +462,14 @@ class RiffaLink:
             raise RiffaError(f"no RIFFA board {url.fpga_id} for {name} (fpga_list finds: {listed})")
         if url.channel >= found[url.fpga_id]:
             raise RiffaError(f"{name}: board {url.fpga_id} has channels 0..{found[url.fpga_id] - 1}, not {url.channel}")
-        handle = library.fpga_open(url.fpga_id)
-        if not handle:
-            raise RiffaError(f"fpga_open({url.fpga_id}) failed for {name}: is another program using the board?")
+        self._lock_fd = _lock_board(url.fpga_id, name) if library.system else None
+        try:
+            handle = library.fpga_open(url.fpga_id)
+            if not handle:
+                raise RiffaError(f"fpga_open({url.fpga_id}) failed for {name}: {library.driver_hint()}")
+        except BaseException:
+            _unlock(self._lock_fd)
+            raise
         self._fpga = ctypes.c_void_p(handle)
         self._seq = 0
         self._dirty = True  # reset before the first program: an earlier host may have left data behind
@@ -421,6 +478,7 @@ class RiffaLink:
             self._reset_board()
         except BaseException:
             self.library.fpga_close(self._fpga)
+            _unlock(self._lock_fd)
             raise
 
     @classmethod
@@ -457,10 +515,20 @@ class RiffaLink:
         wait_s = self.timeout_s if timeout_s is None else float(timeout_s)
         return max(1, int(math.ceil(wait_s * 1000.0)))
 
+    @property
+    def needs_reset(self) -> bool:
+        """Whether an exchange did not finish: the next program is preceded by a reset of the board."""
+        return self._dirty
+
     def _reset_board(self) -> None:
-        """``fpga_reset``, then drain what the board still sends."""
+        """``fpga_reset``; a lone END, which ends a program half-sent before the reset if the board kept
+        it; then a drain of whatever the board still sends."""
         self.library.fpga_reset(self._fpga)
         self.stats.extra["resets"] += 1
+        end = (ctypes.c_uint32 * 2)()
+        sent = self.library.fpga_send(self._fpga, self.url.channel, end, 2, 0, 1, self._timeout_ms())
+        if sent != 2:
+            raise RiffaError(f"{self.name}: the board took {sent} of 2 words after fpga_reset (board gone or hung)")
         dropped = self.drain()
         if dropped:
             log.warning("%s: dropped %d stale bytes of read data after fpga_reset", self.name, dropped)
@@ -468,20 +536,30 @@ class RiffaLink:
         self._log(f"RESET fpga_reset, {dropped} stale bytes drained")
 
     def drain(self, quiet_s: float = _QUIET_MS / 1000.0, max_s: float = 2.0) -> int:
-        """Take and drop receive transactions until the board sends nothing for ``quiet_s``; return the bytes."""
+        """Take and drop receive transactions until the board sends nothing for ``quiet_s``; return the bytes.
+
+        Raises
+        ------
+        RiffaError
+            If the board is still sending after ``max_s`` seconds.
+        """
         self._check_open()
-        buffer = (ctypes.c_uint32 * WORDS_PER_BURST)()
+        buffer = (ctypes.c_uint32 * (2 * WORDS_PER_BURST))()
         quiet_ms = max(1, int(round(quiet_s * 1000.0)))
         dropped = 0
         end = time.monotonic() + max_s
-        while time.monotonic() < end:
-            got = self.library.fpga_recv(self._fpga, self.url.channel, buffer, WORDS_PER_BURST, quiet_ms)
-            if got <= 0:
-                break
-            dropped += 4 * int(got)
-        self.stats.extra["drained_bursts"] += dropped // BURST_BYTES
-        self.stats.bytes_received += dropped
-        return dropped
+        try:
+            while True:
+                got = self.library.fpga_recv(self._fpga, self.url.channel, buffer, 2 * WORDS_PER_BURST, quiet_ms)
+                if got <= 0:
+                    return dropped
+                dropped += 4 * int(got)
+                if time.monotonic() >= end:
+                    raise RiffaError(f"{self.name}: the board is still sending after {max_s:g} s of draining "
+                                     f"({dropped} bytes dropped); power-cycle it or reload its bitstream")
+        finally:
+            self.stats.extra["drained_bursts"] += dropped // BURST_BYTES
+            self.stats.bytes_received += dropped
 
     def reset(self) -> None:
         """Reset the board's transfers (``fpga_reset``) and drop stale read data."""
@@ -489,10 +567,13 @@ class RiffaLink:
         self._reset_board()
 
     def close(self) -> None:
-        """Close the board (``fpga_close``); later calls fail."""
+        """Close the board (``fpga_close``) and release its lock; later calls fail."""
         if not self._closed:
             self._closed = True
-            self.library.fpga_close(self._fpga)
+            try:
+                self.library.fpga_close(self._fpga)
+            finally:
+                _unlock(self._lock_fd)
 
     def __enter__(self) -> "RiffaLink":
         return self
@@ -582,7 +663,9 @@ class RiffaLink:
                 f"fpga_send to {self.name} took {sent} of {2 * n_slots} words in {wait_ms} ms (board busy or gone)"
             )
         self.stats.bytes_sent += 8 * n_slots
-        result = bytearray(4 + BURST_BYTES * n_reads)
+        # One burst's room beyond the last: each receive may take 32 words, so a transaction longer
+        # than a burst (a SoftMC build that packs READs) is seen, not cut to 16 words by libriffa.
+        result = bytearray(4 + BURST_BYTES * (n_reads + 1))
         result[0:4] = n_reads.to_bytes(4, "little")
         if n_reads:
             view = (ctypes.c_uint8 * len(result)).from_buffer(result)
@@ -591,13 +674,13 @@ class RiffaLink:
             fpga, channel = self._fpga, self.url.channel
             started = time.monotonic()
             for index in range(n_reads):
-                got = recv(fpga, channel, base + 4 + BURST_BYTES * index, WORDS_PER_BURST, wait_ms)
+                got = recv(fpga, channel, base + 4 + BURST_BYTES * index, 2 * WORDS_PER_BURST, wait_ms)
                 if got != WORDS_PER_BURST:
                     self.stats.extra["recv_calls"] += index + 1
                     self.stats.timeouts += 1
                     raise LinkTimeoutError(
                         f"{self.name}: READ {index + 1} of {n_reads} "
-                        + (f"came back with {got} of {WORDS_PER_BURST} words" if got > 0 else
+                        + (f"came back as a transaction of {got} words, not {WORDS_PER_BURST}" if got > 0 else
                            f"did not come back within {wait_ms} ms")
                         + f" ({time.monotonic() - started:.2f} s); the board is reset before the next program"
                     )
@@ -605,4 +688,4 @@ class RiffaLink:
         self.stats.bytes_received += BURST_BYTES * n_reads
         self._dirty = False
         self._log(f"<< RESULT {n_reads} bursts")
-        return bytes(result)
+        return bytes(memoryview(result)[: 4 + BURST_BYTES * n_reads])

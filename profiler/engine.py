@@ -125,7 +125,7 @@ def check_plan(plan: Sequence[Point], bench: Bench) -> None:
                 )
 
 
-#: Rows of each pattern :func:`check_patterns` checks before a sweep (the rest when they are written).
+#: Rows :func:`check_patterns` builds at a time (it checks every row, a chunk at a time).
 PATTERN_CHECK_ROWS = 256
 
 
@@ -134,7 +134,8 @@ def check_patterns(patterns: Mapping[str, Pattern], rowset: RowSet, bench: Bench
 
     A tester without the write-data extension (stock SoftMC) writes only bursts that repeat one
     byte: ``random`` and most ``file:`` patterns need the extension, ``random-bursts`` does not.
-    The first :data:`PATTERN_CHECK_ROWS` rows are checked here, the rest as they are written.
+    Every row of every pattern is built and checked (as one point of the sweep builds them), so a
+    file pattern whose later rows vary is refused here too.
 
     Raises
     ------
@@ -144,16 +145,16 @@ def check_patterns(patterns: Mapping[str, Pattern], rowset: RowSet, bench: Bench
     tester = bench.tester
     if getattr(tester, "writes_arbitrary_data", True):
         return
-    rows = list(rowset.rows)[:PATTERN_CHECK_ROWS]
+    rows = list(rowset.rows)
     for name, pattern in patterns.items():
-        data = np.stack([pattern.data(b, r, i, tester.row_bytes) for i, (b, r) in enumerate(rows)]) if rows else None
-        if data is None:
-            continue
-        try:
-            tester.check_writable(data, rows, what=f"pattern {name!r}")
-        except CapabilityError as exc:
-            raise PlanError(f"{exc}; patterns a burst of one repeated byte can hold: all-0, all-1, 0xNN, "
-                            "checkerboard, rowstripe, random-bursts[:SEED]") from None
+        for start in range(0, len(rows), PATTERN_CHECK_ROWS):
+            chunk = rows[start: start + PATTERN_CHECK_ROWS]
+            data = np.stack([pattern.data(b, r, start + i, tester.row_bytes) for i, (b, r) in enumerate(chunk)])
+            try:
+                tester.check_writable(data, chunk, what=f"pattern {name!r}")
+            except CapabilityError as exc:
+                raise PlanError(f"{exc}; patterns a burst of one repeated byte can hold: all-0, all-1, 0xNN, "
+                                "checkerboard, rowstripe, random-bursts[:SEED]") from None
 
 
 def point_noise_seed(sweep_seed: int, key: str) -> int:

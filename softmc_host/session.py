@@ -316,6 +316,10 @@ class TesterSession:
                 f"the program loads write data (WBUF), which needs {_FEATURE_PURPOSE[FEATURE_WRITE_DATA]}; "
                 f"the {self.kind} tester at {self.link.name} lacks it"
             )
+        if self.stock and getattr(self.link, "needs_reset", False):
+            # An exchange did not finish (time-out, Ctrl-C): reset the board, close the rows and turn
+            # auto-refresh off before this program, as the session does on open.
+            self.reset()
         payload = program.payload()
         reply = self.link.request(
             MsgType.PROGRAM, payload, timeout_s=self.link.timeout_s + 2e-5 * len(program)

@@ -349,6 +349,17 @@ def test_rerun_skips_finished_stages_and_an_option_reruns_what_it_affects(flow_r
     assert "[energy]" not in text
 
 
+def test_validate_on_a_stock_softmc_bench_is_a_one_line_flow_error(flow_run, tmp_path) -> None:
+    copy = tmp_path / "stock"
+    shutil.copytree(flow_run[0], copy)
+    ctx = st.StageContext(_small(copy, bench="emu://B?seed=0&link=riffa"), copy)
+    with pytest.raises(FlowError) as info:
+        st.stage_validate(ctx)
+    message = str(info.value)
+    assert message.startswith("bench validation: hardware-in-the-loop inference") and "\n" not in message
+    assert "stock-softmc tester at riffa://" in message and "--stop-after map" in message
+
+
 def test_interrupted_flow_resumes_at_the_stage_it_was_in(flow_run, tmp_path, monkeypatch) -> None:
     copy = tmp_path / "resume"
     shutil.copytree(flow_run[0], copy)

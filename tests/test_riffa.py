@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import re
 import subprocess
 import sys
 
@@ -23,6 +25,7 @@ from firmware_bridge.riffa import (
     SIGNATURES,
     FpgaInfoList,
     RiffaError,
+    RiffaLibrary,
     RiffaLink,
     UnsupportedRequest,
     count_reads,
@@ -107,7 +110,7 @@ def test_a_library_that_is_not_libriffa_is_named() -> None:
 
 def test_missing_board_is_a_one_line_error(stock) -> None:
     taken = stock.link.url.fpga_id
-    absent = next(i for i in range(5) if i != taken)
+    absent = next(i for i in range(5) if i not in fake_riffa.library().boards)
     with pytest.raises(RiffaError) as info:
         TesterSession.open(f"riffa://{absent}/0?lib=emu")
     message = _one_line(info.value)
@@ -247,7 +250,8 @@ def test_a_read_that_never_comes_times_out_and_the_next_program_works(stock) -> 
             stock.run(bad)
     finally:
         link.timeout_s = old
-    assert "READ 1 of 1 did not come back within 5" in _one_line(info.value)
+    waited = int(re.search(r"READ 1 of 1 did not come back within (\d+) ms", _one_line(info.value)).group(1))
+    assert 50 <= waited <= 60  # the link's time-out (plus the session's allowance for the program's length)
     assert np.all(stock.read_rows([(2, 2)]) == 0x3C)
     assert link.stats.extra["resets"] == resets + 1  # the board was reset before the next program
 
@@ -312,6 +316,18 @@ def test_sweep_with_a_pattern_a_stock_tester_cannot_write_is_refused_up_front(tm
     assert list(tmp_path.iterdir()) == []  # nothing on disk, the supply never moved
 
 
+def test_a_file_pattern_that_varies_past_the_first_rows_is_refused_up_front(tmp_path) -> None:
+    pattern = np.zeros(300 * 8192, np.uint8)
+    pattern[280 * 8192 + 5] = 1  # row 280 is the first that a stock WR cannot write
+    path = tmp_path / "weights.bin"
+    path.write_bytes(pattern.tobytes())
+    config = SweepConfig(bench="emu://B?seed=1&link=riffa", banks="0", rows="0:300", patterns=[f"file:{path}"],
+                         out=str(tmp_path / "f.h5"))
+    with pytest.raises(SweepError, match="pattern 'file:weights.bin' for bank 0 row 280, burst 0"):
+        sweep_to_map(config, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
+
+
 def test_demo_over_riffa(capsys) -> None:
     assert demo_main(["--tester", "emu://B?seed=2&link=riffa", "--banks", "0,7", "--rows", "0,5,32767"]) == 0
     out = capsys.readouterr().out
@@ -360,13 +376,132 @@ def test_link_benchmark_reports_the_fake_riffa_host_cost(capsys) -> None:
     out = capsys.readouterr().out
     assert "4 rows to a sink board" in out
     host = [line for line in out.splitlines() if line.strip().startswith("host read:")]
-    assert len(host) == 1 and float(host[0].split()[2]) > 0
+    assert len(host) == 1 and float(host[0].split()[2]) > 0  # the fake's time is measured within the same reads
     assert set(fake_riffa.library().boards) == boards  # the sink board is detached again
 
 
 def test_the_emulator_command_refuses_link_riffa_in_one_line() -> None:
     out = subprocess.run([sys.executable, "-m", "emubench", "--bench", "emu://B?link=riffa"],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith("this command serves the serial link")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].endswith("this command serves the serial link")
     with pytest.raises(Exception, match="link='x'|link=x"):
         TesterSession.open("emu://B?link=x")
+
+
+# Failures of the library and the board -----------------------------------------------------------
+
+@pytest.fixture
+def sink():
+    """A sink board of a private fake library, opened as a system library would be, and its link."""
+    fake = fake_riffa.FakeLibriffa()
+    board = fake.attach(None)
+    library = RiffaLibrary(fake, "fake", system=False)
+    link = RiffaLink(library, parse_riffa_url(f"riffa://{board}/0?timeout_ms=40"), name=f"riffa://{board}/0")
+    yield fake, fake.boards[board], link
+    link.close()
+
+
+def _read_program(n_reads: int) -> bytes:
+    words = [isa.Act(0, 1).encode()] + [isa.Rd(0, 8 * i).encode() for i in range(n_reads)] + [isa.PreAll().encode(), 0]
+    return encode_program(words)
+
+
+def test_every_transfer_has_a_finite_time_out(sink) -> None:
+    fake, _, link = sink
+    fake.timeouts_ms["fpga_recv"].clear()
+    link.request(MsgType.PROGRAM, _read_program(3))
+    assert list(fake.timeouts_ms["fpga_recv"]) == [40, 40, 40]  # never 0, which blocks for ever
+    assert all(t > 0 for t in fake.timeouts_ms["fpga_send"])
+
+
+def test_bursts_in_flight_at_a_reset_are_drained(sink) -> None:
+    _, board, link = sink
+    board.late = [bytes([0x5A]) * 64] * 7
+    link.reset()
+    assert link.stats.extra["drained_bursts"] == 7 and not board.pending
+    reply = link.request(MsgType.PROGRAM, _read_program(2))
+    assert reply.payload == (2).to_bytes(4, "little") + bytes(128)  # the sink's zeros, not the stale 0x5A
+
+
+def test_a_board_that_keeps_sending_fails_the_drain_in_one_line(sink) -> None:
+    fake, board, link = sink
+    board.pending.extend([bytes(64)] * 100000)
+    with pytest.raises(RiffaError) as info:
+        link.drain(max_s=0.01)
+    assert "still sending after 0.01 s of draining" in _one_line(info.value)
+
+
+def test_transactions_of_another_length_are_refused_not_cut(sink) -> None:
+    _, board, link = sink
+    board.bursts_per_transaction = 2  # a build packing two READs per transaction
+    with pytest.raises(LinkTimeoutError, match="READ 1 of 4 came back as a transaction of 32 words, not 16"):
+        link.request(MsgType.PROGRAM, _read_program(4))
+    assert link.needs_reset
+    board.bursts_per_transaction = 1
+    link.reset()
+    board.pending.append(bytes(32))  # and a transaction of 8 words ahead of the program's
+    with pytest.raises(LinkTimeoutError, match="transaction of 8 words"):
+        link.request(MsgType.PROGRAM, _read_program(1))
+    assert link.request(MsgType.PROGRAM, _read_program(1)).payload[:4] == (1).to_bytes(4, "little")
+
+
+def test_a_short_send_is_an_error_and_the_next_program_works(sink, monkeypatch) -> None:
+    _, _, link = sink
+    monkeypatch.setattr(link.library, "fpga_send", lambda *args: 0)
+    with pytest.raises(RiffaError, match="fpga_send to riffa://.* took 0 of 10 words in 40 ms"):
+        link.request(MsgType.PROGRAM, _read_program(2))
+    monkeypatch.undo()
+    assert link.needs_reset
+    assert link.request(MsgType.PROGRAM, _read_program(2)).payload[:4] == (2).to_bytes(4, "little")
+    assert not link.needs_reset
+
+
+def test_driver_failures_name_the_device_node(monkeypatch, tmp_path) -> None:
+    fake = fake_riffa.FakeLibriffa()
+    board = fake.attach(None)
+    system = RiffaLibrary(fake, "libriffa.so", system=True)
+    monkeypatch.setenv("EDEN_RIFFA_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr("firmware_bridge.riffa.DEVICE_NODE", str(tmp_path / "riffa"))
+    monkeypatch.setattr(system, "fpga_list", lambda info: -1)
+    with pytest.raises(RiffaError) as info:
+        RiffaLink(system, parse_riffa_url(f"riffa://{board}/0"))
+    assert f"fpga_list of libriffa.so failed (-1): no {tmp_path / 'riffa'}: is the RIFFA driver loaded" in str(info.value)
+    monkeypatch.undo()
+    monkeypatch.setenv("EDEN_RIFFA_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(system, "fpga_open", lambda board_id: None)
+    with pytest.raises(RiffaError, match=rf"fpga_open\({board}\) failed"):
+        RiffaLink(system, parse_riffa_url(f"riffa://{board}/0"))
+
+
+def test_a_second_host_on_one_board_is_refused(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("EDEN_RIFFA_LOCK_DIR", str(tmp_path))
+    fake = fake_riffa.FakeLibriffa()
+    board = fake.attach(None)
+    system = RiffaLibrary(fake, "libriffa.so", system=True)
+    url = parse_riffa_url(f"riffa://{board}/0")
+    first = RiffaLink(system, url)
+    resets = fake.boards[board].resets
+    with pytest.raises(RiffaError) as info:
+        RiffaLink(system, url)
+    assert f"RIFFA board {board} is in use by another program (pid {os.getpid()} holds" in _one_line(info.value)
+    assert fake.boards[board].resets == resets  # refused before it could reset the first host's board
+    first.close()
+    RiffaLink(system, url).close()  # free again
+
+
+def test_a_python_error_inside_the_fake_is_a_failure_code_not_a_crash(caplog) -> None:
+    fake = fake_riffa.FakeLibriffa()
+    fake.attach(None)
+    fake.boards[0].name = "\u00e9" * 40  # not ASCII: filling the list fails inside the callback
+    info = FpgaInfoList()
+    assert fake.fpga_list(ctypes.byref(info)) == -1
+    assert "fpga_list failed" in caplog.text
+
+
+def test_spy_logs_programs_and_results(stock) -> None:
+    lines: list[str] = []
+    with TesterSession.open("spy+" + stock.link.name, spy=lines.append) as spied:
+        spied.read_rows([(0, 1)])
+    text = "\n".join(lines)
+    assert "RESET fpga_reset" in text and ">> PROGRAM" in text and "<< RESULT 128 bursts" in text

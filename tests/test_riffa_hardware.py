@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import receives_interrupted_after
+from softmc_host.patterns import parse_pattern
 from softmc_host.session import CapabilityError, TesterSession
 
 ROWS = [(bank, row) for bank in (1, 6) for row in range(8)]
@@ -32,6 +33,11 @@ def test_board_round_trips_rows_at_nominal(url: str) -> None:
             tester.write_rows(ROWS, value)
             back = tester.read_rows(ROWS)
             assert int(np.unpackbits(back ^ np.uint8(value)).sum()) == 0, f"bit errors at nominal with 0x{value:02X}"
+        # A different byte in every burst: what a stock WR can write, burst by burst.
+        pattern = parse_pattern("random-bursts:7")
+        data = np.stack([pattern.data(b, r, i, tester.row_bytes) for i, (b, r) in enumerate(ROWS)])
+        tester.write_rows(ROWS, data)
+        assert int(np.unpackbits(tester.read_rows(ROWS) ^ data).sum()) == 0
 
 
 def test_board_refuses_arbitrary_data_before_sending(url: str) -> None:
