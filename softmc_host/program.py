@@ -29,6 +29,7 @@ __all__ = [
     "ProgramError",
     "Program",
     "idle_state_program",
+    "uniform_bursts",
     "wait_words",
     "row_bursts",
     "row_data",
@@ -297,6 +298,23 @@ def row_data(data: int | bytes | np.ndarray, row_bytes: int = ROW_BYTES) -> np.n
     return arr
 
 
+def uniform_bursts(data: np.ndarray) -> np.ndarray:
+    """Which 64-byte bursts of ``data`` repeat one byte (what a plain WR writes, without WBUF).
+
+    ``data`` is uint8 whose last axis is a whole number of bursts (``(n, row_bytes)`` rows, or one
+    row); the result has one bool per burst, shaped ``data.shape[:-1] + (bursts,)``.
+    """
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    bursts = data.reshape(*data.shape[:-1], data.shape[-1] // BURST_BYTES, BURST_BYTES)
+    # A burst repeats one byte if its 8 lanes of 8 bytes all equal that byte 8 times.
+    lanes = bursts.view(np.uint64)
+    repeated = bursts[..., 0].astype(np.uint64) * np.uint64(0x0101010101010101)
+    differ = lanes[..., 0] ^ repeated
+    for lane in range(1, BURST_BYTES // 8):
+        differ |= lanes[..., lane] ^ repeated
+    return differ == 0
+
+
 def row_bursts(data: int | bytes | np.ndarray, row_bytes: int = ROW_BYTES) -> list[int | bytes]:
     """Split a row's data into per-burst items: an int where a burst repeats one byte, else 64 bytes.
 
@@ -310,7 +328,7 @@ def row_bursts(data: int | bytes | np.ndarray, row_bytes: int = ROW_BYTES) -> li
         row_data(data, row_bytes)  # checks the value
         return [int(data)] * n
     bursts = row_data(data, row_bytes).reshape(n, BURST_BYTES)
-    uniform = (bursts == bursts[:, :1]).all(axis=1)
+    uniform = uniform_bursts(bursts)
     return [int(b[0]) if u else b.tobytes() for b, u in zip(bursts, uniform)]
 
 
@@ -541,13 +559,7 @@ def build_row_writes(
         isa.Wr(0, (n_bursts - 1) * columns_per_burst, 0)  # raises, naming the column
     bursts = data.reshape(n, n_bursts, BURST_BYTES)
     first = bursts[:, :, 0]
-    # A burst repeats one byte if its 8 lanes of 8 bytes all equal that byte 8 times.
-    lanes = bursts.view(np.uint64)
-    repeated = first.astype(np.uint64) * np.uint64(0x0101010101010101)
-    differ = lanes[:, :, 0] ^ repeated
-    for lane in range(1, BURST_BYTES // 8):
-        differ |= lanes[:, :, lane] ^ repeated
-    uniform = differ == 0
+    uniform = uniform_bursts(data)
     # One row's layout: ACT, WAITs | per burst: [WBUF], WR, gap WAITs | WAITs, PRE, WAITs.
     pre = np.array(wait_words(timing.trcd - 1), np.int64)
     gap = np.array(wait_words(params.tccd_cycles - 1), np.int64)

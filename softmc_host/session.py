@@ -40,6 +40,7 @@ from softmc_host.program import (
     idle_state_program,
     refresh_interval_program,
     row_data,
+    uniform_bursts,
 )
 from softmc_host.schemes import SchemeError, has_tester_scheme, pyserial_schemes, tester_opener, tester_schemes, url_scheme
 from softmc_host.timing import (
@@ -189,10 +190,9 @@ class TesterSession:
         """
         if self.writes_arbitrary_data:
             return
-        array = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1, BURST_BYTES)
-        bad = np.flatnonzero((array != array[:, :1]).any(axis=1))
+        bad = np.flatnonzero(~uniform_bursts(np.asarray(data, dtype=np.uint8).reshape(-1, self.row_bytes)))
         if bad.size:
-            index, burst = divmod(int(bad[0]), max(1, self.bursts_per_row))
+            index, burst = divmod(int(bad[0]), self.bursts_per_row)
             where = f"bank {rows[index][0]} row {rows[index][1]}" if rows is not None and index < len(rows) else f"row {index}"
             raise CapabilityError(
                 f"{what} for {where}, burst {burst}, is not one repeated byte: writing it needs "
@@ -501,7 +501,7 @@ class TesterSession:
 
     def seed_noise(self, seed: int) -> bool:
         """Restart an emulated DIMM's read-noise stream (returns False on testers without it)."""
-        if "noise-seed" not in self.features:
+        if FEATURE_NOISE_SEED not in self.features:
             return False
         self.link.request(MsgType.SEED, (int(seed) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
         return True
